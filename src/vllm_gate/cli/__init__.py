@@ -1,0 +1,1 @@
+"""Console scripts: ``vllm-gate`` (render, cluster) and ``ias-admin`` (the model registry)."""

@@ -1,0 +1,243 @@
+"""The ``ias-admin`` console script: manage the router's model registry.
+
+Examples (the platform runbook's commands):
+
+    ias-admin db migrate
+    ias-admin model add --name llama3 --display-name "Llama 3 8B Instruct" \\
+      --backend-url http://llama-3-8b-inference.ias-production.svc.cluster.local:8000 \\
+      --input-cost 0.0005 --output-cost 0.0015
+    ias-admin model list --json
+
+The database comes from --database-url or IAS_DATABASE_URL. Exit codes: 0 ok, 1 failed,
+2 bad input, 3 database unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import click
+import psycopg
+from pydantic import ValidationError
+
+from vllm_gate.cli.errors import ActionFailed, InvalidInput
+from vllm_gate.errors import GateError
+from vllm_gate.registry import db, mappings
+from vllm_gate.registry.migrate import migrate
+from vllm_gate.registry.mappings import Mapping
+
+__all__ = ["main"]
+
+EXIT_DB_UNREACHABLE = 3
+FLAG_OF_FIELD = {"name": "--name", "display_name": "--display-name", "backend_url": "--backend-url",
+                 "input_cost": "--input-cost", "output_cost": "--output-cost",
+                 "upstream_model_id": "--upstream-model-id", "max_tokens": "--max-tokens"}
+
+
+class Unreachable(click.ClickException):
+    exit_code = EXIT_DB_UNREACHABLE
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"Error: {self.format_message()}", err=True)
+
+
+def _decimal(ctx: click.Context, param: click.Parameter, value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise InvalidInput(f"--{param.name.replace('_', '-')} {value!r}: not a decimal number") from None
+    if not number.is_finite():
+        raise InvalidInput(f"--{param.name.replace('_', '-')} {value!r}: not a finite number")
+    return number
+
+
+def _invalid(exc: ValidationError) -> InvalidInput:
+    """Name the flag, the value given and the reason, from the first validation error."""
+    err = exc.errors()[0]
+    field = str(err["loc"][0]) if err["loc"] else ""
+    flag = FLAG_OF_FIELD.get(field, field)
+    return InvalidInput(f"{flag} {err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
+
+
+def _validated(fields: dict[str, Any]) -> Mapping:
+    try:
+        return Mapping.model_validate(fields)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+@contextlib.contextmanager
+def _registry(ctx: click.Context, *, check_migrated: bool = True) -> Iterator[psycopg.Connection]:
+    dsn = ctx.obj["dsn"]
+    if not dsn:
+        raise InvalidInput(f"no database: pass --database-url or set {db.DSN_ENV}")
+    try:
+        conn = db.connect(dsn)
+    except db.DatabaseUnreachable as exc:
+        raise Unreachable(exc.summary) from None
+    try:
+        if check_migrated:
+            mappings.require_migrated(conn)
+        yield conn
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    except (mappings.MappingExists, mappings.MappingNotFound, mappings.NotMigrated) as exc:
+        raise ActionFailed(exc.summary) from None
+    except GateError as exc:
+        raise ActionFailed(db.scrub(exc.summary, dsn)) from None
+    except psycopg.Error as exc:
+        raise ActionFailed(f"registry error: {db.scrub(' '.join(str(exc).split()), dsn)}") from None
+    finally:
+        conn.close()
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in row.items():
+        if isinstance(value, Decimal):
+            out[key] = str(value.normalize()) if value == value.to_integral() else str(value)
+        elif hasattr(value, "isoformat"):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value
+    return out
+
+
+def _cost(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+@click.group(help=__doc__)
+@click.option("--database-url", envvar=db.DSN_ENV, show_envvar=True, metavar="URL",
+              help="PostgreSQL URL of the registry.")
+@click.pass_context
+def main(ctx: click.Context, database_url: str | None) -> None:
+    ctx.obj = {"dsn": database_url}
+
+
+@main.group()
+def model() -> None:
+    """Add, show, change and remove model mappings."""
+
+
+@main.group(name="db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command(name="migrate")
+@click.pass_context
+def db_migrate(ctx: click.Context) -> None:
+    """Apply pending migrations (safe to repeat, and from several processes at once)."""
+    with _registry(ctx, check_migrated=False) as conn:
+        applied = migrate(conn)
+    click.echo(f"applied {len(applied)} migration(s)" +
+               (": " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else ""))
+
+
+_cost_opt = {"callback": _decimal, "metavar": "DECIMAL"}
+
+
+@model.command()
+@click.option("--name", required=True, help="Lowercase slug, e.g. llama3.")
+@click.option("--display-name", required=True)
+@click.option("--backend-url", required=True, help="http(s)://host:port")
+@click.option("--input-cost", required=True, help="Per 1K prompt tokens.", **_cost_opt)
+@click.option("--output-cost", required=True, help="Per 1K output tokens.", **_cost_opt)
+@click.option("--upstream-model-id", default=None, help="Model name sent to the backend.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--disabled", is_flag=True, help="Register without routing traffic yet.")
+@click.pass_context
+def add(ctx: click.Context, disabled: bool, **fields: Any) -> None:
+    """Register a model (fails if the name exists: use update)."""
+    mapping = _validated({**fields, "enabled": not disabled})
+    with _registry(ctx) as conn:
+        mappings.add(conn, mapping)
+    click.echo(f"added {mapping.name}")
+
+
+@model.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@click.pass_context
+def list_(ctx: click.Context, as_json: bool) -> None:
+    """List every mapping."""
+    with _registry(ctx) as conn:
+        rows = mappings.list_all(conn)
+    if as_json:
+        click.echo(json.dumps([_jsonable(r) for r in rows], indent=2))
+        return
+    for r in rows:
+        state = "enabled " if r["enabled"] else "disabled"
+        click.echo(f"{r['name']:<20} {state} {r['backend_url']}  in {_cost(r['input_cost_per_1k'])} "
+                   f"out {_cost(r['output_cost_per_1k'])}  {r['display_name']}")
+
+
+@model.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def show(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show one mapping."""
+    with _registry(ctx) as conn:
+        row = mappings.get(conn, name)
+    if as_json:
+        click.echo(json.dumps(_jsonable(row), indent=2))
+        return
+    for key, value in _jsonable(row).items():
+        click.echo(f"{key}: {value}")
+
+
+@model.command(name="update")
+@click.argument("name")
+@click.option("--display-name", default=None)
+@click.option("--backend-url", default=None)
+@click.option("--input-cost", default=None, **_cost_opt)
+@click.option("--output-cost", default=None, **_cost_opt)
+@click.option("--upstream-model-id", default=None)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=None)
+@click.pass_context
+def update_(ctx: click.Context, name: str, **fields: Any) -> None:
+    """Change fields of an existing mapping."""
+    changes = {k: v for k, v in fields.items() if v is not None}
+    if not changes:
+        raise InvalidInput("nothing to update: give at least one of --display-name, --backend-url, "
+                           "--input-cost, --output-cost, --upstream-model-id, --max-tokens")
+    with _registry(ctx) as conn:
+        mappings.update(conn, name, changes)
+    click.echo(f"updated {name}")
+
+
+@model.command()
+@click.argument("name")
+@click.pass_context
+def remove(ctx: click.Context, name: str) -> None:
+    """Delete a mapping (the router stops offering it)."""
+    with _registry(ctx) as conn:
+        mappings.remove(conn, name)
+    click.echo(f"removed {name}")
+
+
+@model.command()
+@click.argument("name")
+@click.pass_context
+def enable(ctx: click.Context, name: str) -> None:
+    """Route traffic to a mapping again."""
+    with _registry(ctx) as conn:
+        mappings.set_enabled(conn, name, True)
+    click.echo(f"enabled {name}")
+
+
+@model.command()
+@click.argument("name")
+@click.pass_context
+def disable(ctx: click.Context, name: str) -> None:
+    """Keep a mapping but stop routing to it."""
+    with _registry(ctx) as conn:
+        mappings.set_enabled(conn, name, False)
+    click.echo(f"disabled {name}")

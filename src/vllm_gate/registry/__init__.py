@@ -1,0 +1,1 @@
+"""The platform's model registry: ``model_mappings`` and ``certifications`` in PostgreSQL."""

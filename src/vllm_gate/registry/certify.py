@@ -1,0 +1,61 @@
+"""The gate's registration: mapping upsert and certification insert in one transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from vllm_gate.registry import mappings
+from vllm_gate.registry.mappings import Mapping
+
+
+@dataclass(frozen=True)
+class Certification:
+    model_name: str
+    cluster: str
+    started_at: datetime
+    finished_at: datetime
+    verdict: str  # "passed" or "failed"
+    summary: dict[str, Any] = field(default_factory=dict)
+    report_path: str | None = None
+
+
+def _insert(conn: psycopg.Connection, cert: Certification) -> int:
+    row = conn.execute(
+        "INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict, summary,"
+        " report_path) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (cert.model_name, cert.cluster, cert.started_at, cert.finished_at, cert.verdict,
+         Jsonb(cert.summary), cert.report_path),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def register_certified(conn: psycopg.Connection, mapping: Mapping, cert: Certification) -> int:
+    """Upsert ``mapping`` and record the passed ``cert`` atomically; return the certification id."""
+    if cert.verdict != "passed":
+        raise ValueError("register_certified takes a passed certification; use record_failed")
+    with conn.transaction():
+        mappings.upsert(conn, mapping, certified_at=cert.finished_at)
+        return _insert(conn, cert)
+
+
+def record_failed(conn: psycopg.Connection, cert: Certification) -> int:
+    """Record a failed run; no mapping is touched."""
+    if cert.verdict != "failed":
+        raise ValueError("record_failed takes a failed certification")
+    with conn.transaction():
+        return _insert(conn, cert)
+
+
+def certifications(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT id, cluster, verdict, finished_at FROM certifications WHERE model_name = %s ORDER BY id",
+        (model_name,),
+    ).fetchall()
+    conn.rollback()
+    return rows

@@ -1,0 +1,277 @@
+"""Model specs (`models/<name>.yaml`): schema, loading, ``--set`` overrides."""
+
+from __future__ import annotations
+
+import copy
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from vllm_gate.errors import SpecError
+
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
+_UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
+          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+# Flags the spec sets through its own fields; repeating them in extra_args would fight the spec.
+MANAGED_FLAGS = ("--model", "--served-model-name", "--port", "--host", "--max-model-len",
+                 "--gpu-memory-utilization", "--tensor-parallel-size", "-tp")
+
+
+def quantity_bytes(value: str) -> int:
+    """Return a Kubernetes memory quantity (``20Gi``) in bytes."""
+    match = QUANTITY.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity such as 20Gi")
+    return int(Decimal(match.group(1)) * _UNITS[match.group(2)])
+
+
+class StrictModel(BaseModel):
+    """Spec base: unknown fields are errors, so a typo never falls back to a default silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Image(StrictModel):
+    repository: str = Field(min_length=1, description="Image repository, e.g. vllm/vllm-openai.")
+    tag: str = Field(min_length=1, description="Pinned image tag; 'latest' is refused.")
+    digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Optional digest.")
+
+    @field_validator("tag")
+    @classmethod
+    def _pinned(cls, tag: str) -> str:
+        if tag == "latest":
+            raise ValueError("'latest' is not a pinned version (it changes under an upgrade); name a release")
+        return tag
+
+
+class Resources(StrictModel):
+    gpus: int = Field(ge=1, strict=True, description="nvidia.com/gpu per pod.")
+    gpu_type: str = Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=63,
+                          description="Value of the gpu-type node label the pod must land on.")
+    memory_request: str = Field(description="Memory request, e.g. 20Gi.")
+    memory_limit: str = Field(description="Memory limit, e.g. 24Gi.")
+    cpu_request: str = Field("4", pattern=r"^\d+(\.\d+)?m?$", description="CPU request.")
+    shm_size: str = Field("8Gi", description="Size of the memory-backed /dev/shm.")
+
+    @field_validator("memory_request", "memory_limit", "shm_size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        quantity_bytes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _limit_covers_request(self) -> Resources:
+        if quantity_bytes(self.memory_limit) < quantity_bytes(self.memory_request):
+            raise ValueError(f"memory_limit {self.memory_limit} is below memory_request {self.memory_request}")
+        return self
+
+
+class Engine(StrictModel):
+    max_model_len: int = Field(gt=0, strict=True, description="--max-model-len.")
+    gpu_memory_utilization: float = Field(gt=0, le=1, description="--gpu-memory-utilization.")
+    tensor_parallel_size: int = Field(1, ge=1, strict=True, description="--tensor-parallel-size.")
+    extra_args: list[str] = Field(default_factory=list, description="Further vLLM CLI arguments.")
+
+    @field_validator("extra_args")
+    @classmethod
+    def _unmanaged(cls, args: list[str]) -> list[str]:
+        for arg in args:
+            if arg.split("=", 1)[0] in MANAGED_FLAGS:
+                raise ValueError(f"{arg} is set by its own spec field; remove it from extra_args")
+        return args
+
+
+class Service(StrictModel):
+    name: str = Field(pattern=DNS1035_LABEL, max_length=63, description="Service name the router calls.")
+    port: int = Field(8000, ge=1, le=65535, strict=True, description="Service and container port.")
+    type: Literal["ClusterIP"] = Field("ClusterIP", description="Only ClusterIP: the model is private.")
+
+
+class Network(StrictModel):
+    router_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "ias-router"},
+        min_length=1, description="Labels of the API router pods the NetworkPolicy admits.")
+    router_namespace: str | None = Field(None, description="Router namespace; None = the model's own.")
+    monitoring_namespace: str = Field("monitoring", description="Namespace whose Prometheus may scrape.")
+
+
+class Startup(StrictModel):
+    timeout_s: int = Field(1800, gt=0, strict=True,
+                           description="Budget for model download + load; sizes the startupProbe.")
+
+
+class Costs(StrictModel):
+    input_per_1k: Decimal = Field(ge=0, description="Price per 1K prompt tokens.")
+    output_per_1k: Decimal = Field(ge=0, description="Price per 1K output tokens.")
+
+
+class Percentiles(StrictModel):
+    p50: float | None = Field(None, gt=0)
+    p95: float | None = Field(None, gt=0)
+    p99: float | None = Field(None, gt=0)
+
+
+class Slos(StrictModel):
+    ttft_ms: Percentiles = Field(default_factory=Percentiles, description="Time to first token limits.")
+    itl_ms: Percentiles = Field(default_factory=Percentiles, description="Inter-token latency limits.")
+    e2e_ms: Percentiles = Field(default_factory=Percentiles, description="End-to-end latency limits.")
+    max_error_rate: float = Field(0.01, ge=0, le=1, description="Largest failed-request fraction.")
+    min_output_tokens_per_s: float = Field(0, ge=0, description="Smallest aggregate output token rate.")
+    min_goodput: float = Field(0.9, ge=0, le=1,
+                               description="Smallest fraction of requests meeting every p99 latency limit.")
+
+
+class UsersProfile(StrictModel):
+    kind: Literal["users"] = "users"
+    users: int = Field(ge=1, strict=True, description="Concurrent streaming users.")
+    duration_s: float = Field(gt=0, description="How long the load runs.")
+
+
+class RampProfile(StrictModel):
+    kind: Literal["ramp"] = "ramp"
+    start_users: int = Field(ge=1, strict=True)
+    end_users: int = Field(ge=1, strict=True)
+    duration_s: float = Field(gt=0, description="Ramp from start_users to end_users over this long.")
+
+
+class RateProfile(StrictModel):
+    kind: Literal["rate"] = "rate"
+    requests_per_s: float = Field(gt=0, description="Mean arrival rate; arrivals are Poisson.")
+    duration_s: float = Field(gt=0)
+    max_users: int = Field(64, ge=1, strict=True, description="Cap on requests in flight.")
+
+
+Profile = Annotated[UsersProfile | RampProfile | RateProfile, Field(discriminator="kind")]
+
+
+class Load(StrictModel):
+    profile: Profile
+    prompt_tokens: int = Field(gt=0, strict=True, description="Prompt length per request.")
+    output_tokens: int = Field(gt=0, strict=True, description="Exact output length (max_tokens + ignore_eos).")
+
+
+class ModelSpec(StrictModel):
+    """One model the gate can deploy, check and register."""
+
+    # Helm release names are at most 53 characters (the rest of 63 is left for suffixes).
+    name: str = Field(pattern=DNS1123_LABEL, max_length=53, description="Release and registry name.")
+    display_name: str = Field(min_length=1, description="Human name shown by the router.")
+    model_id: str = Field(min_length=1, description="Hugging Face model id vLLM loads.")
+    served_model_name: str | None = Field(None, min_length=1,
+                                          description="Name in /v1/models; defaults to model_id.")
+    namespace: str = Field(pattern=DNS1123_LABEL, max_length=63)
+    engine: Literal["vllm", "sim"] = Field("vllm", description="vllm, or the GPU-free simulator.")
+    image: Image
+    service: Service
+    resources: Resources
+    vllm: Engine
+    network: Network = Field(default_factory=Network)
+    startup: Startup = Field(default_factory=Startup)
+    costs: Costs
+    slo: Slos = Field(default_factory=Slos)
+    load: Load
+
+    @property
+    def served_name(self) -> str:
+        return self.served_model_name or self.model_id
+
+    @property
+    def in_cluster_url(self) -> str:
+        return f"http://{self.service.name}.{self.namespace}.svc.cluster.local:{self.service.port}"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.vllm.tensor_parallel_size != self.resources.gpus:
+            raise ValueError(f"vllm.tensor_parallel_size {self.vllm.tensor_parallel_size} must equal "
+                             f"resources.gpus {self.resources.gpus} (one shard per GPU)")
+        total = self.load.prompt_tokens + self.load.output_tokens
+        if total > self.vllm.max_model_len:
+            raise ValueError(f"load.prompt_tokens + load.output_tokens ({total}) exceed "
+                             f"vllm.max_model_len {self.vllm.max_model_len}")
+        return self
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a path and a YAML-typed value, as ``helm --set`` does."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise SpecError(f"--set {item}: expected KEY=VALUE with a dotted KEY, e.g. vllm.max_model_len=4096")
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise SpecError(f"--set {item}: value is not valid YAML ({exc.problem})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return ``data`` with each ``--set KEY=VALUE`` applied (validation happens afterwards)."""
+    merged = copy.deepcopy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise SpecError(f"--set {item}: {part} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def resolve_path(ref: str, models_dir: Path) -> Path:
+    """Turn ``llama3`` or ``path/to/spec.yaml`` into a spec file path."""
+    if ref.endswith((".yaml", ".yml")) or "/" in ref:
+        return Path(ref)
+    return models_dir / f"{ref}.yaml"
+
+
+def display_path(path: Path) -> str:
+    """Return ``path`` relative to the working directory when it is below it (shorter messages)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def available(models_dir: Path) -> list[str]:
+    return sorted(p.stem for p in models_dir.glob("*.yaml"))
+
+
+def _format_errors(where: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {loc or '(top level)'}: {msg}")
+    return "\n".join(lines)
+
+
+def load_spec(ref: str, models_dir: Path, overrides: list[str] | None = None) -> ModelSpec:
+    """Load, override and validate a spec; any problem raises SpecError naming file and field."""
+    path = resolve_path(ref, models_dir)
+    shown = display_path(path)
+    if not path.is_file():
+        names = ", ".join(available(models_dir)) or "none"
+        raise SpecError(f"{shown}: no such model spec (available in {models_dir}: {names})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{shown}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"{shown}: (top level): must be a mapping of spec fields, got {type(data).__name__}")
+    data = apply_overrides(data, overrides or [])
+    where = shown + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        message = _format_errors(where, exc)
+        first, _, rest = message.partition("\n")
+        raise SpecError(first, rest) from None

@@ -1,0 +1,52 @@
+"""Turn a model spec into the values of the generic chart (`charts/vllm`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from vllm_gate.spec import ModelSpec
+
+STARTUP_PROBE_PERIOD_S = 10
+
+
+def chart_values(spec: ModelSpec) -> dict[str, Any]:
+    """Return chart values for ``spec``. The HF token is referenced by Secret name, never held."""
+    res = spec.resources
+    net = spec.network
+    return {
+        "engine": spec.engine,
+        "model": {
+            "id": spec.model_id,
+            "servedName": spec.served_name,
+            "maxModelLen": spec.vllm.max_model_len,
+            "gpuMemoryUtilization": spec.vllm.gpu_memory_utilization,
+            "tensorParallelSize": spec.vllm.tensor_parallel_size,
+            "extraArgs": list(spec.vllm.extra_args),
+        },
+        "image": {
+            "repository": spec.image.repository,
+            "tag": spec.image.tag,
+            "digest": spec.image.digest or "",
+        },
+        "service": {"name": spec.service.name, "type": spec.service.type, "port": spec.service.port},
+        "resources": {
+            "requests": {"cpu": res.cpu_request, "memory": res.memory_request},
+            "limits": {"memory": res.memory_limit},
+        },
+        "gpu": {"count": res.gpus, "resourceName": "nvidia.com/gpu"},
+        "nodeSelector": {"gpu-type": res.gpu_type},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "shm": {"sizeLimit": res.shm_size},
+        "startupProbe": {
+            "periodSeconds": STARTUP_PROBE_PERIOD_S,
+            "failureThreshold": math.ceil(spec.startup.timeout_s / STARTUP_PROBE_PERIOD_S),
+            "timeoutSeconds": 5,
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "routerPodLabels": dict(net.router_pod_labels),
+            "routerNamespace": net.router_namespace or "",
+            "monitoringNamespace": net.monitoring_namespace,
+        },
+    }

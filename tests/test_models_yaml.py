@@ -1,0 +1,38 @@
+"""Every file in models/ is a valid spec; nothing else lives there."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_gate.spec import load_spec
+from vllm_gate.tools import MODELS_DIR
+
+
+def test_models_dir_holds_only_specs():
+    stray = [p.name for p in MODELS_DIR.iterdir() if p.suffix != ".yaml"]
+    assert not stray, f"files in models/ that are not model specs: {stray}"
+
+
+@pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_spec_validates_and_is_named_after_its_file(path):
+    spec = load_spec(str(path), MODELS_DIR)
+    assert spec.name == path.stem
+
+
+def test_llama3_spec_matches_the_platform_request():
+    spec = load_spec("llama3", MODELS_DIR)
+    assert spec.model_id == "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert (spec.resources.gpus, spec.resources.gpu_type) == (1, "rtx-6000-ada")
+    assert (spec.resources.memory_request, spec.resources.memory_limit) == ("20Gi", "24Gi")
+    assert (spec.vllm.max_model_len, spec.vllm.gpu_memory_utilization, spec.vllm.tensor_parallel_size) == (
+        8192, 0.95, 1)
+    assert (spec.service.name, spec.namespace) == ("llama-3-8b-inference", "ias-production")
+    assert spec.display_name == "Llama 3 8B Instruct"
+    assert (str(spec.costs.input_per_1k), str(spec.costs.output_per_1k)) == ("0.0005", "0.0015")
+
+
+def test_mistral_spec_matches_the_platform_request():
+    spec = load_spec("mistral-7b", MODELS_DIR)
+    assert spec.display_name == "Mistral 7B Instruct"
+    assert spec.service.name == "mistral-7b-inference"
+    assert (str(spec.costs.input_per_1k), str(spec.costs.output_per_1k)) == ("0.0003", "0.0009")

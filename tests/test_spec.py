@@ -1,0 +1,101 @@
+"""Invalid specs and --set overrides fail before anything else, naming file, field and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vllm_gate.errors import SpecError
+from vllm_gate.spec import apply_overrides, load_spec, quantity_bytes
+from vllm_gate.tools import MODELS_DIR
+
+LLAMA3 = yaml.safe_load((MODELS_DIR / "llama3.yaml").read_text())
+
+
+def _without(data: dict, dotted: str) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(data))
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node[p]
+    del node[last]
+    return data
+
+
+# (case id, spec file contents, --set overrides, text the one-line error must contain)
+INVALID = [
+    ("missing-field", _without(LLAMA3, "costs"), [], "costs: Field required"),
+    ("missing-nested-field", _without(LLAMA3, "resources.gpus"), [], "resources.gpus: Field required"),
+    ("negative-cost", LLAMA3, ["costs.input_per_1k=-0.0005"], "costs.input_per_1k: Input should be greater"),
+    ("zero-gpus", LLAMA3, ["resources.gpus=0"], "resources.gpus: Input should be greater than or equal to 1"),
+    ("non-integer-max-len", LLAMA3, ["vllm.max_model_len=8192.5"], "vllm.max_model_len: Input should be"),
+    ("string-max-len", LLAMA3, ["vllm.max_model_len=lots"], "vllm.max_model_len: Input should be"),
+    ("nodeport-service", LLAMA3, ["service.type=NodePort"], "service.type: Input should be 'ClusterIP'"),
+    ("name-too-long", LLAMA3, ["name=" + "a" * 54], "name: String should have at most 53 characters"),
+    ("name-not-dns", LLAMA3, ["name=Llama_3"], "name: String should match pattern"),
+    ("service-name-too-long", LLAMA3, ["service.name=" + "s" * 64], "service.name: String should have at most"),
+    ("unknown-field", LLAMA3, ["gpus=1"], "gpus: Extra inputs are not permitted"),
+    ("unknown-nested-field", LLAMA3, ["vllm.tensor_paralel_size=1"], "vllm.tensor_paralel_size: Extra inputs"),
+    ("latest-tag", LLAMA3, ["image.tag=latest"], "image.tag: 'latest' is not a pinned version"),
+    ("gpu-util-above-one", LLAMA3, ["vllm.gpu_memory_utilization=1.5"], "vllm.gpu_memory_utilization"),
+    ("tp-differs-from-gpus", LLAMA3, ["vllm.tensor_parallel_size=2"],
+     "vllm.tensor_parallel_size 2 must equal resources.gpus 1"),
+    ("limit-below-request", LLAMA3, ["resources.memory_limit=16Gi"],
+     "resources: memory_limit 16Gi is below memory_request 20Gi"),
+    ("bad-quantity", LLAMA3, ["resources.memory_request=20 gigs"], "resources.memory_request"),
+    ("load-exceeds-context", LLAMA3, ["load.prompt_tokens=8100"],
+     "load.prompt_tokens + load.output_tokens (8228) exceed vllm.max_model_len 8192"),
+    ("unknown-profile", LLAMA3, ["load.profile.kind=burst"], "load.profile"),
+    ("managed-extra-arg", LLAMA3, ["vllm.extra_args=[--max-model-len=4096]"],
+     "vllm.extra_args: --max-model-len=4096 is set by its own spec field"),
+    ("negative-startup", LLAMA3, ["startup.timeout_s=-5"], "startup.timeout_s"),
+    ("set-scalar-parent", LLAMA3, ["name.first=x"], "--set name.first=x: name is not a mapping"),
+    ("set-without-equals", LLAMA3, ["vllm.max_model_len"], "--set vllm.max_model_len: expected KEY=VALUE"),
+    ("yaml-not-mapping", ["a", "b"], [], "(top level): must be a mapping of spec fields, got list"),
+    ("empty-file", None, [], "(top level): must be a mapping of spec fields, got NoneType"),
+]
+
+
+@pytest.mark.parametrize(("contents", "overrides", "expected"), [c[1:] for c in INVALID],
+                         ids=[c[0] for c in INVALID])
+def test_invalid_spec_fails_naming_the_field(tmp_path: Path, contents, overrides, expected):
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(contents) if contents is not None else "")
+    with pytest.raises(SpecError) as info:
+        load_spec(str(path), MODELS_DIR, overrides)
+    summary = info.value.summary
+    assert "\n" not in summary
+    assert "broken.yaml" in summary or summary.startswith("--set"), summary
+    assert expected in summary, summary
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: llama3\nvllm: [unclosed\n")
+    with pytest.raises(SpecError, match=r"bad.yaml: not valid YAML at line 3"):
+        load_spec(str(path), MODELS_DIR)
+
+
+def test_unknown_model_name_lists_the_available_ones():
+    with pytest.raises(SpecError, match=r"no-such\.yaml: no such model spec .*llama3, mistral-7b"):
+        load_spec("no-such", MODELS_DIR)
+
+
+def test_overrides_are_yaml_typed_and_do_not_touch_the_input():
+    merged = apply_overrides(LLAMA3, ["vllm.max_model_len=4096", "engine=sim", "network.router_namespace=ias"])
+    assert merged["vllm"]["max_model_len"] == 4096
+    assert merged["engine"] == "sim"
+    assert merged["network"] == {"router_namespace": "ias"}
+    assert LLAMA3["vllm"]["max_model_len"] == 8192
+
+
+def test_valid_override_is_applied():
+    spec = load_spec("llama3", MODELS_DIR, ["vllm.max_model_len=4096", "engine=sim"])
+    assert (spec.vllm.max_model_len, spec.engine) == (4096, "sim")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("20Gi", 20 * 2**30), ("500M", 500 * 10**6), ("1.5Gi", 3 * 2**29)])
+def test_quantity_bytes(text, expected):
+    assert quantity_bytes(text) == expected
