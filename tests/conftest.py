@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from vllm_gate.pgserver import PostgresServer
+from vllm_gate.registry.migrate import migrate
 from vllm_gate.spec import ModelSpec, load_spec
 from vllm_gate.tools import MODELS_DIR, find_tool
 
+_db_counter = itertools.count()
 ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 
 
@@ -29,3 +33,33 @@ def postgres() -> Iterator[PostgresServer]:
     """Return a throwaway PostgreSQL server for this test session, stopped at the end."""
     with PostgresServer() as server:
         yield server
+
+
+
+@pytest.fixture
+def empty_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """Return the DSN of a new, unmigrated database (dropped afterwards)."""
+    name = f"t{next(_db_counter)}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def dsn(empty_dsn: str) -> str:
+    """Return the DSN of a new, migrated registry database."""
+    with psycopg.connect(empty_dsn) as conn:
+        migrate(conn)
+    return empty_dsn
+
+
+def dump_tables(dsn: str) -> str:
+    """Return every row of the registry tables as text, for byte-for-byte comparisons."""
+    with psycopg.connect(dsn) as conn:
+        parts = []
+        for table in ("model_mappings", "certifications", "schema_migrations"):
+            rows = conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+            parts.append(f"{table}: {rows!r}")
+    return "\n".join(parts)

@@ -101,7 +101,7 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
         if isinstance(value, Decimal):
-            out[key] = str(value.normalize()) if value == value.to_integral() else str(value)
+            out[key] = _cost(value)
         elif hasattr(value, "isoformat"):
             out[key] = value.isoformat()
         else:

@@ -60,15 +60,15 @@ class Mapping(BaseModel):
     def _http_host_port(cls, value: str) -> str:
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https"):
-            raise ValueError(f"{value!r} must start with http:// or https://")
+            raise ValueError("must start with http:// or https://")
         try:
             port = parts.port
         except ValueError:
-            raise ValueError(f"{value!r} has an invalid port") from None
+            raise ValueError("has an invalid port") from None
         if not parts.hostname:
-            raise ValueError(f"{value!r} has no host")
+            raise ValueError("has no host")
         if port is None:
-            raise ValueError(f"{value!r} has no port (e.g. :8000)")
+            raise ValueError("has no port (e.g. :8000)")
         return value
 
 

@@ -1,0 +1,1 @@
+"""Where the gate deploys: an existing cluster, a kind cluster, or the embedded local cluster."""

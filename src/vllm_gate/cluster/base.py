@@ -1,0 +1,37 @@
+"""What every cluster provider offers the gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+CLUSTER_KINDS = ("auto", "existing", "kind", "local")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a cluster can show; the suites skip (with this reason) what it cannot."""
+
+    real_gpus: bool
+    enforces_network_policy: bool | None  # None: unknown until an active probe says
+    pulls_images: bool
+    engine: Literal["vllm", "sim"]
+    limits: str = ""  # one line: what this cluster cannot show
+
+
+class Cluster(Protocol):
+    kind: str
+    name: str
+    kubeconfig: Path | None
+    context: str | None
+    capabilities: Capabilities
+
+    def start(self) -> None:
+        """Make the cluster usable (create it, or check it is reachable)."""
+
+    def stop(self) -> None:
+        """Release what start() created; leave anything pre-existing alone."""
+
+    def describe(self) -> str:
+        """One line for the report header: kind, name, context, version."""

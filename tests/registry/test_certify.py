@@ -1,0 +1,76 @@
+"""The gate's registration: one transaction, concurrent-safe, failures touch no mapping."""
+
+from __future__ import annotations
+
+import multiprocessing
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from tests.conftest import dump_tables
+from vllm_gate.registry.certify import Certification, certifications, record_failed, register_certified
+from vllm_gate.registry.mappings import Mapping, get
+
+LLAMA3 = Mapping(name="llama3", display_name="Llama 3 8B Instruct",
+                 backend_url="http://llama-3-8b-inference.ias-production.svc.cluster.local:8000",
+                 upstream_model_id="meta-llama/Meta-Llama-3-8B-Instruct", max_tokens=8192,
+                 input_cost=Decimal("0.0005"), output_cost=Decimal("0.0015"),
+                 chart_version="0.1.0", image="vllm/vllm-openai:v0.11.0")
+
+
+def cert(verdict: str, cluster: str = "local") -> Certification:
+    now = datetime.now(UTC)
+    return Certification(model_name="llama3", cluster=cluster, started_at=now, finished_at=now,
+                         verdict=verdict, summary={"suites": {"health": "passed"}}, report_path="reports/x.html")
+
+
+def test_passed_run_upserts_mapping_and_records_certification(dsn):
+    with psycopg.connect(dsn) as conn:
+        cert_id = register_certified(conn, LLAMA3, cert("passed"))
+        row = get(conn, "llama3")
+        assert certifications(conn, "llama3")[0][0] == cert_id
+    assert row["input_cost_per_1k"] == Decimal("0.0005")
+    assert row["certified_at"] is not None
+
+
+def test_failed_run_records_certification_and_touches_no_mapping(dsn):
+    with psycopg.connect(dsn) as conn:
+        register_certified(conn, LLAMA3, cert("passed"))
+        before = get(conn, "llama3")
+        record_failed(conn, cert("failed"))
+        assert get(conn, "llama3") == before
+        assert [c[2] for c in certifications(conn, "llama3")] == ["passed", "failed"]
+
+
+def test_failure_inside_registration_rolls_back_both(dsn):
+    bad = Certification(model_name="llama3", cluster="local", started_at=datetime.now(UTC),
+                        finished_at=datetime.now(UTC), verdict="passed", summary={"x": object()})
+    before = dump_tables(dsn)
+    with psycopg.connect(dsn) as conn, pytest.raises(TypeError):
+        register_certified(conn, LLAMA3, bad)
+    assert dump_tables(dsn) == before
+
+
+def _register_in_process(dsn: str, start: multiprocessing.synchronize.Event, i: int) -> None:
+    start.wait(30)
+    with psycopg.connect(dsn) as conn:
+        mapping = LLAMA3.model_copy(update={"display_name": f"Llama 3 (run {i})"})
+        register_certified(conn, mapping, cert("passed", cluster=f"run-{i}"))
+
+
+def test_eight_concurrent_registrations_leave_one_row_and_eight_certifications(dsn):
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    procs = [ctx.Process(target=_register_in_process, args=(dsn, start, i)) for i in range(8)]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM certifications WHERE model_name = 'llama3'").fetchone()[0] == 8
+        assert get(conn, "llama3")["display_name"].startswith("Llama 3 (run ")
