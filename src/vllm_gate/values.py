@@ -8,6 +8,13 @@ from typing import Any
 from vllm_gate.spec import ModelSpec
 
 STARTUP_PROBE_PERIOD_S = 10
+CHART_NAME = "vllm"
+
+
+def release_fullname(release: str) -> str:
+    """The chart's ``vllm.fullname`` for a release (Deployment, NetworkPolicy and PDB name)."""
+    name = release if CHART_NAME in release else f"{release}-{CHART_NAME}"
+    return name[:63].rstrip("-")
 
 
 def chart_values(spec: ModelSpec) -> dict[str, Any]:

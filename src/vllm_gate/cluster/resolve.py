@@ -1,0 +1,23 @@
+"""Pick the cluster provider for ``--cluster``: auto, existing, kind or local."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vllm_gate.cluster.base import Cluster
+from vllm_gate.cluster.existing import ExistingCluster
+from vllm_gate.cluster.kind import KindCluster
+from vllm_gate.cluster.kube import current_context
+from vllm_gate.cluster.local import GpuPool, LocalCluster, Progress
+
+
+def resolve_cluster(kind: str, *, kubeconfig: Path | None, context: str | None, gpu_nodes: int,
+                    kind_name: str, kind_bin: Path | None, keep_kind: bool, progress: Progress) -> Cluster:
+    """``auto`` is the current kubeconfig context when there is one (kubectl's rules), else ``local``."""
+    if kind == "auto":
+        kind = "existing" if (context or current_context(kubeconfig)) else "local"
+    if kind == "existing":
+        return ExistingCluster(kubeconfig, context)
+    if kind == "kind":
+        return KindCluster(kind_name, kind_bin, None, keep_kind)
+    return LocalCluster(pool=GpuPool(nodes=gpu_nodes), progress=progress)

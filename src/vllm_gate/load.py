@@ -1,0 +1,132 @@
+"""Run the Locust load test as a separate headless process and compute its statistics from raw samples."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vllm_gate.errors import GateError
+from vllm_gate.spec import Load, RampProfile, RateProfile, UsersProfile
+from vllm_gate.tools import LOADTESTS_DIR
+
+PROGRESS_EVERY_S = 5.0
+GRACE_S = 60.0  # in-flight requests finish and Locust writes its summary
+
+
+class LoadFailed(GateError):
+    """The load generator itself failed (not the server under test)."""
+
+
+@dataclass(frozen=True)
+class RequestSample:
+    """One request as the load generator saw it."""
+
+    start: float
+    ttft_s: float | None
+    itl_s: list[float]
+    e2e_s: float
+    prompt_tokens: int | None
+    output_tokens: int | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def tpot_s(self) -> float | None:
+        if not self.ok or self.ttft_s is None or not self.output_tokens or self.output_tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1)
+
+
+@dataclass
+class LoadRun:
+    samples: list[RequestSample]
+    wall_s: float
+    cpu_s: float  # CPU time the load generator used (user + system)
+    log_path: Path
+    command: list[str] = field(default_factory=list)
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Linear-interpolated percentile (numpy's default method); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def read_samples(path: Path) -> list[RequestSample]:
+    samples = []
+    if not path.exists():
+        return samples
+    for line in path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            samples.append(RequestSample(r["start"], r["ttft_s"], list(r["itl_s"]), r["e2e_s"],
+                                         r["prompt_tokens"], r["output_tokens"], r["error"]))
+    return samples
+
+
+def profile_args(load: Load) -> tuple[list[str], float]:
+    """Locust CLI arguments for the profile, and the run time in seconds."""
+    p = load.profile
+    if isinstance(p, UsersProfile):
+        return ["--users", str(p.users), "--spawn-rate", str(p.users), "--run-time", f"{p.duration_s:.0f}s"], p.duration_s
+    if isinstance(p, RampProfile):
+        return [], p.duration_s  # the locustfile's Ramp shape drives users and stops the run
+    assert isinstance(p, RateProfile)
+    return ["--users", "1", "--spawn-rate", "1", "--run-time", f"{p.duration_s:.0f}s"], p.duration_s
+
+
+def run_load(url: str, served_model: str, load: Load, workdir: Path,
+             progress: Callable[[str], None], extra_env: dict[str, str] | None = None) -> LoadRun:
+    """Drive ``load`` against ``url`` with Locust in its own process; return the raw samples."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    samples_path = workdir / "samples.jsonl"
+    samples_path.unlink(missing_ok=True)
+    log_path = workdir / "locust.log"
+    args, duration = profile_args(load)
+    command = [sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "locustfile.py"), "--headless",
+               "--host", url, "--only-summary", "--stop-timeout", "30", "--exit-code-on-error", "0", *args]
+    env = {**os.environ, **(extra_env or {}),
+           "VLLM_GATE_PROFILE": load.profile.model_dump_json(), "VLLM_GATE_SERVED_MODEL": served_model,
+           "VLLM_GATE_PROMPT_TOKENS": str(load.prompt_tokens),
+           "VLLM_GATE_OUTPUT_TOKENS": str(load.output_tokens), "VLLM_GATE_SAMPLES_FILE": str(samples_path)}
+    started = time.monotonic()
+    cpu_before = os.times()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        deadline = started + duration + GRACE_S
+        last = started
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait(10)
+                raise LoadFailed(f"locust did not finish within {duration + GRACE_S:.0f} s; see {log_path}")
+            time.sleep(0.2)
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
+                last = time.monotonic()
+                done = read_samples(samples_path)
+                errors = sum(1 for s in done if not s.ok)
+                progress(f"load {served_model}: {len(done)} requests, {errors} errors, "
+                         f"{last - started:.0f}/{duration:.0f} s")
+    cpu_after = os.times()
+    cpu_s = (cpu_after.children_user - cpu_before.children_user) + (cpu_after.children_system - cpu_before.children_system)
+    if proc.returncode != 0:
+        tail = "\n".join(log_path.read_text().splitlines()[-20:])
+        raise LoadFailed(f"locust exited with status {proc.returncode}; see {log_path}", tail)
+    samples = read_samples(samples_path)
+    if not samples:
+        raise LoadFailed(f"locust recorded no requests; see {log_path}")
+    return LoadRun(samples, time.monotonic() - started, cpu_s, log_path, command)

@@ -1,0 +1,89 @@
+"""Scrape and read vLLM's Prometheus metrics, old and new names alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from vllm_gate.errors import EndpointError
+
+# Families the platform relies on. Each tuple is (current name, older names vLLM used before).
+REQUIRED_FAMILIES: tuple[tuple[str, ...], ...] = (
+    ("vllm:num_requests_running",),
+    ("vllm:num_requests_waiting",),
+    ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    ("vllm:e2e_request_latency_seconds",),
+    ("vllm:time_to_first_token_seconds",),
+    ("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds"),
+    ("vllm:request_success",),
+    ("vllm:prompt_tokens",),
+    ("vllm:generation_tokens",),
+)
+REQUESTS, PROMPT_TOKENS, GENERATION_TOKENS = "vllm:request_success", "vllm:prompt_tokens", "vllm:generation_tokens"
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One /metrics scrape: family names (counters without ``_total``, as the parser gives them)."""
+
+    families: dict[str, list[Sample]]
+
+    def family(self, *names: str) -> list[Sample] | None:
+        for name in names:
+            if name in self.families:
+                return self.families[name]
+        return None
+
+    def total(self, family: str, suffix: str = "_total", model_name: str | None = None) -> float:
+        """Sum the ``family + suffix`` samples, optionally of one ``model_name`` label."""
+        samples = self.family(family) or []
+        return sum(s.value for s in samples if s.name == family + suffix
+                   and (model_name is None or s.labels.get("model_name") == model_name))
+
+
+def parse(text: str) -> Scrape:
+    families: dict[str, list[Sample]] = {}
+    for fam in text_string_to_metric_families(text):
+        families[fam.name] = [Sample(s.name, dict(s.labels), s.value) for s in fam.samples]
+    return Scrape(families)
+
+
+def scrape(url: str, timeout_s: float = 10) -> Scrape:
+    try:
+        response = httpx.get(f"{url}/metrics", timeout=timeout_s)
+    except httpx.TransportError as exc:
+        raise EndpointError(f"GET {url}/metrics: no answer ({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise EndpointError(f"GET {url}/metrics answered {response.status_code}")
+    return parse(response.text)
+
+
+def missing_families(scraped: Scrape) -> list[str]:
+    """Return the required families absent under every accepted name."""
+    return [" or ".join(names) for names in REQUIRED_FAMILIES if scraped.family(*names) is None]
+
+
+@dataclass(frozen=True)
+class Counters:
+    requests: float
+    prompt_tokens: float
+    generation_tokens: float
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(self.requests - other.requests, self.prompt_tokens - other.prompt_tokens,
+                        self.generation_tokens - other.generation_tokens)
+
+
+def counters(scraped: Scrape, model_name: str | None = None) -> Counters:
+    return Counters(scraped.total(REQUESTS, model_name=model_name),
+                    scraped.total(PROMPT_TOKENS, model_name=model_name),
+                    scraped.total(GENERATION_TOKENS, model_name=model_name))

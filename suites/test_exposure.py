@@ -1,0 +1,45 @@
+"""The model is private: ClusterIP only, no routes, no host networking, a NetworkPolicy for the router."""
+
+from __future__ import annotations
+
+import pytest
+from kubernetes import client
+
+from vllm_gate import exposure
+
+
+@pytest.fixture(scope="module")
+def core(kube_api, gate_release):
+    return client.CoreV1Api(kube_api)
+
+
+def test_every_service_is_cluster_ip(core, gate_spec):
+    assert exposure.service_problems(core, gate_spec.namespace, gate_spec.name) == []
+
+
+def test_no_ingress_or_route_reaches_the_service(kube_api, gate_release, gate_spec):
+    assert exposure.route_problems(kube_api, gate_spec.namespace, gate_spec.service.name) == []
+
+
+def test_no_host_network_or_host_port(core, gate_spec):
+    pods = core.list_namespaced_pod(gate_spec.namespace, label_selector=f"app.kubernetes.io/instance={gate_spec.name}",
+                                    _request_timeout=15).items
+    assert pods, "the release has no pods"
+    assert exposure.host_network_problems(pods) == []
+
+
+def test_network_policy_admits_only_router_and_monitoring(kube_api, core, gate_spec):
+    pod = core.list_namespaced_pod(gate_spec.namespace, label_selector=f"app.kubernetes.io/instance={gate_spec.name}",
+                                   _request_timeout=15).items[0]
+    problems = exposure.network_policy_problems(kube_api, gate_spec.namespace, pod.metadata.labels,
+                                                gate_spec.network.router_pod_labels,
+                                                gate_spec.network.monitoring_namespace)
+    assert problems == []
+
+
+def test_network_policy_is_enforced(gate_run, gate_release):
+    caps = gate_run.capabilities
+    if caps is None or not caps.enforces_network_policy:
+        pytest.skip("this cluster's network does not enforce NetworkPolicy (no CNI): the active probe "
+                    "(a pod without router labels refused, one with them admitted) cannot be exercised")
+    pytest.skip("the active NetworkPolicy probe is not built yet: only the policy objects are checked")

@@ -1,0 +1,33 @@
+"""The server is up, serves the spec's model name and length, and completes chats (streamed too)."""
+
+from __future__ import annotations
+
+from vllm_gate import inference
+
+
+def test_health_endpoint_answers_200(gate_endpoint):
+    assert inference.health_status(gate_endpoint) == 200
+
+
+def test_models_lists_the_served_name(gate_endpoint, gate_spec):
+    names = [m["id"] for m in inference.list_models(gate_endpoint)]
+    assert gate_spec.served_name in names, f"/v1/models lists {names}"
+
+
+def test_max_model_len_matches_the_spec(gate_endpoint, gate_spec):
+    served = inference.served_max_model_len(gate_endpoint, gate_spec.served_name)
+    assert served == gate_spec.vllm.max_model_len, (
+        f"server reports max_model_len {served}, spec says {gate_spec.vllm.max_model_len}")
+
+
+def test_chat_completion(gate_endpoint, gate_spec):
+    result = inference.chat(gate_endpoint, gate_spec.served_name, max_tokens=16)
+    assert result.text.strip(), "empty completion"
+    assert 0 < result.completion_tokens <= 16
+
+
+def test_streamed_chat_completion(gate_endpoint, gate_spec):
+    result = inference.chat_stream(gate_endpoint, gate_spec.served_name, max_tokens=16)
+    assert result.text.strip(), "no content streamed"
+    assert result.chunks >= 2
+    assert 0 < result.completion_tokens <= 16, "usage chunk missing or wrong"
