@@ -25,8 +25,9 @@ from gevent.pool import Group
 from geventhttpclient import HTTPClient
 from locust import LoadTestShape, User, constant, events, task
 
-WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar "
-         "papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+         "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor",
+         "whiskey", "xray", "yankee", "zulu")
 PROFILE = json.loads(os.environ.get("VLLM_GATE_PROFILE", '{"kind": "users"}'))
 
 
@@ -60,7 +61,7 @@ RECORDER: Recorder | None = None
 
 @events.test_start.add_listener
 def _open(environment: Any, **_kwargs: Any) -> None:
-    global RECORDER  # noqa: PLW0603  (one per process, opened once the options are known)
+    global RECORDER
     RECORDER = Recorder(environment.parsed_options.samples_file)
 
 

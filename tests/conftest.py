@@ -14,6 +14,8 @@ from vllm_gate.spec import ModelSpec, load_spec
 from vllm_gate.tools import MODELS_DIR, find_tool
 
 _db_counter = itertools.count()
+pytest_plugins = ["pytester"]
+
 ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 
 

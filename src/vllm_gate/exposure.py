@@ -37,7 +37,8 @@ def route_problems(api: client.ApiClient, namespace: str, service: str) -> list[
     custom = client.CustomObjectsApi(api)
     for group, version, plural in ROUTE_APIS:
         try:
-            items = custom.list_namespaced_custom_object(group, version, namespace, plural, _request_timeout=15)["items"]
+            found = custom.list_namespaced_custom_object(group, version, namespace, plural, _request_timeout=15)
+            items = found["items"]
         except ApiException as exc:
             if exc.status == 404:  # the API is not installed in this cluster
                 continue

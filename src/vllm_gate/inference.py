@@ -50,16 +50,19 @@ def _health_state(url: str) -> str | None:
 
 
 def wait_healthy(url: str, served_name: str, timeout_s: float) -> None:
-    """Wait until the server is healthy and lists ``served_name``; raise EndpointError at the deadline."""
+    """Wait until the server is healthy, then check it serves ``served_name``.
+
+    A healthy server that lists other names fails at once: waiting longer will not rename its model.
+    """
     deadline = time.monotonic() + timeout_s
     problem = "not tried"
     while time.monotonic() < deadline:
         problem = _health_state(url)
         if problem is None:
             names = [m["id"] for m in list_models(url)]
-            if served_name in names:
-                return
-            problem = f"/v1/models lists {names}, not {served_name!r}"
+            if served_name not in names:
+                raise EndpointError(f"server at {url} is healthy but /v1/models lists {names}, not {served_name!r}")
+            return
         time.sleep(0.5)
     raise EndpointError(f"server at {url} not healthy within {timeout_s:.0f} s: {problem}")
 

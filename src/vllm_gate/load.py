@@ -82,7 +82,8 @@ def profile_args(load: Load) -> tuple[list[str], float]:
     """Locust CLI arguments for the profile, and the run time in seconds."""
     p = load.profile
     if isinstance(p, UsersProfile):
-        return ["--users", str(p.users), "--spawn-rate", str(p.users), "--run-time", f"{p.duration_s:.0f}s"], p.duration_s
+        users = ["--users", str(p.users), "--spawn-rate", str(p.users)]
+        return [*users, "--run-time", f"{p.duration_s:.0f}s"], p.duration_s
     if isinstance(p, RampProfile):
         return [], p.duration_s  # the locustfile's Ramp shape drives users and stops the run
     assert isinstance(p, RateProfile)
@@ -122,7 +123,8 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
                 progress(f"load {served_model}: {len(done)} requests, {errors} errors, "
                          f"{last - started:.0f}/{duration:.0f} s")
     cpu_after = os.times()
-    cpu_s = (cpu_after.children_user - cpu_before.children_user) + (cpu_after.children_system - cpu_before.children_system)
+    cpu_s = (cpu_after.children_user - cpu_before.children_user +
+             cpu_after.children_system - cpu_before.children_system)
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-20:])
         raise LoadFailed(f"locust exited with status {proc.returncode}; see {log_path}", tail)

@@ -56,12 +56,13 @@ def deployment_complete(dep: client.V1Deployment) -> tuple[bool, str]:
     return True, f"{updated}/{want} ready"
 
 
-def pod_failure(pod: client.V1Pod, now: float) -> tuple[str, str] | None:
+def pod_failure(pod: client.V1Pod, now: float, unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S
+                ) -> tuple[str, str] | None:
     """Return (reason, message) when ``pod`` cannot become ready without a change, else None."""
     for cond in pod.status.conditions or []:
         if cond.type == "PodScheduled" and cond.status == "False" and cond.reason == "Unschedulable":
             since = cond.last_transition_time.timestamp() if cond.last_transition_time else now
-            if now - since >= UNSCHEDULABLE_GRACE_S:
+            if now - since >= unschedulable_grace_s:
                 return "Unschedulable", cond.message or ""
     for cs in pod.status.container_statuses or []:
         waiting = cs.state.waiting if cs.state else None
@@ -87,8 +88,10 @@ def describe_pod(core: client.CoreV1Api, pod: client.V1Pod) -> str:
             lines.append(f"  event {ev.type} {ev.reason}: {ev.message}")
     except ApiException as exc:
         lines.append(f"  events unavailable: HTTP {exc.status}")
+    if not pod.spec.node_name:
+        return "\n".join(lines)  # never scheduled: there is no log
     try:
-        log = core.read_namespaced_pod_log(name, ns, tail_lines=LOG_TAIL_LINES, _request_timeout=10)
+        log = core.read_namespaced_pod_log(name, ns, tail_lines=LOG_TAIL_LINES, _request_timeout=10) or ""
         lines += ["  log tail:", *(f"    {ln}" for ln in log.splitlines())]
     except ApiException as exc:
         lines.append(f"  log unavailable: HTTP {exc.status} {exc.reason}")
@@ -104,7 +107,7 @@ def pod_summary(pod: client.V1Pod) -> str:
 
 
 def wait_ready(api: client.ApiClient, target: RolloutTarget, timeout_s: float,
-               progress: Callable[[str], None]) -> str:
+               progress: Callable[[str], None], unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S) -> str:
     """Wait until the rollout completes; raise RolloutFailed at the first sign it cannot."""
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
     started = time.monotonic()
@@ -114,7 +117,7 @@ def wait_ready(api: client.ApiClient, target: RolloutTarget, timeout_s: float,
     while time.monotonic() < deadline:
         pods = core.list_namespaced_pod(target.namespace, label_selector=target.selector, _request_timeout=15).items
         for pod in pods:
-            failure = pod_failure(pod, time.time())
+            failure = pod_failure(pod, time.time(), unschedulable_grace_s)
             if failure:
                 reason, message = failure
                 raise RolloutFailed(f"{pod.metadata.name}: {reason}; {ADVICE.get(reason, message)}",

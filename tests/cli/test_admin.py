@@ -36,6 +36,10 @@ def run_shell(command: str, dsn: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
+def flags(values: dict[str, str]) -> list[str]:
+    return [item for pair in values.items() for item in pair]
+
+
 def invoke(dsn: str | None, *args: str):
     env = {"IAS_DATABASE_URL": dsn} if dsn else {"IAS_DATABASE_URL": ""}
     return CliRunner().invoke(main, list(args), env=env)
@@ -128,7 +132,7 @@ def test_bad_update_is_refused_before_writing(dsn):
 
 def test_hostile_strings_are_stored_and_shown_literally(dsn):
     hostile = "x'; DROP TABLE model_mappings; --"
-    add = invoke(dsn, "model", "add", *sum(([k, v] for k, v in (GOOD | {"--display-name": hostile}).items()), []))
+    add = invoke(dsn, "model", "add", *flags(GOOD | {"--display-name": hostile}))
     assert add.exit_code == 0, add.output
     shown = json.loads(invoke(dsn, "model", "show", "llama3", "--json").output)
     assert shown["display_name"] == hostile
@@ -172,6 +176,6 @@ def test_unreachable_database_exits_3_without_the_password(postgres):
 def test_password_never_printed_by_any_command(postgres, dsn):
     outputs = [invoke(dsn, *args).output for args in (
         ("db", "migrate"), ("model", "list"), ("model", "list", "--json"), ("model", "show", "nope"),
-        ("model", "add", *sum(([k, v] for k, v in GOOD.items()), [])), ("model", "remove", "nope"),
+        ("model", "add", *flags(GOOD)), ("model", "remove", "nope"),
     )]
     assert all(postgres.password not in out for out in outputs)

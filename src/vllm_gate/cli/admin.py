@@ -27,8 +27,8 @@ from pydantic import ValidationError
 from vllm_gate.cli.errors import ActionFailed, InvalidInput
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db, mappings
-from vllm_gate.registry.migrate import migrate
 from vllm_gate.registry.mappings import Mapping
+from vllm_gate.registry.migrate import migrate
 
 __all__ = ["main"]
 

@@ -4,7 +4,7 @@ Examples:
 
     vllm-gate render llama3
     vllm-gate render llama3 --set engine=sim
-    vllm-gate cluster up && kubectl --kubeconfig "$(vllm-gate cluster kubeconfig)" get nodes
+    eval "$(vllm-gate cluster up)" && kubectl get nodes
     vllm-gate cluster down
 """
 

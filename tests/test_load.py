@@ -1,0 +1,105 @@
+"""The Locust load test against the simulator: raw samples, profiles, and SLO verdicts that can fail."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require
+from vllm_gate.load import RequestSample, percentile, run_load
+from vllm_gate.sim import SimServer
+from vllm_gate.slo import load_stats, slo_names, slo_verdict
+from vllm_gate.spec import Load, Slos
+
+
+def short(profile: dict, prompt: int = 16, output: int = 8) -> Load:
+    return Load.model_validate({"profile": profile, "prompt_tokens": prompt, "output_tokens": output})
+
+
+@pytest.fixture(autouse=True)
+def _sim_binary():
+    require("vllm-sim-standin")
+
+
+def test_users_profile_records_every_chunk_and_exact_output_length(tmp_path: Path):
+    progress: list[str] = []
+    with SimServer(model="m", ttft_ms=50, itl_ms=5) as sim:
+        run = run_load(sim.url, "m", short({"kind": "users", "users": 3, "duration_s": 6}), tmp_path, progress.append)
+    ok = [s for s in run.samples if s.ok]
+    assert ok
+    assert len(ok) == len(run.samples)
+    assert all(s.output_tokens == 8 for s in ok), "max_tokens + ignore_eos must fix the output length"
+    assert all(len(s.itl_s) == 7 for s in ok), "one gap between each pair of content chunks"
+    assert all(s.prompt_tokens and s.prompt_tokens > 0 for s in ok)
+    assert progress, "no progress line during the run"
+    assert run.cpu_s > 0
+
+
+def test_rate_profile_is_open_loop(tmp_path: Path):
+    with SimServer(model="m", ttft_ms=10, itl_ms=1) as sim:
+        run = run_load(sim.url, "m", short({"kind": "rate", "requests_per_s": 8, "duration_s": 5, "max_users": 8}),
+                       tmp_path, lambda _m: None)
+    assert len(run.samples) > 5
+    starts = sorted(s.start for s in run.samples)
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert max(gaps) > 2 * min(gaps), "Poisson arrivals have irregular gaps"
+
+
+def test_ramp_profile_runs_and_stops(tmp_path: Path):
+    with SimServer(model="m", ttft_ms=10, itl_ms=1) as sim:
+        run = run_load(sim.url, "m", short({"kind": "ramp", "start_users": 1, "end_users": 4, "duration_s": 4}),
+                       tmp_path, lambda _m: None)
+    assert run.samples
+    assert all(s.ok for s in run.samples)
+
+
+def test_twenty_percent_failure_injection_fails_the_error_rate_slo(tmp_path: Path):
+    with SimServer(model="m", failure_rate_pct=20, failure_types=["server_error"]) as sim:
+        run = run_load(sim.url, "m", short({"kind": "users", "users": 4, "duration_s": 4}), tmp_path, lambda _m: None)
+    verdict = {r.name: r for r in slo_verdict(run.samples, Slos(max_error_rate=0.01))}
+    assert not verdict["error rate"].passed
+    assert 0.05 < verdict["error rate"].measured < 0.5
+    assert "HTTP 500" in next(s.error for s in run.samples if not s.ok)
+
+
+def test_ttft_above_the_slo_fails_naming_it(tmp_path: Path):
+    with SimServer(model="m", ttft_ms=300, itl_ms=1) as sim:
+        run = run_load(sim.url, "m", short({"kind": "users", "users": 2, "duration_s": 3}), tmp_path, lambda _m: None)
+    slos = Slos.model_validate({"ttft_ms": {"p95": 100}})
+    failed = [r for r in slo_verdict(run.samples, slos) if not r.passed]
+    assert [r.name for r in failed] == ["ttft p95"]
+    assert failed[0].line().startswith("FAIL ttft p95: ")
+    assert failed[0].measured >= 300
+
+
+def sample(ttft: float, e2e: float, tokens: int = 10, error: str | None = None) -> RequestSample:
+    return RequestSample(0.0, ttft, [0.01] * (tokens - 1), e2e, 5, tokens, error)
+
+
+def test_percentile_interpolates_like_numpy():
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10], 99) == 10
+    assert math.isnan(percentile([], 50))
+
+
+def test_goodput_counts_requests_within_every_p99_limit():
+    slos = Slos.model_validate({"ttft_ms": {"p99": 200}, "e2e_ms": {"p99": 1000}, "min_goodput": 0.5})
+    samples = [sample(0.1, 0.5), sample(0.3, 0.5), sample(0.1, 2.0), sample(0.1, 0.5, error="HTTP 500")]
+    goodput = next(r for r in slo_verdict(samples, slos) if r.name == "goodput")
+    assert goodput.measured == 0.25
+    assert not goodput.passed
+
+
+def test_slo_names_match_the_verdict_order():
+    slos = Slos.model_validate({"ttft_ms": {"p50": 1, "p99": 2}, "e2e_ms": {"p95": 3}})
+    assert slo_names(slos) == [r.name for r in slo_verdict([sample(0.1, 0.5)], slos)]
+
+
+def test_stats_rates_use_the_sample_span():
+    stats = load_stats([RequestSample(0.0, 0.1, [], 1.0, 5, 10, None), RequestSample(1.0, 0.1, [], 1.0, 5, 10, None)])
+    assert stats.duration_s == 2.0
+    assert stats.output_tokens_per_s == 10.0
+    assert stats.request_rate == 1.0

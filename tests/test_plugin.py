@@ -1,0 +1,93 @@
+"""The gate as users run it (pytest suites/ ...), in a separate pytest process via pytester."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import require
+from vllm_gate.sim import SimServer
+from vllm_gate.tools import PROJECT_ROOT
+
+SUITES = str(PROJECT_ROOT / "suites")
+SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
+
+
+@pytest.fixture
+def gate(pytester: pytest.Pytester, tmp_path):
+    def run(*args: str) -> pytest.RunResult:
+        return pytester.runpytest_subprocess(SUITES, "-p", "no:cacheprovider", "--rootdir", str(PROJECT_ROOT),
+                                             "--gate-report", str(tmp_path / "report.html"), *args, timeout=300)
+    return run
+
+
+@pytest.fixture
+def sim():
+    require("vllm-sim-standin")
+    with SimServer(model="meta-llama/Meta-Llama-3-8B-Instruct", max_model_len=8192, ttft_ms=20, itl_ms=2) as server:
+        yield server
+
+
+def test_suites_without_model_are_a_usage_error(gate):
+    result = gate()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*the gate suites need --model NAME_OR_PATH (e.g. --model llama3)*"])
+
+
+def test_invalid_spec_fails_before_anything_with_file_and_field(gate):
+    result = gate("--model", "llama3", "--set", "resources.gpus=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*models/llama3.yaml (with --set resources.gpus=0): resources.gpus: Input should "
+                                 "be greater than or equal to 1"])
+
+
+def test_bad_cluster_choice_is_a_usage_error(gate):
+    result = gate("--model", "llama3", "--cluster", "minikube")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*argument --cluster: invalid choice: 'minikube'*"])
+
+
+def test_endpoint_mode_passes_a_healthy_server_and_skips_kubernetes_checks(gate, sim, tmp_path):
+    result = gate("--model", "llama3", "--endpoint-url", sim.url, *SHORT_LOAD)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines([
+        "*vllm-gate verdict*",
+        "*CERTIFIED*",
+        "*SKIPPED*test_exposure.py::test_every_service_is_cluster_ip: needs Kubernetes; this run checks "
+        "--endpoint-url*",
+        "*SLO PASS ttft p95*",
+        "*the gate deployed nothing in this run: nothing registered, nothing rolled back*",
+    ])
+    assert "vllm-gate verdict" in (tmp_path / "report.html").read_text()
+
+
+def test_endpoint_mode_with_wrong_served_name_fails_health(gate, sim):
+    result = gate("--model", "llama3", "--endpoint-url", sim.url, "--set", "served_model_name=llama-3",
+                  "-k", "health")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*is healthy but /v1/models lists ?'meta-llama/Meta-Llama-3-8B-Instruct'?, "
+                                 "not 'llama-3'*"])
+
+
+def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim):
+    stop = threading.Event()
+
+    def other_client() -> None:  # traffic the load generator does not know about
+        while not stop.is_set():
+            httpx.post(f"{sim.url}/v1/chat/completions", timeout=10, json={
+                "model": "meta-llama/Meta-Llama-3-8B-Instruct", "max_tokens": 4,
+                "messages": [{"role": "user", "content": "hi"}]})
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=other_client, daemon=True)
+    thread.start()
+    try:
+        result = gate("--model", "llama3", "--endpoint-url", sim.url, *SHORT_LOAD, "-k", "counters")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*server counters grew by Counters(*), the load client measured Counters(*"])
