@@ -15,7 +15,7 @@ mkdir -p "$tools" "$cache"
 step() { printf '\n==> %s\n' "$*"; }
 
 # PostgreSQL 15 is the registry's server (tests start throwaway ones from its binaries).
-apt_packages=(postgresql python3-venv)
+apt_packages=(postgresql iproute2)
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()
   for p in "${apt_packages[@]}"; do
