@@ -91,3 +91,16 @@ def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim
         thread.join(10)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*server counters grew by Counters(*), the load client measured Counters(*"])
+
+
+def test_gate_on_the_local_cluster_fails_fast_rolls_back_and_registers_nothing(gate):
+    for tool in ("kwokctl", "kube-apiserver", "helm", "kubectl"):
+        require(tool)
+    result = gate("--model", "llama3", "--cluster", "local", "--set", "resources.gpu_type=h100-sxm", "-k", "health")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines([
+        "*llama3-vllm-*: Unschedulable; no node fits: check resources.gpu_type, free nvidia.com/gpu and the GPU taint*",
+        "*NOT CERTIFIED*",
+        "*uninstalled ias-production/llama3 (it was a fresh install)*",
+        "*not registered; failed certification 1 recorded in a throwaway PostgreSQL*",
+    ])

@@ -8,18 +8,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.conftest import require
+from vllm_gate.cluster.existing import ExistingCluster
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, component_pids, pid_alive
-from vllm_gate.deploy import ensure_namespace, install_or_upgrade
-from vllm_gate.errors import RolloutFailed
+from vllm_gate.cluster.resolve import resolve_cluster
+from vllm_gate.deploy import current_revision, ensure_namespace, install_or_upgrade
+from vllm_gate.errors import ClusterError, RolloutFailed
+from vllm_gate.gate import GateRun, finish
 from vllm_gate.portforward import PortForward
-from vllm_gate.ports import port_open
+from vllm_gate.ports import free_port, port_open
+from vllm_gate.render import helm_client
 from vllm_gate.rollout import RolloutTarget, wait_ready
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
@@ -146,3 +153,86 @@ def test_cluster_is_cleaned_up_when_its_owner_dies(sig):
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def _gate_run(spec, passed: bool) -> GateRun:
+    run = GateRun(spec=spec, cluster="local test", capabilities=None, report_path=Path("report.html"))
+    run.record("suites/test_health.py::test_x", "passed" if passed else "failed", "" if passed else "boom")
+    return run
+
+
+def _deploy(cluster, api, spec) -> GateRun:
+    run = _gate_run(spec, passed=True)
+    created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
+    run.release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    return run
+
+
+def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, postgres, dsn):
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=fresh-fail"])
+    run = _deploy(cluster, api, spec)
+    run.record("suites/test_load.py::test_slo[ttft p95]", "failed", "FAIL ttft p95")
+    finish(run, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    assert run.decision[0] == "uninstalled fresh-fail/llama3 (it was a fresh install)"
+    assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "fresh-fail") is None
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 0
+        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("failed",)]
+
+
+def test_failed_upgrade_rolls_back_to_the_previous_revision(cluster, api, dsn):
+    good = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail"])
+    first = _deploy(cluster, api, good)
+    finish(first, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    assert first.decision[0].startswith("registered llama3 -> http://llama-3-8b-inference.upgrade-fail.svc")
+    bad = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail", "vllm.max_model_len=4096"])
+    second = _deploy(cluster, api, bad)
+    second.record("suites/test_health.py::test_y", "failed", "boom")
+    assert second.release.previous_revision == first.release.revision
+    finish(second, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    assert second.decision[0] == f"rolled upgrade-fail/llama3 back to revision {first.release.revision}"
+    deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "upgrade-fail")
+    args = deployment.spec.template.spec.containers[0].args
+    assert args[args.index("--max-model-len") + 1] == "8192"
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT max_tokens FROM model_mappings WHERE name = 'llama3'").fetchone()
+        assert row == (8192,), "a failed run must not touch the registered mapping"
+
+
+def test_keep_on_failure_leaves_the_release(cluster, api):
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=keep-fail"])
+    run = _deploy(cluster, api, spec)
+    run.record("suites/test_health.py::test_x", "failed", "boom")
+    finish(run, dsn=None, keep_on_failure=True, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    assert run.decision == ["kept the failed release keep-fail/llama3 (--keep-on-failure)",
+                            "not registered: no registry"]
+    assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "keep-fail") == 1
+
+
+def test_existing_provider_follows_the_kubeconfig_context(cluster):
+    existing = resolve_cluster("auto", kubeconfig=cluster.kubeconfig, context=None, gpu_nodes=1, kind_name="x",
+                               kind_bin=None, keep_kind=False, progress=lambda _m: None)
+    assert isinstance(existing, ExistingCluster)
+    assert existing.context == cluster.context
+    existing.start()
+    assert existing.describe() == f"existing (context {cluster.context}, Kubernetes v1.35.4)"
+
+
+def test_auto_without_kubeconfig_is_the_local_cluster(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    chosen = resolve_cluster("auto", kubeconfig=None, context=None, gpu_nodes=1, kind_name="x", kind_bin=None,
+                             keep_kind=False, progress=lambda _m: None)
+    assert isinstance(chosen, LocalCluster)
+
+
+def test_unreachable_cluster_is_one_line_naming_the_server(tmp_path):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "dead",
+        "clusters": [{"name": "dead", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}],
+        "contexts": [{"name": "dead", "context": {"cluster": "dead", "user": "u"}}]}))
+    with pytest.raises(ClusterError) as info:
+        ExistingCluster(kubeconfig, None).start()
+    assert info.value.summary.startswith("cannot reach the Kubernetes API at https://127.0.0.1:")
+    assert "\n" not in info.value.summary
