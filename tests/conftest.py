@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 from collections.abc import Iterator
 
 import psycopg
@@ -65,3 +66,20 @@ def dump_tables(dsn: str) -> str:
             rows = conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             parts.append(f"{table}: {rows!r}")
     return "\n".join(parts)
+
+
+def run_at_once(target, arg_sets: list[tuple]) -> list:
+    """Run ``target(start_event, queue, *args)`` in one spawned process per arg set, released together.
+
+    Returns what the processes put on the queue; fails if any process fails.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(start, out, *args)) for args in arg_sets]
+    for p in procs:
+        p.start()
+    start.set()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    return [out.get(timeout=5) for _ in procs]

@@ -9,9 +9,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from vllm_gate.errors import GateError
+from vllm_gate.lifecycle import Started
 from vllm_gate.ports import free_port
 
 START_TIMEOUT_S = 60
@@ -29,7 +29,7 @@ def pg_bindir() -> Path:
     return candidates[-1].parent
 
 
-class PostgresServer:
+class PostgresServer(Started):
     """Start with ``with PostgresServer() as pg:``; ``pg.dsn`` carries a random password."""
 
     def __init__(self, user: str = "gate", database: str = "registry") -> None:
@@ -81,14 +81,3 @@ class PostgresServer:
             subprocess.run([*self._run_as, str(self._bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                             "-w", "-t", "30", "stop"], capture_output=True, timeout=60, check=False)
         shutil.rmtree(self._dir, ignore_errors=True)
-
-    def __enter__(self) -> PostgresServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -6,16 +6,16 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
 
 from vllm_gate.errors import ClusterError
+from vllm_gate.lifecycle import Started
 from vllm_gate.ports import free_port, port_open
 from vllm_gate.tools import require_tool
 
 START_TIMEOUT_S = 20
 
 
-class PortForward:
+class PortForward(Started):
     """``kubectl port-forward svc/NAME LOCAL:REMOTE`` on a fixed local port, kept alive by a monitor."""
 
     def __init__(self, namespace: str, target: str, remote_port: int, *, kubeconfig: Path | None,
@@ -88,10 +88,3 @@ class PortForward:
         if self._monitor.is_alive():
             self._monitor.join(5)
         self._terminate()
-
-    def __enter__(self) -> PortForward:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()

@@ -6,11 +6,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import httpx
 
 from vllm_gate.errors import EndpointError, ToolMissing
+from vllm_gate.lifecycle import Started
 from vllm_gate.ports import free_port
 from vllm_gate.tools import find_tool, tools_dir
 
@@ -51,7 +51,7 @@ def sim_args_from_pod(args: list[str], port: int) -> list[str]:
 
 
 @dataclass
-class SimServer:
+class SimServer(Started):
     """A simulator process on a loopback port; use as a context manager or start()/stop()."""
 
     model: str
@@ -105,16 +105,6 @@ class SimServer:
             stop_process(self._proc)
             self._proc = None
 
-    def __enter__(self) -> SimServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
 
 def start_process(binary: Path, args: list[str], log_path: Path | None) -> subprocess.Popen[bytes]:

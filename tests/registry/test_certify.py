@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import psycopg
 import pytest
 
-from tests.conftest import dump_tables
+from tests.conftest import dump_tables, run_at_once
 from vllm_gate.registry.certify import Certification, certifications, record_failed, register_certified
 from vllm_gate.registry.mappings import Mapping, get
 
@@ -53,23 +52,16 @@ def test_failure_inside_registration_rolls_back_both(dsn):
     assert dump_tables(dsn) == before
 
 
-def _register_in_process(dsn: str, start: multiprocessing.synchronize.Event, i: int) -> None:
+def _register_in_process(start, out, dsn: str, i: int) -> None:
     start.wait(30)
     with psycopg.connect(dsn) as conn:
         mapping = LLAMA3.model_copy(update={"display_name": f"Llama 3 (run {i})"})
-        register_certified(conn, mapping, cert("passed", cluster=f"run-{i}"))
+        out.put(register_certified(conn, mapping, cert("passed", cluster=f"run-{i}")))
 
 
 def test_eight_concurrent_registrations_leave_one_row_and_eight_certifications(dsn):
-    ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
-    procs = [ctx.Process(target=_register_in_process, args=(dsn, start, i)) for i in range(8)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    cert_ids = run_at_once(_register_in_process, [(dsn, i) for i in range(8)])
+    assert len(set(cert_ids)) == 8
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM certifications WHERE model_name = 'llama3'").fetchone()[0] == 8

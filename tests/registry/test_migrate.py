@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
-
 import psycopg
 
+from tests.conftest import run_at_once
 from vllm_gate.registry.migrate import available_migrations, migrate, pending
 
 
@@ -25,23 +24,14 @@ def test_migrate_applies_everything_once_and_records_it(empty_dsn):
     assert recorded == [(m.version, m.name) for m in available_migrations()]
 
 
-def _migrate_in_process(dsn: str, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue) -> None:
+def _migrate_in_process(start, out, dsn: str) -> None:
     start.wait(30)
     with psycopg.connect(dsn) as conn:
         out.put(len(migrate(conn)))
 
 
 def test_two_processes_migrating_at_once_apply_once(empty_dsn):
-    ctx = multiprocessing.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_migrate_in_process, args=(empty_dsn, start, out)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    start.set()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    counts = sorted(out.get(timeout=5) for _ in procs)
+    counts = sorted(run_at_once(_migrate_in_process, [(empty_dsn,), (empty_dsn,)]))
     assert counts == [0, len(available_migrations())]
     with psycopg.connect(empty_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == len(available_migrations())

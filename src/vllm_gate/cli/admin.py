@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -213,31 +213,20 @@ def update_(ctx: click.Context, name: str, **fields: Any) -> None:
     click.echo(f"updated {name}")
 
 
-@model.command()
-@click.argument("name")
-@click.pass_context
-def remove(ctx: click.Context, name: str) -> None:
-    """Delete a mapping (the router stops offering it)."""
-    with _registry(ctx) as conn:
-        mappings.remove(conn, name)
-    click.echo(f"removed {name}")
+def _name_command(verb: str, doc: str, action: Callable[[psycopg.Connection, str], None]) -> None:
+    """Register ``model VERB NAME``: one registry action on one mapping, then one line saying so."""
+
+    @click.pass_context
+    def command(ctx: click.Context, name: str) -> None:
+        with _registry(ctx) as conn:
+            action(conn, name)
+        click.echo(f"{verb}d {name}" if verb.endswith("e") else f"{verb}ed {name}")
+
+    command.__doc__ = doc
+    model.command(name=verb)(click.argument("name")(command))
 
 
-@model.command()
-@click.argument("name")
-@click.pass_context
-def enable(ctx: click.Context, name: str) -> None:
-    """Route traffic to a mapping again."""
-    with _registry(ctx) as conn:
-        mappings.set_enabled(conn, name, True)
-    click.echo(f"enabled {name}")
-
-
-@model.command()
-@click.argument("name")
-@click.pass_context
-def disable(ctx: click.Context, name: str) -> None:
-    """Keep a mapping but stop routing to it."""
-    with _registry(ctx) as conn:
-        mappings.set_enabled(conn, name, False)
-    click.echo(f"disabled {name}")
+_name_command("remove", "Delete a mapping (the router stops offering it).", mappings.remove)
+_name_command("enable", "Route traffic to a mapping again.", lambda conn, name: mappings.set_enabled(conn, name, True))
+_name_command("disable", "Keep a mapping but stop routing to it.",
+              lambda conn, name: mappings.set_enabled(conn, name, False))
