@@ -1,7 +1,7 @@
 """How faithfully does the load gate measure latency? Ground truth: the simulator's configured TTFT and ITL.
 
     .venv/bin/python bench/load_fidelity.py [--duration 20] [--concurrency 1 16 64] \\
-        [--guidellm PATH_TO_guidellm --processor TOKENIZER_DIR]
+        [--guidellm PATH_TO_guidellm --tokenizer TOKENIZER_DIR]
 
 For each concurrency: the simulator runs with TTFT 200 ms and ITL 20 ms (max-num-seqs 256, so no
 queueing), our Locust load drives streaming chats with that many users, and the measured p50/p95
@@ -54,22 +54,24 @@ def ours(users: int, duration: float, workdir: Path) -> str:
                stats.request_rate, stats.output_tokens_per_s, run.cpu_s, stats.requests)
 
 
-def guidellm(binary: str, processor: str, users: int, duration: float, workdir: Path) -> str:
+def guidellm(binary: str, tokenizer: str, users: int, duration: float, workdir: Path) -> str:
     out = workdir / f"guidellm-{users}.json"
-    data = json.dumps({"prompt_tokens": PROMPT_TOKENS, "output_tokens": OUTPUT_TOKENS})
     with sim() as server:
         before = os.times()
-        proc = subprocess.run([binary, "benchmark", "run", "--target", server.url, "--profile", "concurrent",
-                               "--rate", str(users), "--max-seconds", str(duration), "--data", data,
-                               "--processor", processor, "--output-path", str(out), "--disable-progress"],
+        proc = subprocess.run([binary, "run", "--backend", f"kind=openai_http,target={server.url},model=bench-model",
+                               "--profile", f"kind=concurrent,streams={users}",
+                               "--constraint", f"kind=max_duration,seconds={duration:g}",
+                               "--data", f"kind=synthetic_text,prompt_tokens={PROMPT_TOKENS},"
+                                         f"output_tokens={OUTPUT_TOKENS}",
+                               "--tokenizer", f"kind=hf_auto,model={tokenizer}",
+                               "--output", f"kind=json,path={out}", "--disable-progress"],
                               capture_output=True, text=True, timeout=duration + 300, check=False,
                               env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         after = os.times()
     if proc.returncode != 0:
         return f"guidellm  {users:>4} | failed (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"
     cpu = after.children_user - before.children_user + after.children_system - before.children_system
-    bench = json.loads(out.read_text())["benchmarks"][0]
-    m = bench["metrics"]
+    m = json.loads(out.read_text())["benchmarks"][0]["metrics"]
 
     def pct(name: str, p: str) -> float:
         return float(m[name]["successful"]["percentiles"][p])
@@ -78,7 +80,7 @@ def guidellm(binary: str, processor: str, users: int, duration: float, workdir: 
                (pct("inter_token_latency_ms", "p50"), pct("inter_token_latency_ms", "p95")),
                float(m["requests_per_second"]["successful"]["mean"]),
                float(m["output_tokens_per_second"]["successful"]["mean"]), cpu,
-               int(bench["request_totals"]["successful"]))
+               int(m["request_totals"]["successful"]))
 
 
 def main() -> None:
@@ -86,7 +88,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--guidellm", help="path of the guidellm executable (its own venv: it needs torch)")
-    parser.add_argument("--processor", help="local tokenizer directory for GuideLLM's synthetic prompts")
+    parser.add_argument("--tokenizer", help="local Hugging Face tokenizer directory for GuideLLM's synthetic "
+                                            "prompts (offline: no hub)")
     args = parser.parse_args()
     print(f"simulator: TTFT {TTFT_MS:.0f} ms, ITL {ITL_MS:.0f} ms; prompt {PROMPT_TOKENS}, output {OUTPUT_TOKENS} "
           f"tokens; {args.duration:.0f} s per run; {os.cpu_count()} CPUs shared by simulator and load generator")
@@ -95,7 +98,7 @@ def main() -> None:
             started = time.perf_counter()
             print(ours(users, args.duration, Path(tmp)), flush=True)
             if args.guidellm:
-                print(guidellm(args.guidellm, args.processor, users, args.duration, Path(tmp)), flush=True)
+                print(guidellm(args.guidellm, args.tokenizer, users, args.duration, Path(tmp)), flush=True)
             print(f"          ({time.perf_counter() - started:.0f} s)", flush=True)
 
 

@@ -133,7 +133,10 @@ def test_stop_leaves_no_process_and_frees_the_ports():
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
 def test_cluster_is_cleaned_up_when_its_owner_dies(sig):
     name = f"crash-{os.getpid()}-{sig.name.lower()}"
-    script = ("import time; from vllm_gate.cluster.local import LocalCluster, GpuPool; "
+    # A foreground process gets Python's KeyboardInterrupt on SIGINT; a background one (CI) inherits
+    # SIGINT ignored, so the owner restores the terminal behaviour itself.
+    script = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
+              "from vllm_gate.cluster.local import LocalCluster, GpuPool; "
               f"c = LocalCluster(name={name!r}, pool=GpuPool(nodes=1)); c.start(); print('up', flush=True); "
               "time.sleep(300)")
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
