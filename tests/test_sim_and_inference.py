@@ -1,4 +1,7 @@
-"""Endpoint checks against the real simulator process: healthy passes, each fault fails with a reason."""
+"""Endpoint checks against a simulator process (llm-d-inference-sim when built, else our stand-in).
+
+A healthy server passes; each fault fails with a reason a person can act on.
+"""
 
 from __future__ import annotations
 

@@ -30,6 +30,8 @@ T = TypeVar("T")
 class DeployFailed(GateError):
     """helm could not install, upgrade, roll back or uninstall the release."""
 
+    release: Release | None = None  # set when helm left a new revision behind that must be undone
+
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
@@ -118,7 +120,11 @@ def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | 
     try:
         revision, chart_version = _run(run())
     except pyhelm3.errors.Error as exc:
-        raise _helm_error(f"helm upgrade --install {spec.name} -n {spec.namespace}", exc) from None
+        failure = _helm_error(f"helm upgrade --install {spec.name} -n {spec.namespace}", exc)
+        after = current_revision(helm, spec.name, spec.namespace)
+        if after is not None and after != previous:
+            failure.release = Release(spec.name, spec.namespace, after, previous, "", created_namespace)
+        raise failure from None
     return Release(spec.name, spec.namespace, revision, previous, chart_version, created_namespace)
 
 

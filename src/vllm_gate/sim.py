@@ -33,6 +33,12 @@ def sim_binary() -> Path:
     raise ToolMissing(f"no vLLM simulator ({' or '.join(SIM_BINARIES)}) in {tools_dir()}; run scripts/setup.sh")
 
 
+def sim_name() -> str:
+    """Which simulator this machine runs, for reports (the stand-in is named as such)."""
+    found = next((name for name in SIM_BINARIES if find_tool(name) is not None), None)
+    return found or "no simulator installed"
+
+
 def sim_args_from_pod(args: list[str], port: int) -> list[str]:
     """Translate a model pod's container args (vLLM's or the simulator's) into simulator args on ``port``."""
     out: list[str] = []

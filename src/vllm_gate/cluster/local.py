@@ -21,6 +21,7 @@ from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.dataplane import DataPlane, kill_recorded_sims
 from vllm_gate.cluster.kube import api_client, server_version
 from vllm_gate.errors import ClusterError
+from vllm_gate.sim import sim_name
 from vllm_gate.tools import require_tool
 
 STATE_ROOT = Path(os.environ.get("VLLM_GATE_STATE", Path.home() / ".local" / "state" / "vllm-gate"))
@@ -127,7 +128,7 @@ class LocalCluster:
         self.context: str | None = f"kwok-{self.name}"
         self.capabilities = Capabilities(
             real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim",
-            limits="KWOK local cluster: no containers (a simulator answers per pod), no CNI "
+            limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod), no CNI "
                    "(NetworkPolicy not enforced), no GPUs, no image pulls")
         self.version = ""
         self._progress = progress
