@@ -27,7 +27,8 @@ def test_up_status_down_leaves_nothing_running():
         assert up.returncode == 0, up.stderr
         assert up.stdout.startswith("export KUBECONFIG=")
         kubeconfig = up.stdout.strip().split("=", 1)[1]
-        nodes = subprocess.run([str(require_tool("kubectl")), "--kubeconfig", kubeconfig, "get", "nodes", "-l", "gpu-type=rtx-6000-ada", "-o", "name"],
+        kubectl = [str(require_tool("kubectl")), "--kubeconfig", kubeconfig]
+        nodes = subprocess.run([*kubectl, "get", "nodes", "-l", "gpu-type=rtx-6000-ada", "-o", "name"],
                                capture_output=True, text=True, timeout=30, check=False)
         assert sorted(nodes.stdout.split()) == ["node/gpu-0", "node/gpu-1", "node/gpu-2"]
         status = cli("status", "--name", name)
