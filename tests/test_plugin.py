@@ -101,6 +101,6 @@ def test_gate_on_the_local_cluster_fails_fast_rolls_back_and_registers_nothing(g
     result.stdout.fnmatch_lines([
         "*llama3-vllm-*: Unschedulable; no node fits: check resources.gpu_type, free nvidia.com/gpu and the GPU taint*",
         "*NOT CERTIFIED*",
-        "*uninstalled ias-production/llama3 (it was a fresh install)*",
+        "*uninstalled ias-production/llama3 and its namespace (a fresh install)*",
         "*not registered; failed certification 1 recorded in a throwaway PostgreSQL*",
     ])

@@ -14,6 +14,7 @@ import pyhelm3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from vllm_gate.cluster.kube import api_client
 from vllm_gate.errors import GateError
 from vllm_gate.render import helm_client
 from vllm_gate.spec import ModelSpec
@@ -135,6 +136,9 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None) ->
         if release.previous_revision is None:
             _run(helm.uninstall_release(release.name, namespace=release.namespace, wait=True,
                                         timeout=HELM_TIMEOUT))
+            if release.created_namespace:  # the gate made it (with the HF token Secret): leave nothing behind
+                delete_namespace(client.CoreV1Api(api_client(kubeconfig, context)), release.namespace)
+                return f"uninstalled {release.namespace}/{release.name} and its namespace (a fresh install)"
             return f"uninstalled {release.namespace}/{release.name} (it was a fresh install)"
         current = _run(helm.get_current_revision(release.name, namespace=release.namespace))
         _run(current.release.rollback(release.previous_revision, wait=False))

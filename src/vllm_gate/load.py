@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from vllm_gate.errors import GateError
@@ -53,7 +53,6 @@ class LoadRun:
     wall_s: float
     cpu_s: float  # CPU time the load generator used (user + system)
     log_path: Path
-    command: list[str] = field(default_factory=list)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -131,4 +130,4 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
     samples = read_samples(samples_path)
     if not samples:
         raise LoadFailed(f"locust recorded no requests; see {log_path}")
-    return LoadRun(samples, time.monotonic() - started, cpu_s, log_path, command)
+    return LoadRun(samples, time.monotonic() - started, cpu_s, log_path)

@@ -46,9 +46,6 @@ class PostgresServer(Started):
     def dsn(self) -> str:
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
 
-    def dsn_with_password(self, password: str) -> str:
-        return f"postgresql://{self.user}:{password}@127.0.0.1:{self.port}/{self.database}"
-
     def _run(self, *args: str) -> None:
         proc = subprocess.run([*self._run_as, *args], capture_output=True, text=True,
                               timeout=START_TIMEOUT_S, check=False)

@@ -176,7 +176,9 @@ def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, po
     run = _deploy(cluster, api, spec)
     run.record("suites/test_load.py::test_slo[ttft p95]", "failed", "FAIL ttft p95")
     finish(run, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
-    assert run.decision[0] == "uninstalled fresh-fail/llama3 (it was a fresh install)"
+    assert run.decision[0] == "uninstalled fresh-fail/llama3 and its namespace (a fresh install)"
+    namespace = client.CoreV1Api(api).list_namespace(field_selector="metadata.name=fresh-fail").items
+    assert not namespace or namespace[0].status.phase == "Terminating"
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "fresh-fail") is None
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 0
