@@ -27,4 +27,4 @@ class ExistingCluster:
         """Nothing to release: the gate does not own this cluster."""
 
     def describe(self) -> str:
-        return f"existing (context {self.name}, Kubernetes {self.version or '?'})"
+        return f"existing (context {self.name}" + (f", Kubernetes {self.version})" if self.version else ")")

@@ -240,5 +240,6 @@ class LocalCluster:
         self._progress(f"local cluster {self.name}: stopped")
 
     def describe(self) -> str:
-        return (f"local (KWOK {self.name}, Kubernetes {self.version or '?'}, {self.pool.nodes} fake "
+        version = f"Kubernetes {self.version}, " if self.version else ""
+        return (f"local (KWOK {self.name}, {version}{self.pool.nodes} fake "
                 f"{self.pool.gpu_type} nodes x {self.pool.gpus_per_node} nvidia.com/gpu)")
