@@ -13,7 +13,10 @@ from vllm_gate.registry.migrate import pending
 def registry_conn(gate_registry):
     if gate_registry.dsn is None:
         pytest.skip(f"no registry to check: {gate_registry.description}")
-    conn = db.connect(gate_registry.dsn)
+    try:
+        conn = db.connect(gate_registry.dsn)
+    except db.DatabaseUnreachable as exc:
+        pytest.fail(exc.summary, pytrace=False)
     yield conn
     conn.close()
 

@@ -104,3 +104,14 @@ def test_gate_on_the_local_cluster_fails_fast_rolls_back_and_registers_nothing(g
         "*uninstalled ias-production/llama3 and its namespace (a fresh install)*",
         "*not registered; failed certification 1 recorded in a throwaway PostgreSQL*",
     ])
+
+
+def test_registry_password_never_reaches_output_or_report(gate, sim, postgres, tmp_path):
+    secret = "Sup3r-s3cret-pw"
+    wrong = postgres.dsn.replace(f":{postgres.password}@", f":{secret}@")
+    result = gate("--model", "llama3", "--endpoint-url", sim.url, "--database-url", wrong, "-k", "registry", "-l")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*cannot reach the registry at postgresql://gate:***@127.0.0.1:*password "
+                                 "authentication failed*"])
+    output = result.stdout.str() + result.stderr.str() + (tmp_path / "report.html").read_text()
+    assert secret not in output
