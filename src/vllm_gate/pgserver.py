@@ -44,7 +44,8 @@ class PostgresServer(Started):
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+        credentials = f"{self.user}:{self.password}"
+        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{self.database}"
 
     def _run(self, *args: str) -> None:
         proc = subprocess.run([*self._run_as, *args], capture_output=True, text=True,
