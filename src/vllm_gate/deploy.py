@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pyhelm3
 from kubernetes import client
@@ -16,7 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.errors import GateError
-from vllm_gate.render import helm_client
+from vllm_gate.render import helm_client, run_helm
 from vllm_gate.spec import ModelSpec
 from vllm_gate.tools import CHART_DIR
 from vllm_gate.values import chart_values
@@ -25,17 +22,10 @@ HF_SECRET_NAME = "hf-token"  # noqa: S105  (a Secret's name, not a secret)
 HF_SECRET_KEY = "token"  # noqa: S105
 HELM_TIMEOUT = "10m"
 
-T = TypeVar("T")
-
-
 class DeployFailed(GateError):
     """helm could not install, upgrade, roll back or uninstall the release."""
 
     release: Release | None = None  # set when helm left a new revision behind that must be undone
-
-
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
 
 
 def _helm_error(what: str, exc: pyhelm3.errors.Error) -> DeployFailed:
@@ -100,7 +90,7 @@ def ensure_hf_secret(core: client.CoreV1Api, namespace: str, token: str | None, 
 
 def current_revision(helm: pyhelm3.Client, name: str, namespace: str) -> int | None:
     try:
-        return _run(helm.get_current_revision(name, namespace=namespace)).revision
+        return run_helm(helm.get_current_revision(name, namespace=namespace), f"helm status {name}").revision
     except pyhelm3.errors.ReleaseNotFoundError:
         return None
 
@@ -119,7 +109,7 @@ def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | 
         return rev.revision, chart.metadata.version
 
     try:
-        revision, chart_version = _run(run())
+        revision, chart_version = run_helm(run(), f"helm upgrade --install {spec.name}")
     except pyhelm3.errors.Error as exc:
         failure = _helm_error(f"helm upgrade --install {spec.name} -n {spec.namespace}", exc)
         after = current_revision(helm, spec.name, spec.namespace)
@@ -134,14 +124,15 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None) ->
     helm = helm_client(kubeconfig, context)
     try:
         if release.previous_revision is None:
-            _run(helm.uninstall_release(release.name, namespace=release.namespace, wait=True,
-                                        timeout=HELM_TIMEOUT))
+            run_helm(helm.uninstall_release(release.name, namespace=release.namespace, wait=True,
+                                            timeout=HELM_TIMEOUT), f"helm uninstall {release.name}")
             if release.created_namespace:  # the gate made it (with the HF token Secret): leave nothing behind
                 delete_namespace(client.CoreV1Api(api_client(kubeconfig, context)), release.namespace)
                 return f"uninstalled {release.namespace}/{release.name} and its namespace (a fresh install)"
             return f"uninstalled {release.namespace}/{release.name} (it was a fresh install)"
-        current = _run(helm.get_current_revision(release.name, namespace=release.namespace))
-        _run(current.release.rollback(release.previous_revision, wait=False))
+        what = f"helm rollback {release.name}"
+        current = run_helm(helm.get_current_revision(release.name, namespace=release.namespace), what)
+        run_helm(current.release.rollback(release.previous_revision, wait=False), what)
         return f"rolled {release.namespace}/{release.name} back to revision {release.previous_revision}"
     except pyhelm3.errors.Error as exc:
         raise _helm_error(f"rollback of {release.namespace}/{release.name}", exc) from None

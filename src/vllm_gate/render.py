@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pyhelm3
 import yaml
@@ -14,6 +15,19 @@ from vllm_gate.errors import RenderError
 from vllm_gate.spec import ModelSpec
 from vllm_gate.tools import CHART_DIR, require_tool
 from vllm_gate.values import chart_values
+
+T = TypeVar("T")
+
+
+HELM_CALL_TIMEOUT_S = 900  # helm's own --timeout covers waits; this bounds a helm that hangs
+
+
+def run_helm(coro: Coroutine[Any, Any, T], what: str) -> T:
+    """Run one pyhelm3 coroutine to completion, or raise RenderError after HELM_CALL_TIMEOUT_S."""
+    try:
+        return asyncio.run(asyncio.wait_for(coro, HELM_CALL_TIMEOUT_S))
+    except TimeoutError:
+        raise RenderError(f"{what}: helm did not finish within {HELM_CALL_TIMEOUT_S} s") from None
 
 
 def helm_client(kubeconfig: Path | None = None, context: str | None = None) -> pyhelm3.Client:
@@ -41,7 +55,7 @@ def render_manifests(spec: ModelSpec, values: dict[str, Any] | None = None) -> l
         return [doc for doc in docs if doc]
 
     try:
-        return asyncio.run(run())
+        return run_helm(run(), f"helm template {spec.name}")
     except pyhelm3.errors.Error as exc:
         raise _helm_failure(f"helm template {spec.name} ({CHART_DIR})", exc) from None
 
