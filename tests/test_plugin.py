@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import threading
 import time
 
 import httpx
 import pytest
+from kubernetes import client
 
 from tests.conftest import require
+from vllm_gate.cluster.kube import api_client
+from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.sim import SimServer
 from vllm_gate.tools import PROJECT_ROOT
 
@@ -115,3 +120,28 @@ def test_registry_password_never_reaches_output_or_report(gate, sim, postgres, t
                                  "authentication failed*"])
     output = result.stdout.str() + result.stderr.str() + (tmp_path / "report.html").read_text()
     assert secret not in output
+
+
+def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(gate, tmp_path, monkeypatch):
+    for tool in ("kwokctl", "kube-apiserver", "helm", "kubectl"):
+        require(tool)
+    token = "hf_" + "Q" * 34
+    monkeypatch.setenv("HF_TOKEN", token)
+    # The local cluster stands in for the GPU pool; its data plane answers for the vLLM pod.
+    local = LocalCluster(name=f"existing-{os.getpid()}", pool=GpuPool(nodes=1), progress=lambda _m: None)
+    local.start()
+    try:
+        result = gate("--model", "llama3", "--cluster", "existing", "--kubeconfig", str(local.kubeconfig),
+                      "--keep-on-failure", "-k", "health")
+        api = api_client(local.kubeconfig, local.context)
+        secret = client.CoreV1Api(api).read_namespaced_secret("hf-token", "ias-production")
+        deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "ias-production")
+    finally:
+        local.stop()
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["*engine vllm*", "*created Secret ias-production/hf-token from $HF_TOKEN*"])
+    assert base64.b64decode(secret.data["token"]).decode() == token
+    container = deployment.spec.template.spec.containers[0]
+    assert container.command == ["vllm", "serve"]
+    assert container.env[-1].value_from.secret_key_ref.name == "hf-token"
+    assert token not in result.stdout.str() + result.stderr.str() + (tmp_path / "report.html").read_text()
