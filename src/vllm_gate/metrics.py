@@ -43,10 +43,10 @@ class Scrape:
                 return self.families[name]
         return None
 
-    def total(self, family: str, suffix: str = "_total", model_name: str | None = None) -> float:
-        """Sum the ``family + suffix`` samples, optionally of one ``model_name`` label."""
+    def total(self, family: str, model_name: str | None = None) -> float:
+        """Sum a counter's ``_total`` samples, optionally of one ``model_name`` label."""
         samples = self.family(family) or []
-        return sum(s.value for s in samples if s.name == family + suffix
+        return sum(s.value for s in samples if s.name == f"{family}_total"
                    and (model_name is None or s.labels.get("model_name") == model_name))
 
 
