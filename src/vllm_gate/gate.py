@@ -15,7 +15,12 @@ from vllm_gate.registry.mappings import Mapping
 from vllm_gate.slo import SloResult, slo_names
 from vllm_gate.spec import ModelSpec
 
-OUTCOME_ORDER = ("failed", "passed", "skipped")
+OUTCOME_ORDER = ("failed", "passed", "skipped")  # worst first
+NOTHING_DEPLOYED = "the gate deployed nothing in this run: nothing registered, nothing rolled back"
+
+
+def worse(outcome: str, than: str | None) -> bool:
+    return than is None or OUTCOME_ORDER.index(outcome) < OUTCOME_ORDER.index(than)
 
 
 @dataclass
@@ -48,7 +53,7 @@ class GateRun:
     def record(self, nodeid: str, outcome: str, message: str) -> None:
         """Record one phase of a check; the worst phase (failed > passed > skipped) decides."""
         current = self.checks_by_id.get(nodeid)
-        if current is None or OUTCOME_ORDER.index(outcome) < OUTCOME_ORDER.index(current.outcome):
+        if worse(outcome, current.outcome if current else None):
             self.checks_by_id[nodeid] = CheckOutcome(nodeid, outcome, message)
 
     @property
@@ -59,8 +64,7 @@ class GateRun:
         """Each suite's outcome: failed if any check failed, skipped if all skipped, else passed."""
         result: dict[str, str] = {}
         for check in self.checks:
-            current = result.get(check.suite)
-            if current is None or OUTCOME_ORDER.index(check.outcome) < OUTCOME_ORDER.index(current):
+            if worse(check.outcome, result.get(check.suite)):
                 result[check.suite] = check.outcome
         return result
 
@@ -103,7 +107,7 @@ def finish(run: GateRun, *, dsn: str | None, keep_on_failure: bool, kubeconfig: 
            context: str | None) -> None:
     """Register a passed run; roll back a failed one (unless kept). Appends what it did to ``run.decision``."""
     if run.release is None:
-        run.decision.append("the gate deployed nothing in this run: nothing registered, nothing rolled back")
+        run.decision.append(NOTHING_DEPLOYED)
         return
     if not run.passed:
         if keep_on_failure:

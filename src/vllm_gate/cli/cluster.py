@@ -14,7 +14,7 @@ from kubernetes import client
 
 from vllm_gate.cli.errors import ActionFailed
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import OWNER_FILE, STATE_ROOT, cluster_dir, destroy, pid_alive
+from vllm_gate.cluster.local import STATE_ROOT, destroy, owner_pid, pid_alive
 from vllm_gate.cluster.supervisor import state_file
 
 __all__ = ["cluster"]
@@ -24,12 +24,9 @@ DOWN_TIMEOUT_S = 60
 
 
 def _owner(name: str) -> int | None:
-    owner = cluster_dir(name) / OWNER_FILE
-    try:
-        pid = int(json.loads(owner.read_text())["pid"])
-    except (OSError, ValueError, KeyError):
-        return None
-    return pid if pid_alive(pid) else None
+    """Return the PID of the process keeping cluster ``name`` up, if it is alive."""
+    pid = owner_pid(name)
+    return pid if pid is not None and pid_alive(pid) else None
 
 
 @click.group()

@@ -101,17 +101,23 @@ def destroy(name: str) -> None:
     (STATE_ROOT / f"{name}.kubeconfig").unlink(missing_ok=True)
 
 
+def owner_pid(name: str) -> int | None:
+    """Return the PID recorded as owner of cluster ``name``, or None when there is no readable record."""
+    try:
+        return int(json.loads((cluster_dir(name) / OWNER_FILE).read_text())["pid"])
+    except (ValueError, KeyError, OSError):
+        return None
+
+
 def reap_orphans() -> list[str]:
     """Destroy local clusters whose owning process is gone (after a crash or kill -9)."""
     reaped = []
     for owner in (KWOK_WORKDIR / "clusters").glob(f"*/{OWNER_FILE}"):
-        try:
-            pid = int(json.loads(owner.read_text())["pid"])
-        except (ValueError, KeyError, OSError):
-            continue
-        if not pid_alive(pid):
-            destroy(owner.parent.name)
-            reaped.append(owner.parent.name)
+        name = owner.parent.name
+        pid = owner_pid(name)
+        if pid is not None and not pid_alive(pid):
+            destroy(name)
+            reaped.append(name)
     return reaped
 
 
