@@ -31,10 +31,8 @@ def test_no_host_network_or_host_port(core, gate_spec):
 def test_network_policy_admits_only_router_and_monitoring(kube_api, core, gate_spec):
     pod = core.list_namespaced_pod(gate_spec.namespace, label_selector=f"app.kubernetes.io/instance={gate_spec.name}",
                                    _request_timeout=15).items[0]
-    problems = exposure.network_policy_problems(kube_api, gate_spec.namespace, pod.metadata.labels,
-                                                gate_spec.network.router_pod_labels,
-                                                gate_spec.network.monitoring_namespace)
-    assert problems == []
+    allowed = exposure.AllowedIngress.for_spec(gate_spec)
+    assert exposure.network_policy_problems(kube_api, gate_spec.namespace, pod.metadata.labels, allowed) == []
 
 
 def test_network_policy_is_enforced(gate_run, gate_release):

@@ -27,7 +27,8 @@ def test_chat_completion(gate_endpoint, gate_spec):
 
 
 def test_streamed_chat_completion(gate_endpoint, gate_spec):
+    # chat_stream fails unless content chunks, then a usage chunk, then data: [DONE] arrive in that order.
     result = inference.chat_stream(gate_endpoint, gate_spec.served_name, max_tokens=16)
-    assert result.text.strip(), "no content streamed"
-    assert result.chunks >= 2
-    assert 0 < result.completion_tokens <= 16, "usage chunk missing or wrong"
+    assert result.text.strip(), f"the content chunks carried only whitespace ({result.content_chunks} chunks)"
+    assert 0 < result.completion_tokens <= 16, (
+        f"the usage chunk reports {result.completion_tokens} completion tokens for max_tokens 16")

@@ -1,18 +1,24 @@
-"""The registry is reachable and migrated, and the row the gate will write is valid."""
+"""The registry is reachable and migrated, accepts the row the gate will write, and the row reaches the model."""
 
 from __future__ import annotations
 
 import pytest
+from kubernetes import client
 
+from vllm_gate.backend import backend_problems
+from vllm_gate.contract import Mode
 from vllm_gate.registry import db
-from vllm_gate.registry.mappings import Mapping
+from vllm_gate.registry.mappings import upsert_problem
 from vllm_gate.registry.migrate import pending
 
 
 @pytest.fixture(scope="module")
-def registry_conn(gate_registry):
+def registry_conn(gate_run, gate_registry):
+    if gate_run.mode is Mode.ENDPOINT:
+        pytest.skip("an --endpoint-url run never registers: there is no row to check")
     if gate_registry.dsn is None:
-        pytest.skip(f"no registry to check: {gate_registry.description}")
+        pytest.fail(f"no registry to register in ({gate_registry.description}): give --database-url or "
+                    "IAS_DATABASE_URL", pytrace=False)
     try:
         conn = db.connect(gate_registry.dsn)
     except db.DatabaseUnreachable as exc:
@@ -23,10 +29,17 @@ def registry_conn(gate_registry):
 
 def test_registry_is_migrated(registry_conn):
     todo = pending(registry_conn)
+    registry_conn.rollback()
     assert not todo, f"{len(todo)} pending migration(s); run: ias-admin db migrate"
 
 
-def test_the_row_the_gate_will_write_is_valid(gate_run):
-    mapping = gate_run.mapping()
-    assert Mapping.model_validate(mapping.model_dump()) == mapping
-    assert mapping.backend_url == gate_run.spec.in_cluster_url
+def test_registry_accepts_the_row(registry_conn, gate_release):
+    problem = upsert_problem(registry_conn, gate_release.mapping())
+    assert problem is None, problem
+
+
+def test_backend_url_names_the_service(kube_api, gate_release, gate_spec):
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
+        gate_spec.namespace, label_selector=f"app.kubernetes.io/instance={gate_spec.name}", _request_timeout=15).items
+    assert pods, "the release has no pods"
+    assert backend_problems(kube_api, gate_release.mapping().backend_url, pods[0].metadata.labels) == []

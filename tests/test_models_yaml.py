@@ -36,3 +36,16 @@ def test_mistral_spec_matches_the_platform_request():
     assert spec.display_name == "Mistral 7B Instruct"
     assert spec.service.name == "mistral-7b-inference"
     assert (str(spec.costs.input_per_1k), str(spec.costs.output_per_1k)) == ("0.0003", "0.0009")
+
+
+REHEARSAL_FIDELITY = 0.10  # how far rehearsal p50s may sit from the profile (tests/test_rehearsal_latency.py)
+
+
+@pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_rehearsal_profile_names_its_source_and_fits_the_slos(path):
+    spec = load_spec(str(path), MODELS_DIR)
+    profile = spec.rehearsal
+    assert "https://" in profile.source, "the source must name where its figures come from"
+    # A correct server must pass in rehearsal: the expected p50s, plus the fidelity allowance, are inside.
+    for expected, limit in ((profile.ttft_ms, spec.slo.ttft_ms.p50), (profile.itl_ms, spec.slo.itl_ms.p50)):
+        assert limit is None or expected * (1 + REHEARSAL_FIDELITY) < limit, (expected, limit)

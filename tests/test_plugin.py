@@ -60,12 +60,13 @@ def test_endpoint_mode_passes_a_healthy_server_and_skips_kubernetes_checks(gate,
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.stdout.fnmatch_lines([
         "*vllm-gate verdict*",
-        "*CERTIFIED*",
-        "*SKIPPED*test_exposure.py::test_every_service_is_cluster_ip: needs Kubernetes; this run checks "
-        "--endpoint-url*",
+        "*ENDPOINT CHECKS PASSED — not a certification: the gate did not deploy this server",
+        "*SKIPPED exposure/test_every_service_is_cluster_ip: needs Kubernetes; this run checks --endpoint-url*",
         "*SLO PASS ttft p95*",
-        "*the gate deployed nothing in this run: nothing registered, nothing rolled back*",
+        "*the gate deployed nothing in this run: nothing rolled back*",
+        "*not registered: an --endpoint-url run never registers*",
     ])
+    assert "CERTIFIED" not in result.stdout.str().replace("NOT CERTIFIED", "")
     assert "vllm-gate verdict" in (tmp_path / "report.html").read_text()
 
 
@@ -98,28 +99,22 @@ def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim
     result.stdout.fnmatch_lines(["*server counters grew by Counters(*), the load client measured Counters(*"])
 
 
-def test_gate_on_the_local_cluster_fails_fast_rolls_back_and_registers_nothing(gate):
+def test_gate_on_the_local_cluster_fails_fast_says_it_once_rolls_back_and_registers_nothing(gate):
     for tool in ("kwokctl", "kube-apiserver", "helm", "kubectl"):
         require(tool)
     result = gate("--model", "llama3", "--cluster", "local", "--set", "resources.gpu_type=h100-sxm", "-k", "health")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines([
         "*llama3-vllm-*: Unschedulable; no node fits: check resources.gpu_type, free nvidia.com/gpu and the GPU taint*",
-        "*NOT CERTIFIED*",
-        "*uninstalled ias-production/llama3 and its namespace (a fresh install)*",
-        "*not registered; failed certification 1 recorded in a throwaway PostgreSQL*",
+        "*REHEARSAL FAILED (simulator: *) — not a certification*",
+        "*NOT RUN 5 checks: *Unschedulable*",
+        "*uninstalled ias-production/llama3*",
+        "*not registered; rehearsal_failed certification 1 recorded in a throwaway PostgreSQL*",
     ])
-
-
-def test_registry_password_never_reaches_output_or_report(gate, sim, postgres, tmp_path):
-    secret = "Sup3r-s3cret-pw"
-    wrong = postgres.dsn.replace(f":{postgres.password}@", f":{secret}@")
-    result = gate("--model", "llama3", "--endpoint-url", sim.url, "--database-url", wrong, "-k", "registry", "-l")
-    assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*cannot reach the registry at postgresql://gate:***@127.0.0.1:*password "
-                                 "authentication failed*"])
-    output = result.stdout.str() + result.stderr.str() + (tmp_path / "report.html").read_text()
-    assert secret not in output
+    output = result.stdout.str()
+    # The diagnosis in full once; every other check that needed the deployment says so in one line.
+    assert output.count("FailedScheduling") == 1, output
+    assert output.count("not run: ") == 4, output
 
 
 def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(gate, tmp_path, monkeypatch):
@@ -132,14 +127,16 @@ def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(ga
     local.start()
     try:
         result = gate("--model", "llama3", "--cluster", "existing", "--kubeconfig", str(local.kubeconfig),
-                      "--keep-on-failure", "-k", "health")
+                      "--keep-on-failure", "-k", "health", *SHORT_LOAD)
         api = api_client(local.kubeconfig, local.context)
         secret = client.CoreV1Api(api).read_namespaced_secret("hf-token", "ias-production")
         deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "ias-production")
     finally:
         local.stop()
-    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    result.stdout.fnmatch_lines(["*engine vllm*", "*created Secret ias-production/hf-token from $HF_TOKEN*"])
+    # Pods on KWOK nodes: whatever answers is a simulator, so this is a rehearsal, and -k makes it partial.
+    assert result.ret == 6, result.stdout.str()
+    result.stdout.fnmatch_lines(["*engine vllm*", "*created Secret ias-production/hf-token from $HF_TOKEN*",
+                                 "*REHEARSAL PARTIAL (KWOK node gpu-0 *) — not a certification*"])
     assert base64.b64decode(secret.data["token"]).decode() == token
     container = deployment.spec.template.spec.containers[0]
     assert container.command == ["vllm", "serve"]

@@ -51,6 +51,22 @@ INVALID = [
     ("managed-extra-arg", LLAMA3, ["vllm.extra_args=[--max-model-len=4096]"],
      "vllm.extra_args: --max-model-len=4096 is set by its own spec field"),
     ("negative-startup", LLAMA3, ["startup.timeout_s=-5"], "startup.timeout_s"),
+    ("missing-slo", _without(LLAMA3, "slo"), [], "slo: Field required"),
+    ("missing-tokens-floor", _without(LLAMA3, "slo.min_output_tokens_per_s"), [],
+     "slo.min_output_tokens_per_s: Field required"),
+    ("zero-tokens-floor", LLAMA3, ["slo.min_output_tokens_per_s=0"],
+     "slo.min_output_tokens_per_s: Input should be greater than 0"),
+    ("missing-rehearsal", _without(LLAMA3, "rehearsal"), [], "rehearsal: Field required"),
+    ("missing-rehearsal-source", _without(LLAMA3, "rehearsal.source"), [], "rehearsal.source: Field required"),
+    ("blank-rehearsal-source", LLAMA3, ["rehearsal.source='  '"],
+     "rehearsal.source: must say where the latency numbers come from"),
+    ("missing-rehearsal-ttft", _without(LLAMA3, "rehearsal.ttft_ms"), [], "rehearsal.ttft_ms: Field required"),
+    ("zero-rehearsal-ttft", LLAMA3, ["rehearsal.ttft_ms=0"], "rehearsal.ttft_ms: Input should be greater than 0"),
+    ("zero-rehearsal-itl", LLAMA3, ["rehearsal.itl_ms=0"], "rehearsal.itl_ms: Input should be greater than 0"),
+    ("negative-rehearsal-std", LLAMA3, ["rehearsal.ttft_std_ms=-1"],
+     "rehearsal.ttft_std_ms: Input should be greater than or equal to 0"),
+    ("rehearsal-std-beyond-simulator", LLAMA3, ["rehearsal.itl_ms=20", "rehearsal.itl_std_ms=7"],
+     "rehearsal: itl_std_ms 7 exceeds 30% of itl_ms 20; the simulator refuses to start with it"),
     ("set-scalar-parent", LLAMA3, ["name.first=x"], "--set name.first=x: name is not a mapping"),
     ("set-without-equals", LLAMA3, ["vllm.max_model_len"], "--set vllm.max_model_len: expected KEY=VALUE"),
     ("yaml-not-mapping", ["a", "b"], [], "(top level): must be a mapping of spec fields, got list"),
@@ -99,3 +115,12 @@ def test_valid_override_is_applied():
 @pytest.mark.parametrize(("text", "expected"), [("20Gi", 20 * 2**30), ("500M", 500 * 10**6), ("1.5Gi", 3 * 2**29)])
 def test_quantity_bytes(text, expected):
     assert quantity_bytes(text) == expected
+
+
+def test_rehearsal_profile_is_read_from_the_spec(tmp_path: Path):
+    spec = load_spec("llama3", MODELS_DIR, ["rehearsal.itl_ms=40", "rehearsal.itl_std_ms=12"])
+    assert (spec.rehearsal.itl_ms, spec.rehearsal.itl_std_ms) == (40, 12)
+    path = tmp_path / "constant.yaml"
+    path.write_text(yaml.safe_dump(_without(_without(LLAMA3, "rehearsal.ttft_std_ms"), "rehearsal.itl_std_ms")))
+    constant = load_spec(str(path), MODELS_DIR).rehearsal
+    assert (constant.ttft_std_ms, constant.itl_std_ms) == (0, 0), "an unset std-dev means constant latency"

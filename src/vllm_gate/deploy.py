@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import base64
-import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyhelm3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.errors import GateError
 from vllm_gate.render import helm_client, run_helm
+from vllm_gate.rollout import RolloutTarget, wait_ready
 from vllm_gate.spec import ModelSpec
 from vllm_gate.tools import CHART_DIR
-from vllm_gate.values import chart_values
+from vllm_gate.values import chart_values, release_fullname
 
 HF_SECRET_NAME = "hf-token"  # noqa: S105  (a Secret's name, not a secret)
 HF_SECRET_KEY = "token"  # noqa: S105
 HELM_TIMEOUT = "10m"
+ROLLBACK_READY_TIMEOUT_S = 600.0  # the previous revision's pods start afresh (the chart's strategy is Recreate)
+NAMESPACE_GONE_TIMEOUT_S = 120.0
+POLL_S = 1.0
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+HASH_LABEL = "pod-template-hash"
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_message: str) -> None:
+    """Progress callback that says nothing."""
+
 
 class DeployFailed(GateError):
     """helm could not install, upgrade, roll back or uninstall the release."""
@@ -119,25 +135,106 @@ def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | 
     return Release(spec.name, spec.namespace, revision, previous, chart_version, created_namespace)
 
 
-def roll_back(release: Release, kubeconfig: Path | None, context: str | None) -> str:
-    """Undo the gate's change: uninstall a fresh install, roll an upgrade back; return what was done."""
+def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
+              timeout_s: float = ROLLBACK_READY_TIMEOUT_S, progress: Progress = _quiet) -> str:
+    """Undo the gate's change and return what happened: uninstall a fresh install, roll an upgrade back.
+
+    A rollback waits up to ``timeout_s`` for the previous revision's pods to be Ready again; an
+    uninstall waits up to min(``timeout_s``, NAMESPACE_GONE_TIMEOUT_S) for a namespace it deletes.
+    """
     helm = helm_client(kubeconfig, context)
+    where = f"{release.namespace}/{release.name}"
     try:
         if release.previous_revision is None:
             run_helm(helm.uninstall_release(release.name, namespace=release.namespace, wait=True,
                                             timeout=HELM_TIMEOUT), f"helm uninstall {release.name}")
-            if release.created_namespace:  # the gate made it (with the HF token Secret): leave nothing behind
-                delete_namespace(client.CoreV1Api(api_client(kubeconfig, context)), release.namespace)
-                return f"uninstalled {release.namespace}/{release.name} and its namespace (a fresh install)"
-            return f"uninstalled {release.namespace}/{release.name} (it was a fresh install)"
+            if not release.created_namespace:
+                return f"uninstalled {where} (it was a fresh install)"
+            # The gate made the namespace (with the HF token Secret): leave nothing behind.
+            core = client.CoreV1Api(api_client(kubeconfig, context))
+            gone = delete_namespace(core, release.namespace, min(timeout_s, NAMESPACE_GONE_TIMEOUT_S))
+            return f"uninstalled {where} (a fresh install); {gone}"
         what = f"helm rollback {release.name}"
         current = run_helm(helm.get_current_revision(release.name, namespace=release.namespace), what)
         run_helm(current.release.rollback(release.previous_revision, wait=False), what)
-        return f"rolled {release.namespace}/{release.name} back to revision {release.previous_revision}"
     except pyhelm3.errors.Error as exc:
-        raise _helm_error(f"rollback of {release.namespace}/{release.name}", exc) from None
+        raise _helm_error(f"rollback of {where}", exc) from None
+    rolled = f"rolled {where} back to revision {release.previous_revision}"
+    started = time.monotonic()
+    try:
+        api = api_client(kubeconfig, context)
+        deployment = release_fullname(release.name)
+        selector = revision_selector(api, release.namespace, deployment, release.name, timeout_s)
+        remaining = max(1.0, timeout_s - (time.monotonic() - started))
+        wait_ready(api, RolloutTarget(release.namespace, deployment, selector), remaining, progress)
+    except GateError as exc:
+        return f"{rolled}, but could not confirm it is Ready: {exc.summary}"
+    except (ApiException, HTTPError) as exc:
+        return f"{rolled}, but could not confirm it is Ready: {_api_reason(exc)}"
+    return f"{rolled}; its pods are Ready again ({time.monotonic() - started:.0f} s)"
 
 
-def delete_namespace(core: client.CoreV1Api, name: str) -> None:
-    with contextlib.suppress(ApiException):
+def revision_selector(api: client.ApiClient, namespace: str, deployment: str, release: str,
+                      timeout_s: float) -> str:
+    """Select the pods of the Deployment's current pod template only.
+
+    Right after a rollback the failed revision's pods (Unschedulable, crashing) still exist for a
+    moment; judged by the release selector alone they would fail the wait for the revision that
+    replaces them. The current template's ReplicaSet is found the way the deployment controller
+    finds it: its template equals the Deployment's, the pod-template-hash label aside.
+    """
+    apps = client.AppsV1Api(api)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        dep = apps.read_namespaced_deployment(deployment, namespace, _request_timeout=15)
+        if (dep.status.observed_generation or 0) >= (dep.metadata.generation or 0):
+            wanted = _template(api, dep.spec.template)
+            for rs in apps.list_namespaced_replica_set(namespace, label_selector=f"{INSTANCE_LABEL}={release}",
+                                                       _request_timeout=15).items:
+                owned = any(ref.uid == dep.metadata.uid for ref in rs.metadata.owner_references or [])
+                if owned and _template(api, rs.spec.template) == wanted:
+                    return f"{INSTANCE_LABEL}={release},{HASH_LABEL}={rs.metadata.labels[HASH_LABEL]}"
+        if time.monotonic() >= deadline:
+            raise GateError(f"deployment {namespace}/{deployment}: no ReplicaSet for its pod template "
+                            f"within {timeout_s:.0f} s")
+        time.sleep(POLL_S)
+
+
+def _template(api: client.ApiClient, template: client.V1PodTemplateSpec) -> dict[str, Any]:
+    data: dict[str, Any] = api.sanitize_for_serialization(template)
+    data.get("metadata", {}).get("labels", {}).pop(HASH_LABEL, None)
+    return data
+
+
+def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:
+    """Delete namespace ``name``, wait up to ``timeout_s`` until it is gone; return what happened."""
+    started = time.monotonic()
+    try:
         core.delete_namespace(name, _request_timeout=15)
+    except ApiException as exc:
+        if exc.status == 404:
+            return f"namespace {name} was already gone"
+        return f"could not delete namespace {name}: {_api_reason(exc)}"
+    except HTTPError as exc:
+        return f"could not delete namespace {name}: {_api_reason(exc)}"
+    while True:
+        try:
+            namespace = core.read_namespace(name, _request_timeout=15)
+        except ApiException as exc:
+            if exc.status == 404:
+                return f"deleted namespace {name} (gone after {time.monotonic() - started:.0f} s)"
+            return f"deleted namespace {name}, but could not confirm it is gone: {_api_reason(exc)}"
+        except HTTPError as exc:
+            return f"deleted namespace {name}, but could not confirm it is gone: {_api_reason(exc)}"
+        if time.monotonic() - started >= timeout_s:
+            # The namespace controller says what holds it (content left, finalizers remaining).
+            holding = [c.message for c in namespace.status.conditions or [] if c.status == "True" and c.message]
+            why = f": {'; '.join(holding)}" if holding else ""
+            return f"namespace {name} still {namespace.status.phase} after {timeout_s:.0f} s{why}"
+        time.sleep(POLL_S)
+
+
+def _api_reason(exc: ApiException | HTTPError) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return " ".join(str(exc).split())[:200]

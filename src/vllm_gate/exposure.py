@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from vllm_gate.spec import ModelSpec
+
 ROUTE_APIS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("route.openshift.io", "v1", "routes"))
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it on every namespace
 
 
 def service_problems(core: client.CoreV1Api, namespace: str, instance: str) -> list[str]:
@@ -59,37 +65,182 @@ def host_network_problems(pods: list[client.V1Pod]) -> list[str]:
     return problems
 
 
-def _selects(selector: client.V1LabelSelector | None, labels: dict[str, str]) -> bool:
-    if selector is None:
-        return True
-    if selector.match_expressions:
-        return False  # not used by our chart; treat as not matching rather than guess
-    return all(labels.get(k) == v for k, v in (selector.match_labels or {}).items())
 
 
-def network_policy_problems(api: client.ApiClient, namespace: str, pod_labels: dict[str, str],
-                            router_labels: dict[str, str], monitoring_namespace: str) -> list[str]:
-    """The pods must be selected by a policy that admits only the router and the monitoring namespace."""
-    policies = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace, _request_timeout=15).items
-    selecting = [p for p in policies if _selects(p.spec.pod_selector, pod_labels)
-                 and "Ingress" in (p.spec.policy_types or ["Ingress"])]
-    if not selecting:
-        return [f"no NetworkPolicy in {namespace} selects the model pods {pod_labels}"]
+@dataclass(frozen=True)
+class AllowedIngress:
+    """The only traffic the model pods may take: the router and the monitoring namespace, on the serving port."""
+
+    router_labels: Mapping[str, str]
+    router_namespace: str | None  # None: the model's own namespace
+    monitoring_namespace: str
+    serving_port: int
+    port_name: str = "http"  # the container port's name, which a policy may use instead of the number
+
+    @classmethod
+    def for_spec(cls, spec: ModelSpec) -> AllowedIngress:
+        net = spec.network
+        return cls(router_labels=dict(net.router_pod_labels), router_namespace=net.router_namespace,
+                   monitoring_namespace=net.monitoring_namespace, serving_port=spec.service.port)
+
+
+def label_selector_matches(selector: client.V1LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes semantics: every matchLabels pair and every matchExpression must hold; ``{}`` matches all."""
+    if any(labels.get(key) != value for key, value in (selector.match_labels or {}).items()):
+        return False
+    return all(_requirement_holds(req, labels) for req in selector.match_expressions or [])
+
+
+def _requirement_holds(req: client.V1LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
+    values = req.values or []
+    if req.operator == "In":
+        return req.key in labels and labels[req.key] in values
+    if req.operator == "NotIn":
+        return req.key not in labels or labels[req.key] not in values  # an absent label is "not in"
+    if req.operator == "Exists":
+        return req.key in labels
+    if req.operator == "DoesNotExist":
+        return req.key not in labels
+    raise ValueError(f"unknown label selector operator {req.operator!r}")
+
+
+def _show(selector: client.V1LabelSelector) -> str:
+    parts = [f"{key}={value}" for key, value in sorted((selector.match_labels or {}).items())]
+    parts += [f"{req.key} {req.operator} {req.values}" if req.values else f"{req.key} {req.operator}"
+              for req in selector.match_expressions or []]
+    return "{" + ", ".join(parts) + "}"
+
+
+def _show_peer(peer: client.V1NetworkPolicyPeer) -> str:
+    parts = [f"podSelector {_show(peer.pod_selector)}"] if peer.pod_selector is not None else []
+    if peer.namespace_selector is not None:
+        parts.append(f"namespaceSelector {_show(peer.namespace_selector)}")
+    return " ".join(parts) or "{}"
+
+
+def _exact_namespace(selector: client.V1LabelSelector) -> str | None:
+    """The one namespace a namespaceSelector names by its metadata.name label, else None."""
+    labels = selector.match_labels or {}
+    if selector.match_expressions or set(labels) != {NAMESPACE_NAME_LABEL}:
+        return None
+    return labels[NAMESPACE_NAME_LABEL]
+
+
+def _is_router(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> bool:
+    pods = peer.pod_selector
+    if peer.ip_block is not None or pods is None or pods.match_expressions:
+        return False
+    # Without a namespaceSelector a podSelector peer means pods of the policy's own namespace.
+    namespace = policy_namespace if peer.namespace_selector is None else _exact_namespace(peer.namespace_selector)
+    return (pods.match_labels or {}) == dict(allowed.router_labels) and \
+        namespace == (allowed.router_namespace or policy_namespace)
+
+
+def _is_monitoring(peer: client.V1NetworkPolicyPeer, allowed: AllowedIngress) -> bool:
+    # Any podSelector only narrows the monitoring namespace further.
+    return peer.ip_block is None and peer.namespace_selector is not None and \
+        _exact_namespace(peer.namespace_selector) == allowed.monitoring_namespace
+
+
+def _peer_problem(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> str | None:
+    """Why a peer admits more than the router or the monitoring namespace; None when it does not."""
+    if peer.ip_block is not None:
+        excepted = f" except {peer.ip_block._except}" if peer.ip_block._except else ""
+        return f"ipBlock {peer.ip_block.cidr}{excepted} admits addresses, not the router"
+    if _is_router(peer, policy_namespace, allowed) or _is_monitoring(peer, allowed):
+        return None
+    shown = _show_peer(peer)
+    if peer.namespace_selector is not None and _show(peer.namespace_selector) == "{}":
+        return f"peer {shown}: an empty namespaceSelector admits every namespace"
+    if peer.pod_selector is None:
+        return (f"peer {shown}: the namespaceSelector is not exactly {NAMESPACE_NAME_LABEL}="
+                f"{allowed.monitoring_namespace}, and it admits every pod of the namespaces it selects")
+    router = allowed.router_namespace or policy_namespace
+    if peer.pod_selector.match_expressions or (peer.pod_selector.match_labels or {}) != dict(allowed.router_labels):
+        return f"peer {shown}: podSelector is not exactly the router labels {dict(allowed.router_labels)}"
+    where = f"namespace {policy_namespace}" if peer.namespace_selector is None else "its namespaceSelector"
+    return f"peer {shown} admits router-labelled pods in {where}, not namespace {router} alone"
+
+
+def _port_problem(port: client.V1NetworkPolicyPort, allowed: AllowedIngress) -> str | None:
+    """Why a port entry admits more than the serving port; None when it does not."""
+    if port.port is None:
+        return "a port entry without a port admits every port"
+    if port.end_port is not None:
+        return f"port range {port.port}-{port.end_port}"
+    if port.protocol not in (None, "TCP"):
+        return f"port {port.port}/{port.protocol} is not TCP"
+    if port.port not in (allowed.serving_port, allowed.port_name):
+        return f"port {port.port} is not the serving port ({allowed.port_name} / {allowed.serving_port})"
+    return None
+
+
+def ingress_rule_problems(policy: client.V1NetworkPolicy, allowed: AllowedIngress) -> list[str]:
+    """Every source or port one policy's ingress rules admit beyond the router and monitoring on the serving port."""
+    name, namespace = policy.metadata.name, policy.metadata.namespace
     problems = []
-    for policy in selecting:
-        for rule in policy.spec.ingress or []:
-            if not rule.var_from:
-                problems.append(f"NetworkPolicy {policy.metadata.name} admits traffic from anywhere")
-            for peer in rule.var_from or []:
-                if peer.ip_block is not None:
-                    problems.append(f"NetworkPolicy {policy.metadata.name} admits ipBlock {peer.ip_block.cidr}")
-                    continue
-                router = peer.pod_selector is not None and _selects(peer.pod_selector, router_labels) and \
-                    peer.pod_selector.match_labels
-                monitoring = (peer.pod_selector is None and peer.namespace_selector is not None and
-                              (peer.namespace_selector.match_labels or {}) ==
-                              {"kubernetes.io/metadata.name": monitoring_namespace})
-                if not (router or monitoring):
-                    problems.append(f"NetworkPolicy {policy.metadata.name} admits a peer that is neither the "
-                                    f"router nor namespace {monitoring_namespace}: {peer.to_dict()}")
+    for index, rule in enumerate(policy.spec.ingress or []):
+        where = f"NetworkPolicy {name} ingress[{index}]"
+        if not rule.var_from:
+            problems.append(f"{where} has no `from`: it admits every source")
+        problems += [f"{where} {problem}" for peer in rule.var_from or []
+                     if (problem := _peer_problem(peer, namespace, allowed))]
+        if not rule.ports:
+            problems.append(f"{where} lists no ports: it admits every port")
+        problems += [f"{where} {problem}" for port in rule.ports or [] if (problem := _port_problem(port, allowed))]
+    return problems
+
+
+def _covers_router(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> bool:
+    """Does the peer include the router pods, as far as their spec labels and namespace name tell?"""
+    if peer.ip_block is not None:
+        return False  # addresses, not pods: whether they are the router's is unknowable here
+    router_namespace = allowed.router_namespace or policy_namespace
+    if peer.namespace_selector is None:
+        in_namespace = router_namespace == policy_namespace
+    else:
+        in_namespace = label_selector_matches(peer.namespace_selector, {NAMESPACE_NAME_LABEL: router_namespace})
+    return in_namespace and label_selector_matches(peer.pod_selector or client.V1LabelSelector(),
+                                                   allowed.router_labels)
+
+
+def _covers_serving_port(port: client.V1NetworkPolicyPort, allowed: AllowedIngress) -> bool:
+    if port.protocol not in (None, "TCP"):
+        return False
+    if port.port is None or port.port in (allowed.serving_port, allowed.port_name):
+        return True
+    return port.end_port is not None and isinstance(port.port, int) and \
+        port.port <= allowed.serving_port <= port.end_port
+
+
+def _admits_router(policy: client.V1NetworkPolicy, allowed: AllowedIngress) -> bool:
+    """Can the router reach the serving port through some rule of the policy (however broad)?"""
+    namespace = policy.metadata.namespace
+    return any((not rule.var_from or any(_covers_router(peer, namespace, allowed) for peer in rule.var_from))
+               and (not rule.ports or any(_covers_serving_port(port, allowed) for port in rule.ports))
+               for rule in policy.spec.ingress or [])
+
+
+def selects_for_ingress(policy: client.V1NetworkPolicy, pod_labels: Mapping[str, str]) -> bool:
+    """Does the policy govern ingress to pods with these labels (policies are additive: every such one counts)?"""
+    # An absent policyTypes means Ingress (plus Egress when egress rules are present).
+    if "Ingress" not in (policy.spec.policy_types or ["Ingress"]):
+        return False
+    # An absent podSelector is the empty one: every pod of the namespace.
+    return label_selector_matches(policy.spec.pod_selector or client.V1LabelSelector(), pod_labels)
+
+
+def network_policy_problems(api: client.ApiClient, namespace: str, pod_labels: Mapping[str, str],
+                            allowed: AllowedIngress) -> list[str]:
+    """The union of the policies selecting the model pods must admit the router and monitoring, nothing else."""
+    policies = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace, _request_timeout=15).items
+    selecting = [p for p in policies if selects_for_ingress(p, pod_labels)]
+    if not selecting:
+        return [f"no NetworkPolicy in {namespace} selects the model pods {dict(sorted(pod_labels.items()))} for "
+                "Ingress: every pod of the cluster can reach them"]
+    problems = [problem for policy in selecting for problem in ingress_rule_problems(policy, allowed)]
+    if not any(_admits_router(policy, allowed) for policy in selecting):
+        router = allowed.router_namespace or namespace
+        problems.append(f"no NetworkPolicy in {namespace} admits the router {dict(allowed.router_labels)} "
+                        f"(namespace {router}) on port {allowed.port_name} / {allowed.serving_port}")
     return problems

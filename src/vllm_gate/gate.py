@@ -1,4 +1,4 @@
-"""One gate run: what was deployed, what each check said, and the decision at the end."""
+"""One gate run: what was deployed, what each check said, its verdict, and the decision at the end."""
 
 from __future__ import annotations
 
@@ -7,32 +7,35 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vllm_gate.cluster.base import Capabilities
+from vllm_gate.contract import NOT_REQUIRED, Kind, Mode, Outcome, Verdict, decide
 from vllm_gate.deploy import Release, roll_back
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db
-from vllm_gate.registry.certify import Certification, record_failed, register_certified
+from vllm_gate.registry.certify import Certification, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping
+from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
 from vllm_gate.spec import ModelSpec
 
-OUTCOME_ORDER = ("failed", "passed", "skipped")  # worst first
-NOTHING_DEPLOYED = "the gate deployed nothing in this run: nothing registered, nothing rolled back"
+OUTCOME_ORDER = ("failed", "blocked", "passed", "skipped")  # worst first
+NOTHING_DEPLOYED = "the gate deployed nothing in this run: nothing rolled back"
 
 
 def worse(outcome: str, than: str | None) -> bool:
     return than is None or OUTCOME_ORDER.index(outcome) < OUTCOME_ORDER.index(than)
 
 
-@dataclass
-class CheckOutcome:
-    nodeid: str
-    outcome: str  # passed, failed, skipped
-    message: str = ""  # failure summary or skip reason
+@dataclass(frozen=True)
+class Registry:
+    """Where a run may write: the user's registry, a rehearsal's throwaway one, or none."""
 
-    @property
-    def suite(self) -> str:
-        path = self.nodeid.split("::", 1)[0]
-        return Path(path).stem.removeprefix("test_")
+    dsn: Secret | None
+    description: str  # redacted DSN, or why there is none
+    throwaway: bool = False
+    untouched: str | None = None  # the registry the user gave, which this rehearsal did not use
+
+
+NO_REGISTRY = Registry(None, "no --database-url given")
 
 
 @dataclass
@@ -41,52 +44,65 @@ class GateRun:
     cluster: str  # one line: provider, name, version
     capabilities: Capabilities | None
     report_path: Path
+    mode: Mode = Mode.CERTIFICATION
+    simulated: str | None = None  # what answered in place of vLLM on real nodes (a rehearsal)
+    engine_observed: bool = False  # the gate saw vLLM pods on real nodes
+    required: list[str] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     release: Release | None = None
     endpoint: str | None = None
-    registry: str | None = None  # redacted DSN, or why there is none
-    checks_by_id: dict[str, CheckOutcome] = field(default_factory=dict)
+    registry: Registry = NO_REGISTRY
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     slo_results: list[SloResult] = field(default_factory=list)
+    interrupted: str | None = None  # how the session did not end normally
+    verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
     decision_failed: bool = False
 
-    def record(self, nodeid: str, outcome: str, message: str) -> None:
-        """Record one phase of a check; the worst phase (failed > passed > skipped) decides."""
-        current = self.checks_by_id.get(nodeid)
+    def record(self, check: str, outcome: str, message: str) -> None:
+        """Record one phase of a check; the worst phase (failed > blocked > passed > skipped) decides."""
+        current = self.outcomes.get(check)
         if worse(outcome, current.outcome if current else None):
-            self.checks_by_id[nodeid] = CheckOutcome(nodeid, outcome, message)
+            self.outcomes[check] = Outcome(check, outcome, message)
 
-    @property
-    def checks(self) -> list[CheckOutcome]:
-        return list(self.checks_by_id.values())
+    def rehearsal(self, what: str) -> None:
+        """Mark this run a rehearsal: ``what`` (a simulator, KWOK nodes) answered in place of vLLM."""
+        if self.mode is Mode.CERTIFICATION:
+            self.mode = Mode.REHEARSAL
+        self.simulated = self.simulated or what
 
     def suites(self) -> dict[str, str]:
-        """Each suite's outcome: failed if any check failed, skipped if all skipped, else passed."""
+        """Each suite's outcome: its worst check's."""
         result: dict[str, str] = {}
-        for check in self.checks:
-            if worse(check.outcome, result.get(check.suite)):
-                result[check.suite] = check.outcome
+        for check in self.outcomes.values():
+            suite = check.check.split("/", 1)[0]
+            if worse(check.outcome, result.get(suite)):
+                result[suite] = check.outcome
         return result
 
     def slo_names(self) -> list[str]:
         return slo_names(self.spec.slo)
 
-    @property
-    def failed_checks(self) -> list[CheckOutcome]:
-        return [c for c in self.checks if c.outcome == "failed"]
+    def not_shown(self) -> list[str]:
+        limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
+        return [*limits, *NOT_REQUIRED.values()]
 
-    @property
-    def passed(self) -> bool:
-        """Certified only when checks ran, none failed, and at least one passed."""
-        return bool(self.checks) and not self.failed_checks and any(c.outcome == "passed" for c in self.checks)
+    def settle(self) -> Verdict:
+        """Decide the verdict once, from what has been recorded so far."""
+        if self.verdict is None:
+            self.verdict = decide(required=self.required, outcomes=self.outcomes.values(), mode=self.mode,
+                                  interrupted=self.interrupted, simulated=self.simulated,
+                                  engine_observed=self.engine_observed, not_shown=self.not_shown())
+        return self.verdict
 
     def summary(self) -> dict[str, object]:
+        verdict = self.settle()
         return {
-            "cluster": self.cluster, "engine": self.spec.engine, "endpoint": self.endpoint,
-            "suites": self.suites(),
-            "failed": [f"{c.nodeid}: {c.message}" for c in self.failed_checks],
-            "skipped": [f"{c.nodeid}: {c.message}" for c in self.checks if c.outcome == "skipped"],
-            "slo": [r.line() for r in self.slo_results],
+            "verdict": verdict.headline, "kind": verdict.kind.value, "mode": verdict.mode.value,
+            "cluster": self.cluster, "engine": self.spec.engine, "simulated": self.simulated,
+            "endpoint": self.endpoint, "suites": self.suites(), "reasons": list(verdict.reasons),
+            "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
+            "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
         }
 
     def mapping(self) -> Mapping:
@@ -99,42 +115,65 @@ class GateRun:
 
     def certification(self) -> Certification:
         return Certification(model_name=self.spec.name, cluster=self.cluster, started_at=self.started_at,
-                             finished_at=datetime.now(UTC), verdict="passed" if self.passed else "failed",
+                             finished_at=datetime.now(UTC), verdict=self.settle().record_as,
                              summary=self.summary(), report_path=str(self.report_path))
 
 
-def finish(run: GateRun, *, dsn: str | None, keep_on_failure: bool, kubeconfig: Path | None,
-           context: str | None) -> None:
-    """Register a passed run; roll back a failed one (unless kept). Appends what it did to ``run.decision``."""
-    if run.release is None:
+def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None) -> None:
+    release = run.release
+    if release is None:
         run.decision.append(NOTHING_DEPLOYED)
         return
-    if not run.passed:
-        if keep_on_failure:
-            run.decision.append(f"kept the failed release {run.release.namespace}/{run.release.name} "
-                                "(--keep-on-failure)")
-        else:
-            try:
-                run.decision.append(roll_back(run.release, kubeconfig, context))
-            except GateError as exc:
-                run.decision_failed = True
-                run.decision.append(f"ROLLBACK FAILED: {exc.summary}")
-    if dsn is None:
-        run.decision.append(f"not registered: {run.registry or 'no registry'}")
+    if run.settle().certified:
+        return
+    if keep_on_failure:
+        run.decision.append(f"kept the release {release.namespace}/{release.name} (--keep-on-failure)")
         return
     try:
-        conn = db.connect(dsn)
+        run.decision.append(roll_back(release, kubeconfig, context))
+    except GateError as exc:
+        run.decision_failed = True
+        run.decision.append(f"ROLLBACK FAILED: {exc.summary}")
+
+
+def _write_registry(run: GateRun) -> None:
+    verdict, registry = run.settle(), run.registry
+    if verdict.mode is Mode.ENDPOINT:
+        run.decision.append("not registered: an --endpoint-url run never registers")
+        return
+    if registry.untouched:
+        run.decision.append(f"the registry you gave ({registry.untouched}) was not touched: a rehearsal "
+                            "writes only its own throwaway registry")
+    if verdict.mode is Mode.REHEARSAL and not registry.throwaway and registry.dsn is not None:
+        run.decision.append(f"not registered, nothing written to {registry.description}: a rehearsal "
+                            "never writes the registry you gave")
+        return
+    if registry.dsn is None:
+        run.decision.append(f"not registered: {registry.description}")
+        return
+    try:
+        conn = db.connect(registry.dsn)
         try:
             cert = run.certification()
-            if run.passed:
+            if verdict.kind is Kind.PASSED:
                 cert_id = register_certified(conn, run.mapping(), cert)
                 run.decision.append(f"registered {run.spec.name} -> {run.spec.in_cluster_url} in "
-                                    f"{run.registry} (certification {cert_id})")
+                                    f"{registry.description} ({cert.verdict} certification {cert_id})")
             else:
-                cert_id = record_failed(conn, cert)
-                run.decision.append(f"not registered; failed certification {cert_id} recorded in {run.registry}")
+                cert_id = record_outcome(conn, cert)
+                run.decision.append(f"not registered; {cert.verdict} certification {cert_id} recorded in "
+                                    f"{registry.description}")
         finally:
             conn.close()
     except Exception as exc:  # the release decision stands; the registry problem is reported, not hidden
         run.decision_failed = True
-        run.decision.append(f"REGISTRATION FAILED: {db.scrub(str(exc).splitlines()[0], dsn)}")
+        run.decision.append(f"REGISTRATION FAILED: {db.scrub(str(exc).splitlines()[0], registry.dsn)}")
+
+
+def finish(run: GateRun, *, keep_on_failure: bool, kubeconfig: Path | None, context: str | None) -> None:
+    """Settle the verdict, undo anything that is not certified (unless kept), then register or record.
+
+    Appends what actually happened to ``run.decision``.
+    """
+    _undo(run, keep_on_failure, kubeconfig, context)
+    _write_registry(run)

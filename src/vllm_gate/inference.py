@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -25,8 +27,10 @@ class Completion:
 
 @dataclass(frozen=True)
 class StreamedCompletion(Completion):
-    chunks: int
+    chunks: int  # JSON chunks, [DONE] not counted
     ttft_s: float  # to the first chunk carrying content, not the role-only chunk
+    content_chunks: int
+    events: tuple[str, ...]  # the kinds in arrival order (see stream_problem)
 
 
 def _client(url: str) -> openai.OpenAI:
@@ -104,31 +108,137 @@ def chat(url: str, model: str, max_tokens: int = 16) -> Completion:
                       usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
 
 
-def chat_stream(url: str, model: str, max_tokens: int = 16) -> StreamedCompletion:
-    """One streamed chat completion, with usage from the final chunk."""
-    started = time.perf_counter()
-    ttft = None
-    parts: list[str] = []
-    chunks = 0
-    finish = None
-    usage = None
+# Kinds of server-sent events in a streamed chat completion, as chat_stream records them.
+# A bare chunk has no content, role or usage (a finish_reason alone, say).
+ROLE, CONTENT, USAGE, BARE, DONE = "role", "content", "usage", "bare", "[DONE]"
+
+
+def _kind(chunk: dict[str, Any]) -> str:
+    """Classify one chunk: content wins over role (a first chunk may carry both), usage only when alone."""
+    deltas = [choice.get("delta") or {} for choice in chunk.get("choices") or []]
+    if any(delta.get("content") for delta in deltas):
+        return CONTENT
+    if chunk.get("usage"):
+        return USAGE
+    if any(delta.get("role") for delta in deltas):
+        return ROLE
+    return BARE
+
+
+def describe_events(events: list[str]) -> str:
+    """Run-length summary of an event sequence, e.g. ``role, content x3, usage, [DONE]``."""
+    runs: list[tuple[str, int]] = []
+    for kind in events:
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1] + 1)
+        else:
+            runs.append((kind, 1))
+    return ", ".join(kind if n == 1 else f"{kind} x{n}" for kind, n in runs) or "no event"
+
+
+def _chunk_list(kinds: list[str]) -> str:
+    """``a role chunk and a usage chunk``: each kind once, in order of arrival."""
+    named = [f"a {kind} chunk" for kind in dict.fromkeys(kinds)]
+    return " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+
+
+def stream_problem(events: list[str]) -> str | None:
+    """Return what a chat stream lacks or has out of order, or None for content, then usage, then ``[DONE]``."""
+    seen = describe_events(events)
+    chunks = [kind for kind in events if kind != DONE]
+    if not chunks:
+        return f"stream had no chunk at all ({seen})"
+    if CONTENT not in chunks:
+        return f"stream had {_chunk_list(chunks)} but no content chunk ({seen})"
+    last_content = len(events) - 1 - events[::-1].index(CONTENT)
+    if USAGE not in events:
+        return f"stream had no usage chunk though stream_options.include_usage was set ({seen})"
+    if USAGE not in events[last_content:]:
+        return f"stream sent its usage chunk before the last content chunk ({seen})"
+    if DONE not in events:
+        return f"stream ended without data: [DONE] ({seen})"
+    if events.index(DONE) != len(events) - 1:
+        return f"stream went on after data: [DONE] ({seen})"
+    return None
+
+
+def _sse_data(lines: Iterator[str]) -> Iterator[str]:
+    """Yield the ``data:`` payload of each server-sent event (multi-line data joined by newlines)."""
+    data: list[str] = []
+    for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    if data:
+        yield "\n".join(data)
+
+
+@dataclass
+class _StreamLog:
+    """What a stream delivered so far, event by event."""
+
+    started: float
+    events: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+    finish: str | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    ttft_s: float | None = None
+
+    def add(self, data: str, what: str) -> None:
+        if data.strip() == DONE:
+            self.events.append(DONE)
+            return
+        try:
+            chunk = json.loads(data)
+        except json.JSONDecodeError:
+            raise EndpointError(f"{what}: an event is not JSON", data[:500]) from None
+        if "error" in chunk:  # vLLM reports a failure mid-stream as an event
+            raise EndpointError(f"{what}: the stream reported an error", json.dumps(chunk["error"])[:500])
+        kind = _kind(chunk)
+        self.events.append(kind)
+        if kind == CONTENT and self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.started
+        self.usage = chunk.get("usage") or self.usage
+        for choice in chunk.get("choices") or []:
+            self.parts.append((choice.get("delta") or {}).get("content") or "")
+            self.finish = choice.get("finish_reason") or self.finish
+
+
+def _error_message(body: bytes) -> str:
+    """The message of an OpenAI-style error body, else the body's start."""
+    text = body.decode(errors="replace")
     try:
-        stream = _client(url).chat.completions.create(
-            model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=max_tokens, stream=True,
-            stream_options={"include_usage": True})
-        for chunk in stream:
-            chunks += 1
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices:
-                if choice.delta and choice.delta.content:
-                    if ttft is None:
-                        ttft = time.perf_counter() - started
-                    parts.append(choice.delta.content)
-                finish = choice.finish_reason or finish
-    except openai.APIError as exc:
-        raise _api_error(f"streamed chat completion for {model!r} at {url}", exc) from None
-    if ttft is None:
-        raise EndpointError(f"streamed chat completion for {model!r} at {url}: no chunk carried content")
-    return StreamedCompletion("".join(parts), finish, usage.prompt_tokens if usage else 0,
-                              usage.completion_tokens if usage else 0, chunks, ttft)
+        error = json.loads(text)
+    except json.JSONDecodeError:
+        return text[:200]
+    error = error.get("error", error) if isinstance(error, dict) else error
+    return str(error.get("message", error) if isinstance(error, dict) else error)[:200]
+
+
+def chat_stream(url: str, model: str, max_tokens: int = 16) -> StreamedCompletion:
+    """One streamed chat completion, read as raw server-sent events so that ``[DONE]`` is seen.
+
+    The stream must carry content, then a usage chunk, then ``data: [DONE]`` as its last event.
+    """
+    what = f"streamed chat completion for {model!r} at {url}"
+    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
+            "stream": True, "stream_options": {"include_usage": True}}
+    log = _StreamLog(time.perf_counter())
+    try:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=REQUEST_TIMEOUT_S) as response:
+            if response.status_code != 200:
+                raise EndpointError(f"{what}: HTTP {response.status_code}: {_error_message(response.read())}")
+            for data in _sse_data(response.iter_lines()):
+                log.add(data, what)
+    except httpx.TransportError as exc:
+        raise EndpointError(f"{what}: broke off ({type(exc).__name__}) after {describe_events(log.events)}") from None
+    problem = stream_problem(log.events)
+    if problem is not None:
+        raise EndpointError(f"{what}: {problem}")
+    assert log.ttft_s is not None  # stream_problem found a content chunk
+    return StreamedCompletion("".join(log.parts), log.finish, int(log.usage.get("prompt_tokens", 0)),
+                              int(log.usage.get("completion_tokens", 0)), chunks=len(log.events) - 1,
+                              ttft_s=log.ttft_s, content_chunks=log.events.count(CONTENT), events=tuple(log.events))

@@ -18,6 +18,10 @@ from vllm_gate.tools import LOADTESTS_DIR
 
 PROGRESS_EVERY_S = 5.0
 GRACE_S = 60.0  # in-flight requests finish and Locust writes its summary
+KILL_WAIT_S = 10.0
+# What the Locust child may inherit: enough to run Python and format text, nothing that can hold a secret.
+INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+INHERITED_ENV_PREFIXES = ("LC_",)
 
 
 class LoadFailed(GateError):
@@ -89,6 +93,20 @@ def profile_args(load: Load) -> tuple[list[str], float]:
     return ["--users", "1", "--spawn-rate", "1", "--run-time", f"{p.duration_s:.0f}s"], p.duration_s
 
 
+def locust_env(served_model: str, load: Load, samples_path: Path,
+               extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The Locust child's whole environment: an allow-list from ours plus its settings.
+
+    Never all of ``os.environ``: it holds $HF_TOKEN and $IAS_DATABASE_URL, which the load generator has no use for.
+    """
+    env = {key: value for key, value in os.environ.items()
+           if key in INHERITED_ENV or key.startswith(INHERITED_ENV_PREFIXES)}
+    return {**env, **(extra_env or {}),
+            "VLLM_GATE_PROFILE": load.profile.model_dump_json(), "VLLM_GATE_SERVED_MODEL": served_model,
+            "VLLM_GATE_PROMPT_TOKENS": str(load.prompt_tokens),
+            "VLLM_GATE_OUTPUT_TOKENS": str(load.output_tokens), "VLLM_GATE_SAMPLES_FILE": str(samples_path)}
+
+
 def run_load(url: str, served_model: str, load: Load, workdir: Path,
              progress: Callable[[str], None], extra_env: dict[str, str] | None = None) -> LoadRun:
     """Drive ``load`` against ``url`` with Locust in its own process; return the raw samples."""
@@ -99,28 +117,29 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
     args, duration = profile_args(load)
     command = [sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "locustfile.py"), "--headless",
                "--host", url, "--only-summary", "--stop-timeout", "30", "--exit-code-on-error", "0", *args]
-    env = {**os.environ, **(extra_env or {}),
-           "VLLM_GATE_PROFILE": load.profile.model_dump_json(), "VLLM_GATE_SERVED_MODEL": served_model,
-           "VLLM_GATE_PROMPT_TOKENS": str(load.prompt_tokens),
-           "VLLM_GATE_OUTPUT_TOKENS": str(load.output_tokens), "VLLM_GATE_SAMPLES_FILE": str(samples_path)}
     started = time.monotonic()
     cpu_before = os.times()
     with log_path.open("w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        deadline = started + duration + GRACE_S
-        last = started
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=locust_env(served_model, load, samples_path, extra_env))
+        try:
+            deadline = started + duration + GRACE_S
+            last = started
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise LoadFailed(f"locust did not finish within {duration + GRACE_S:.0f} s; see {log_path}")
+                time.sleep(0.2)
+                if time.monotonic() - last >= PROGRESS_EVERY_S:
+                    last = time.monotonic()
+                    done = read_samples(samples_path)
+                    errors = sum(1 for s in done if not s.ok)
+                    progress(f"load {served_model}: {len(done)} requests, {errors} errors, "
+                             f"{last - started:.0f}/{duration:.0f} s")
+        finally:
+            # Ctrl-C, a failing progress callback or the deadline: leave no Locust process behind.
+            if proc.poll() is None:
                 proc.kill()
-                proc.wait(10)
-                raise LoadFailed(f"locust did not finish within {duration + GRACE_S:.0f} s; see {log_path}")
-            time.sleep(0.2)
-            if time.monotonic() - last >= PROGRESS_EVERY_S:
-                last = time.monotonic()
-                done = read_samples(samples_path)
-                errors = sum(1 for s in done if not s.ok)
-                progress(f"load {served_model}: {len(done)} requests, {errors} errors, "
-                         f"{last - started:.0f}/{duration:.0f} s")
+                proc.wait(KILL_WAIT_S)
     cpu_after = os.times()
     cpu_s = (cpu_after.children_user - cpu_before.children_user +
              cpu_after.children_system - cpu_before.children_system)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import astuple, dataclass
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from vllm_gate.errors import EndpointError
+from vllm_gate.load import RequestSample
 
 # Families the platform relies on. Each tuple is (current name, older names vLLM used before).
 REQUIRED_FAMILIES: tuple[tuple[str, ...], ...] = (
@@ -67,13 +69,24 @@ def scrape(url: str, timeout_s: float = 10) -> Scrape:
     return parse(response.text)
 
 
-def missing_families(scraped: Scrape) -> list[str]:
-    """Return the required families absent under every accepted name."""
-    return [" or ".join(names) for names in REQUIRED_FAMILIES if scraped.family(*names) is None]
+def family_problems(scraped: Scrape) -> list[str]:
+    """Name each required family that is absent, or declared (``# TYPE``) without a single sample.
+
+    A family passes when any of its accepted names carries samples.
+    """
+    problems = []
+    for names in REQUIRED_FAMILIES:
+        if any(scraped.families.get(name) for name in names):
+            continue
+        declared = scraped.family(*names) is not None
+        problems.append(f"{' or '.join(names)}: {'declared but carries no samples' if declared else 'absent'}")
+    return problems
 
 
 @dataclass(frozen=True)
 class Counters:
+    """Successful requests and tokens, as the server's counters or the load client count them."""
+
     requests: float
     prompt_tokens: float
     generation_tokens: float
@@ -87,3 +100,33 @@ def counters(scraped: Scrape, model_name: str | None = None) -> Counters:
     return Counters(scraped.total(REQUESTS, model_name=model_name),
                     scraped.total(PROMPT_TOKENS, model_name=model_name),
                     scraped.total(GENERATION_TOKENS, model_name=model_name))
+
+
+def client_counters(samples: Iterable[RequestSample]) -> Counters:
+    """What the load client measured: its successful requests and their usage-reported tokens."""
+    ok = [s for s in samples if s.ok]
+    return Counters(len(ok), sum(s.prompt_tokens or 0 for s in ok), sum(s.output_tokens or 0 for s in ok))
+
+
+# Counters fields in order, with the server family and the client's word for each.
+_COUNTED = (("vllm:request_success", "successful requests"), ("vllm:prompt_tokens", "prompt tokens"),
+            ("vllm:generation_tokens", "completion tokens"))
+
+
+def counter_problems(before: Counters, after: Counters, client: Counters) -> list[str]:
+    """Name every way the server's counters fail to grow by what the load client measured.
+
+    Equal deltas prove nothing when the client saw no success: 0 == 0 holds for a server that failed everything.
+    """
+    problems = []
+    if client.requests == 0:
+        problems.append("the load client saw no successful request (every request failed): nothing to compare")
+    for (family, what), old, new, measured in zip(_COUNTED, astuple(before), astuple(after), astuple(client),
+                                                   strict=True):
+        if new < old:
+            problems.append(f"{family} went down from {old:g} to {new:g} (did the server restart?)")
+        elif new == old:
+            problems.append(f"{family} did not grow (stayed at {new:g}); the load client measured {measured:g} {what}")
+        elif new - old != measured:
+            problems.append(f"{family} grew by {new - old:g}, the load client measured {measured:g} {what}")
+    return problems

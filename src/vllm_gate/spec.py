@@ -21,6 +21,8 @@ _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
 # Flags the spec sets through its own fields; repeating them in extra_args would fight the spec.
 MANAGED_FLAGS = ("--model", "--served-model-name", "--port", "--host", "--max-model-len",
                  "--gpu-memory-utilization", "--tensor-parallel-size", "-tp")
+# llm-d-inference-sim refuses a latency std-dev above this fraction of its mean (pkg/common/config.go).
+SIM_MAX_STD_FRACTION = 0.3
 
 
 def quantity_bytes(value: str) -> int:
@@ -122,9 +124,40 @@ class Slos(StrictModel):
     itl_ms: Percentiles = Field(default_factory=Percentiles, description="Inter-token latency limits.")
     e2e_ms: Percentiles = Field(default_factory=Percentiles, description="End-to-end latency limits.")
     max_error_rate: float = Field(0.01, ge=0, le=1, description="Largest failed-request fraction.")
-    min_output_tokens_per_s: float = Field(0, ge=0, description="Smallest aggregate output token rate.")
+    # Required and above zero: a floor of 0 would pass a server that produced nothing.
+    min_output_tokens_per_s: float = Field(gt=0, description="Smallest aggregate output token rate.")
     min_goodput: float = Field(0.9, ge=0, le=1,
                                description="Smallest fraction of requests meeting every p99 latency limit.")
+
+
+class Rehearsal(StrictModel):
+    """The simulator's latency when it stands in for vLLM, with where the numbers come from.
+
+    A zero-latency simulator passes every latency SLO; these numbers make a rehearsal's SLO section
+    mean something, and make an SLO tighter than the expected latency fail in rehearsal too.
+    """
+
+    ttft_ms: float = Field(gt=0, description="Mean time to first token (--time-to-first-token).")
+    itl_ms: float = Field(gt=0, description="Mean inter-token latency (--inter-token-latency).")
+    ttft_std_ms: float = Field(0, ge=0, description="Standard deviation of TTFT.")
+    itl_std_ms: float = Field(0, ge=0, description="Standard deviation of ITL.")
+    source: str = Field(description="Where the numbers come from: a published measurement or a stated estimate.")
+
+    @field_validator("source")
+    @classmethod
+    def _stated(cls, source: str) -> str:
+        if not source.strip():
+            raise ValueError("must say where the latency numbers come from (a measurement, or an estimate and "
+                             "its basis)")
+        return source
+
+    @model_validator(mode="after")
+    def _std_within_simulator_limit(self) -> Rehearsal:
+        for name, mean, std in (("ttft", self.ttft_ms, self.ttft_std_ms), ("itl", self.itl_ms, self.itl_std_ms)):
+            if std > SIM_MAX_STD_FRACTION * mean:
+                raise ValueError(f"{name}_std_ms {std:g} exceeds {SIM_MAX_STD_FRACTION:.0%} of {name}_ms {mean:g}; "
+                                 "the simulator refuses to start with it")
+        return self
 
 
 class UsersProfile(StrictModel):
@@ -174,8 +207,9 @@ class ModelSpec(StrictModel):
     network: Network = Field(default_factory=Network)
     startup: Startup = Field(default_factory=Startup)
     costs: Costs
-    slo: Slos = Field(default_factory=Slos)
+    slo: Slos
     load: Load
+    rehearsal: Rehearsal = Field(description="The simulator's latency profile for rehearsals (engine: sim).")
 
     @property
     def served_name(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any
 
 from vllm_gate.spec import ModelSpec
@@ -17,10 +18,19 @@ def release_fullname(release: str) -> str:
     return name[:63].rstrip("-")
 
 
+def go_duration(ms: float) -> str:
+    """Milliseconds as a Go duration (``60ms``, ``22.5ms``), exact: never rounded down to zero."""
+    text = format(Decimal(repr(ms)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return f"{text}ms"
+
+
 def chart_values(spec: ModelSpec) -> dict[str, Any]:
     """Return chart values for ``spec``. The HF token is referenced by Secret name, never held."""
     res = spec.resources
     net = spec.network
+    latency = spec.rehearsal
     return {
         "engine": spec.engine,
         "model": {
@@ -35,6 +45,12 @@ def chart_values(spec: ModelSpec) -> dict[str, Any]:
             "repository": spec.image.repository,
             "tag": spec.image.tag,
             "digest": spec.image.digest or "",
+        },
+        "sim": {
+            "timeToFirstToken": go_duration(latency.ttft_ms),
+            "timeToFirstTokenStdDev": go_duration(latency.ttft_std_ms),
+            "interTokenLatency": go_duration(latency.itl_ms),
+            "interTokenLatencyStdDev": go_duration(latency.itl_std_ms),
         },
         "service": {"name": spec.service.name, "type": spec.service.type, "port": spec.service.port},
         "resources": {

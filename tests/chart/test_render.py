@@ -11,7 +11,7 @@ from vllm_gate.errors import RenderError
 from vllm_gate.render import lint_chart, render_manifests
 from vllm_gate.spec import ModelSpec, load_spec
 from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import chart_values
+from vllm_gate.values import chart_values, go_duration
 
 K8S_VERSION = "1.35.0"
 FAKE_TOKEN = "hf_" + "Z" * 34  # a token-shaped string that must never reach values or manifests
@@ -64,6 +64,8 @@ def test_vllm_settings_are_cli_args_not_env(spec, docs):
     assert float(flag(args, "--gpu-memory-utilization")) == spec.vllm.gpu_memory_utilization
     assert int(flag(args, "--tensor-parallel-size")) == spec.vllm.tensor_parallel_size
     assert int(flag(args, "--port")) == spec.service.port
+    assert not [a for a in args if a.startswith(("--time-to-first-token", "--inter-token-latency"))], \
+        "vLLM rejects the simulator's latency flags"
     env_names = {e["name"] for e in c["env"]}
     assert not {n for n in env_names if n.startswith("VLLM_")}, env_names
 
@@ -163,7 +165,8 @@ def test_helm_test_hook_checks_health_and_models(spec, docs):
 
 
 SIM_ACCEPTED = {"--model", "--served-model-name", "--port", "--max-model-len", "--max-num-seqs",
-                "--time-to-first-token", "--inter-token-latency"}
+                "--time-to-first-token", "--inter-token-latency", "--time-to-first-token-std-dev",
+                "--inter-token-latency-std-dev"}
 
 
 def test_sim_engine_gets_only_simulator_flags(spec):
@@ -180,8 +183,45 @@ def test_sim_engine_gets_only_simulator_flags(spec):
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
+def test_sim_engine_answers_with_the_specs_rehearsal_latency(spec):
+    args = container(render_manifests(load_spec(spec.name, MODELS_DIR, ["engine=sim"])))["args"]
+    profile = spec.rehearsal
+    assert flag(args, "--time-to-first-token") == f"{profile.ttft_ms:g}ms"
+    assert flag(args, "--time-to-first-token-std-dev") == f"{profile.ttft_std_ms:g}ms"
+    assert flag(args, "--inter-token-latency") == f"{profile.itl_ms:g}ms"
+    assert flag(args, "--inter-token-latency-std-dev") == f"{profile.itl_std_ms:g}ms"
+
+
+def test_rehearsal_override_reaches_the_simulator():
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "rehearsal.itl_ms=7.5", "rehearsal.itl_std_ms=0.25"])
+    args = container(render_manifests(spec))["args"]
+    assert (flag(args, "--inter-token-latency"), flag(args, "--inter-token-latency-std-dev")) == ("7.5ms", "0.25ms")
+
+
+@pytest.mark.parametrize(("ms", "expected"), [(60.0, "60ms"), (22.5, "22.5ms"), (0.0, "0ms"), (1e-05, "0.00001ms"),
+                                              (1234.125, "1234.125ms")])
+def test_go_duration_is_exact(ms, expected):
+    assert go_duration(ms) == expected
+
+
+@pytest.mark.parametrize(("key", "value"), [("timeToFirstToken", "0s"), ("interTokenLatency", "0.0ms"),
+                                            ("interTokenLatency", ""), ("timeToFirstToken", None)])
+def test_chart_refuses_a_zero_latency_simulator(key, value):
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim"])
+    values = chart_values(spec)
+    if value is None:
+        del values["sim"][key]  # falls back to the chart's default, which is unset
+    else:
+        values["sim"][key] = value
+    with pytest.raises(RenderError) as info:
+        render_manifests(spec, values)
+    assert f"sim.{key}" in str(info.value)
+    assert "engine sim needs a latency above zero" in str(info.value)
+
+
 @pytest.mark.parametrize(("path", "value", "message"), [
     (("service", "type"), "NodePort", "at '/service/type'"),
+    (("sim", "interTokenLatencyStdDev"), "3", "at '/sim/interTokenLatencyStdDev'"),
     (("service", "type"), "LoadBalancer", "at '/service/type'"),
     (("image", "tag"), "latest", "image.tag: 'latest' is not a pinned version"),
     (("gpu", "count"), 2, "gpu.count (2) must equal model.tensorParallelSize (1)"),

@@ -13,7 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import dump_tables
+from tests.registry.test_redaction import FORMS, WRONG, leaks, server_dsn
 from vllm_gate.cli.admin import main
+from vllm_gate.registry.db import redact_dsn
+from vllm_gate.registry.migrate import available_migrations
 
 RUNBOOK = """
 ias-admin model add --name llama3 --display-name "Llama 3 8B Instruct" \\
@@ -144,7 +147,10 @@ def test_unmigrated_database_says_to_migrate(empty_dsn):
     assert result.exit_code == 1
     assert "pending migration(s); run: ias-admin db migrate" in result.output
     migrate = invoke(empty_dsn, "db", "migrate")
-    assert (migrate.exit_code, migrate.output.strip()) == (0, "applied 1 migration(s): 0001_model_mappings")
+    every = available_migrations()
+    listed = ", ".join(f"{m.version:04d}_{m.name}" for m in every)
+    assert listed.startswith("0001_model_mappings")
+    assert (migrate.exit_code, migrate.output.strip()) == (0, f"applied {len(every)} migration(s): {listed}")
     assert invoke(empty_dsn, "db", "migrate").output.strip() == "applied 0 migration(s)"
 
 
@@ -154,14 +160,16 @@ def test_missing_database_url_is_a_usage_error():
     assert "no database: pass --database-url or set IAS_DATABASE_URL" in result.output
 
 
-def test_wrong_password_exits_3_without_the_password(postgres, dsn):
-    secret = "s3cret-Passw0rd"
-    wrong = dsn.replace(f":{postgres.password}@", f":{secret}@")
-    proc = run_shell("ias-admin model list", wrong)
-    assert proc.returncode == 3
-    assert secret not in proc.stdout + proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert "cannot reach the registry at postgresql://gate:***@127.0.0.1" in proc.stderr
+@pytest.mark.parametrize("form", FORMS)
+def test_wrong_password_exits_3_without_the_password(postgres, dsn, form):
+    wrong = server_dsn(postgres, form, WRONG)
+    for proc in (run_shell("ias-admin model list", wrong),
+                 run_shell(f"ias-admin --database-url {shlex.quote(wrong)} db migrate", "")):
+        assert proc.returncode == 3, proc.stderr
+        assert leaks(proc.stdout + proc.stderr) == []
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert f"Error: cannot reach the registry at {redact_dsn(wrong)}: " in proc.stderr
+        assert "password authentication failed" in proc.stderr, "the server must have been reached and refused"
 
 
 def test_unreachable_database_exits_3_without_the_password(postgres):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,9 +177,9 @@ def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, po
     run = _deploy(cluster, api, spec)
     run.record("suites/test_load.py::test_slo[ttft p95]", "failed", "FAIL ttft p95")
     finish(run, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
-    assert run.decision[0] == "uninstalled fresh-fail/llama3 and its namespace (a fresh install)"
-    namespace = client.CoreV1Api(api).list_namespace(field_selector="metadata.name=fresh-fail").items
-    assert not namespace or namespace[0].status.phase == "Terminating"
+    assert re.fullmatch(r"uninstalled fresh-fail/llama3 \(a fresh install\); deleted namespace fresh-fail "
+                        r"\(gone after \d+ s\)", run.decision[0]), run.decision[0]
+    assert client.CoreV1Api(api).list_namespace(field_selector="metadata.name=fresh-fail").items == []
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "fresh-fail") is None
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 0
@@ -195,7 +196,8 @@ def test_failed_upgrade_rolls_back_to_the_previous_revision(cluster, api, dsn):
     second.record("suites/test_health.py::test_y", "failed", "boom")
     assert second.release.previous_revision == first.release.revision
     finish(second, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
-    assert second.decision[0] == f"rolled upgrade-fail/llama3 back to revision {first.release.revision}"
+    assert re.fullmatch(rf"rolled upgrade-fail/llama3 back to revision {first.release.revision}; "
+                        r"its pods are Ready again \(\d+ s\)", second.decision[0]), second.decision[0]
     deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "upgrade-fail")
     args = deployment.spec.template.spec.containers[0].args
     assert args[args.index("--max-model-len") + 1] == "8192"

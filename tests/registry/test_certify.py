@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.conftest import dump_tables, run_at_once
-from vllm_gate.registry.certify import Certification, certifications, record_failed, register_certified
+from vllm_gate.registry.certify import Certification, certifications, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping, get
 
 LLAMA3 = Mapping(name="llama3", display_name="Llama 3 8B Instruct",
@@ -27,7 +27,7 @@ def cert(verdict: str, cluster: str = "local") -> Certification:
 
 def test_passed_run_upserts_mapping_and_records_certification(dsn):
     with psycopg.connect(dsn) as conn:
-        cert_id = register_certified(conn, LLAMA3, cert("passed"))
+        cert_id = register_certified(conn, LLAMA3, cert("certified"))
         row = get(conn, "llama3")
         assert certifications(conn, "llama3")[0][0] == cert_id
     assert row["input_cost_per_1k"] == Decimal("0.0005")
@@ -36,16 +36,16 @@ def test_passed_run_upserts_mapping_and_records_certification(dsn):
 
 def test_failed_run_records_certification_and_touches_no_mapping(dsn):
     with psycopg.connect(dsn) as conn:
-        register_certified(conn, LLAMA3, cert("passed"))
+        register_certified(conn, LLAMA3, cert("certified"))
         before = get(conn, "llama3")
-        record_failed(conn, cert("failed"))
+        record_outcome(conn, cert("not_certified"))
         assert get(conn, "llama3") == before
-        assert [c[2] for c in certifications(conn, "llama3")] == ["passed", "failed"]
+        assert [c[2] for c in certifications(conn, "llama3")] == ["certified", "not_certified"]
 
 
 def test_failure_inside_registration_rolls_back_both(dsn):
     bad = Certification(model_name="llama3", cluster="local", started_at=datetime.now(UTC),
-                        finished_at=datetime.now(UTC), verdict="passed", summary={"x": object()})
+                        finished_at=datetime.now(UTC), verdict="certified", summary={"x": object()})
     before = dump_tables(dsn)
     with psycopg.connect(dsn) as conn, pytest.raises(TypeError):
         register_certified(conn, LLAMA3, bad)
@@ -56,7 +56,7 @@ def _register_in_process(start, out, dsn: str, i: int) -> None:
     start.wait(30)
     with psycopg.connect(dsn) as conn:
         mapping = LLAMA3.model_copy(update={"display_name": f"Llama 3 (run {i})"})
-        out.put(register_certified(conn, mapping, cert("passed", cluster=f"run-{i}")))
+        out.put(register_certified(conn, mapping, cert("certified", cluster=f"run-{i}")))
 
 
 def test_eight_concurrent_registrations_leave_one_row_and_eight_certifications(dsn):

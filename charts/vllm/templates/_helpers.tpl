@@ -81,8 +81,12 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 - {{ .Values.sim.maxNumSeqs | quote }}
 - --time-to-first-token
 - {{ .Values.sim.timeToFirstToken | quote }}
+- --time-to-first-token-std-dev
+- {{ .Values.sim.timeToFirstTokenStdDev | quote }}
 - --inter-token-latency
 - {{ .Values.sim.interTokenLatency | quote }}
+- --inter-token-latency-std-dev
+- {{ .Values.sim.interTokenLatencyStdDev | quote }}
 {{- else }}
 - {{ $m.id | quote }}
 - --served-model-name
@@ -120,6 +124,14 @@ Usage: {{ include "vllm.validateValues" . }}
 {{- end }}
 {{- if eq .Values.sim.image.tag "latest" }}
 {{- $messages = append $messages "sim.image.tag: 'latest' is not a pinned version; name a simulator release" }}
+{{- end }}
+{{- if eq .Values.engine "sim" }}
+{{- range $key := list "timeToFirstToken" "interTokenLatency" }}
+{{- $latency := index $.Values.sim $key | default "" | toString }}
+{{- if regexMatch "^(0+(\\.0+)?(ns|us|ms|s|m)?)?$" $latency }}
+{{- $messages = append $messages (printf "sim.%s %q: engine sim needs a latency above zero (a Go duration such as 60ms); a simulator that answers instantly passes every latency SLO" $key $latency) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if ne .Values.service.type "ClusterIP" }}
 {{- $messages = append $messages (printf "service.type %s: only ClusterIP is allowed" .Values.service.type) }}

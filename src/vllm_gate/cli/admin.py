@@ -29,6 +29,7 @@ from vllm_gate.errors import GateError
 from vllm_gate.registry import db, mappings
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.migrate import migrate
+from vllm_gate.secret import Secret
 
 __all__ = ["main"]
 
@@ -55,6 +56,11 @@ def _decimal(ctx: click.Context, param: click.Parameter, value: str | None) -> D
     if not number.is_finite():
         raise InvalidInput(f"--{param.name.replace('_', '-')} {value!r}: not a finite number")
     return number
+
+
+def _secret(ctx: click.Context, param: click.Parameter, value: str | None) -> Secret | None:
+    """Wrap the DSN at once, so no frame, repr or traceback after this point can show its password."""
+    return Secret(value) if value else None
 
 
 def _invalid(exc: ValidationError) -> InvalidInput:
@@ -115,9 +121,9 @@ def _cost(value: Decimal) -> str:
 
 @click.group(help=__doc__)
 @click.option("--database-url", envvar=db.DSN_ENV, show_envvar=True, metavar="URL",
-              help="PostgreSQL URL of the registry.")
+              callback=_secret, help="PostgreSQL URL of the registry.")
 @click.pass_context
-def main(ctx: click.Context, database_url: str | None) -> None:
+def main(ctx: click.Context, database_url: Secret | None) -> None:
     ctx.obj = {"dsn": database_url}
 
 

@@ -7,12 +7,16 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from vllm_gate.errors import GateError
+from vllm_gate.exits import exit_text
 from vllm_gate.ports import free_port
 from vllm_gate.sim import sim_args_from_pod, sim_binary, start_process, stop_process
 
@@ -20,6 +24,15 @@ MODEL_POD_SELECTOR = "app.kubernetes.io/component=serving-engine"
 SIMS_PID_FILE = "vllm-gate-sims.pids"
 POLL_S = 0.5
 PF_GROUP, PF_VERSION, PF_PLURAL = "kwok.x-k8s.io", "v1alpha1", "portforwards"
+# A simulator that keeps failing is retried after 1, 2, 4, ... s, never more than RETRY_MAX_S apart.
+RETRY_FIRST_S = 1.0
+RETRY_MAX_S = 30.0
+STABLE_S = 30.0  # a simulator that ran this long before exiting starts a fresh back-off
+REPEAT_REPORT_AT = 3  # failures of one pod reported: the first, and once more at this count
+LOG_TAIL_LINES = 3
+REASON_MAX_CHARS = 400
+
+Key = tuple[str, str]  # (namespace, pod name)
 
 
 def kill_recorded_sims(cluster_dir: Path) -> None:
@@ -39,35 +52,91 @@ def _ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
+def log_tail(path: Path, offset: int) -> str:
+    """The last lines ``path`` got after ``offset`` (one run's output in an appended log), on one line."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(log {path} unreadable: {exc.strerror})"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    tail = " | ".join(lines[-LOG_TAIL_LINES:]) or "(no output)"
+    return tail if len(tail) <= REASON_MAX_CHARS else "..." + tail[-REASON_MAX_CHARS:]
+
+
+@dataclass
+class _Sim:
+    """A running simulator and where its output of this run starts."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    log_offset: int
+    started: float
+
+
+@dataclass
+class _Failures:
+    """What kept one pod's simulator from running."""
+
+    count: int = 0
+    streak: int = 0  # failures since it last ran for STABLE_S: sets the back-off
+    reason: str = ""
+    retry_at: float = 0.0
+
+
 class DataPlane:
-    """Watch model pods; start a simulator for each Ready one, stop it when the pod goes."""
+    """Watch model pods; start a simulator for each Ready one, stop it when the pod goes.
+
+    A simulator that will not start or exits is reported through ``progress`` with the reason and
+    retried with back-off; ``failures()`` lists every such pod and every error of the watch itself.
+    """
 
     def __init__(self, api: client.ApiClient, cluster_dir: Path, progress: Callable[[str], None]) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._dir = cluster_dir
         self._progress = progress
-        self._sims: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
+        self._sims: dict[Key, _Sim] = {}
+        self._failures: dict[Key, _Failures] = {}
+        self._errors: dict[str, int] = {}  # the watch's own errors, counted
+        self._lock = threading.Lock()  # failures() reads from another thread
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vllm-gate-dataplane", daemon=True)
-        self.errors: list[str] = []
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching and stop every simulator; safe to call twice."""
         self._stop.set()
-        self._thread.join(15)
+        if self._thread.is_alive():
+            self._thread.join(15)
         for key in list(self._sims):
             self._drop(key)
+
+    def failures(self) -> list[str]:
+        """One line per pod whose simulator would not start or exited, and per error of the watch."""
+        with self._lock:
+            pods = [f"simulator for pod {ns}/{name} failed {_times(f.count)}; last: {f.reason}"
+                    for (ns, name), f in sorted(self._failures.items())]
+            errors = [f"data plane: {message} ({_times(count)})" for message, count in self._errors.items()]
+        return pods + errors
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._sync()
             except Exception as exc:  # keep serving; the gate's own checks will see a broken pod
-                self.errors.append(f"{type(exc).__name__}: {exc}")
+                self._error(f"{type(exc).__name__}: {' '.join(str(exc).split())[:REASON_MAX_CHARS]}")
             self._stop.wait(POLL_S)
+
+    def _error(self, message: str) -> None:
+        with self._lock:
+            self._errors[message] = self._errors.get(message, 0) + 1
+            first = self._errors[message] == 1
+        if first:
+            self._progress(f"local cluster: data plane error, retrying: {message}")
 
     def _sync(self) -> None:
         pods = self._core.list_pod_for_all_namespaces(label_selector=MODEL_POD_SELECTOR, _request_timeout=10).items
@@ -75,33 +144,81 @@ class DataPlane:
         for key in set(self._sims) - set(ready):
             self._drop(key)
         for key, pod in ready.items():
-            proc = self._sims.get(key)
-            if proc is None or proc.poll() is not None:
+            sim = self._sims.get(key)
+            if sim is not None:
+                if sim.proc.poll() is None:
+                    continue
+                self._drop(key)
+                self._failed(key, f"exited ({exit_text(sim.proc.returncode)}): {log_tail(sim.log, sim.log_offset)}",
+                             ran_s=time.monotonic() - sim.started)
+            with self._lock:
+                failures = self._failures.get(key)
+                waiting = failures is not None and time.monotonic() < failures.retry_at
+            if not waiting:
                 self._serve(key, pod)
 
-    def _serve(self, key: tuple[str, str], pod: client.V1Pod) -> None:
+    def _failed(self, key: Key, reason: str, ran_s: float) -> None:
+        """Record a failure, report it (the first and the REPEAT_REPORT_AT-th), and schedule the retry."""
+        with self._lock:
+            failures = self._failures.setdefault(key, _Failures())
+            failures.count += 1
+            failures.streak = 1 if ran_s >= STABLE_S else failures.streak + 1
+            failures.reason = reason
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (failures.streak - 1))
+            failures.retry_at = time.monotonic() + delay
+            count = failures.count
+        namespace, name = key
+        if count == 1:
+            self._progress(f"local cluster: simulator for pod {namespace}/{name} {reason}; "
+                           f"next try in {delay:.0f} s")
+        elif count == REPEAT_REPORT_AT:
+            self._progress(f"local cluster: simulator for pod {namespace}/{name} failed {count} times "
+                           f"(last: {reason}); next try in {delay:.0f} s, backing off to {RETRY_MAX_S:.0f} s; "
+                           "further failures are only counted")
+
+    def _serve(self, key: Key, pod: client.V1Pod) -> None:
         namespace, name = key
         container = pod.spec.containers[0]
         container_port = next((p.container_port for p in container.ports or []), 8000)
         port = free_port()
-        proc = start_process(sim_binary(), sim_args_from_pod(list(container.args or []), port),
-                             self._dir / f"sim-{namespace}-{name}.log")
-        self._sims[key] = proc
+        log = self._dir / f"sim-{namespace}-{name}.log"
+        offset = log.stat().st_size if log.exists() else 0
+        try:
+            proc = start_process(sim_binary(), sim_args_from_pod(list(container.args or []), port), log)
+        except GateError as exc:
+            self._failed(key, f"could not start: {exc.summary}", ran_s=0)
+            return
+        except OSError as exc:
+            self._failed(key, f"could not start: {exc}", ran_s=0)
+            return
+        self._sims[key] = _Sim(proc, log, offset, time.monotonic())
         with (self._dir / SIMS_PID_FILE).open("a") as f:
             f.write(f"{proc.pid}\n")
         body = {"apiVersion": f"{PF_GROUP}/{PF_VERSION}", "kind": "PortForward",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": {"forwards": [{"ports": [container_port],
                                        "target": {"address": "127.0.0.1", "port": port}}]}}
-        with contextlib.suppress(ApiException):
-            self._custom.delete_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, name)
-        self._custom.create_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, body)
+        try:
+            with contextlib.suppress(ApiException):
+                self._custom.delete_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, name,
+                                                             _request_timeout=10)
+            self._custom.create_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, body,
+                                                         _request_timeout=10)
+        except ApiException as exc:
+            # Without its PortForward the simulator is unreachable: stop it and try both again later.
+            self._drop(key)
+            self._failed(key, f"PortForward not created: HTTP {exc.status} {exc.reason}", ran_s=0)
+            return
         self._progress(f"local cluster: simulator for pod {namespace}/{name} on 127.0.0.1:{port}")
 
-    def _drop(self, key: tuple[str, str]) -> None:
+    def _drop(self, key: Key) -> None:
         namespace, name = key
-        proc = self._sims.pop(key)
-        stop_process(proc)
+        sim = self._sims.pop(key)
+        stop_process(sim.proc)
         with contextlib.suppress(ApiException):
             self._custom.delete_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, name,
                                                          _request_timeout=10)
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else f"{count} times"

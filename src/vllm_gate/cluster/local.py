@@ -236,14 +236,17 @@ class LocalCluster:
 
     def stop(self) -> None:
         if self._data_plane is not None:
-            self._data_plane.stop()
-            self._data_plane = None
+            self._data_plane.stop()  # kept: its failures() stay readable for the report
         destroy(self.name)
         if self._watchdog is not None:
             self._watchdog.terminate()
             self._watchdog.wait(10)
             self._watchdog = None
         self._progress(f"local cluster {self.name}: stopped")
+
+    def data_plane_failures(self) -> list[str]:
+        """Simulators that would not start or exited, and data-plane errors, for the report."""
+        return self._data_plane.failures() if self._data_plane is not None else []
 
     def describe(self) -> str:
         version = f"Kubernetes {self.version}, " if self.version else ""

@@ -12,7 +12,8 @@ from vllm_gate.cluster.local import GpuPool, LocalCluster, Progress
 
 
 def resolve_cluster(kind: str, *, kubeconfig: Path | None, context: str | None, gpu_nodes: int,
-                    kind_name: str, kind_bin: Path | None, keep_kind: bool, progress: Progress) -> Cluster:
+                    kind_name: str, kind_bin: Path | None, keep_kind: bool, progress: Progress,
+                    gpu_type: str = "rtx-6000-ada") -> Cluster:
     """``auto`` is the current kubeconfig context when there is one (kubectl's rules), else ``local``."""
     if kind == "auto":
         kind = "existing" if (context or current_context(kubeconfig)) else "local"

@@ -19,7 +19,7 @@ class Certification:
     cluster: str
     started_at: datetime
     finished_at: datetime
-    verdict: str  # "passed" or "failed"
+    verdict: str  # a value of the certifications_verdict_check constraint (contract.Verdict.record_as)
     summary: dict[str, Any] = field(default_factory=dict)
     report_path: str | None = None
 
@@ -35,19 +35,22 @@ def _insert(conn: psycopg.Connection, cert: Certification) -> int:
     return int(row[0])
 
 
+REGISTERING_VERDICTS = ("certified", "rehearsal_passed")  # the latter only ever in a throwaway registry
+
+
 def register_certified(conn: psycopg.Connection, mapping: Mapping, cert: Certification) -> int:
     """Upsert ``mapping`` and record the passed ``cert`` atomically; return the certification id."""
-    if cert.verdict != "passed":
-        raise ValueError("register_certified takes a passed certification; use record_failed")
+    if cert.verdict not in REGISTERING_VERDICTS:
+        raise ValueError(f"register_certified takes a passed run, not {cert.verdict!r}; use record_outcome")
     with conn.transaction():
         mappings.upsert(conn, mapping, certified_at=cert.finished_at)
         return _insert(conn, cert)
 
 
-def record_failed(conn: psycopg.Connection, cert: Certification) -> int:
-    """Record a failed run; no mapping is touched."""
-    if cert.verdict != "failed":
-        raise ValueError("record_failed takes a failed certification")
+def record_outcome(conn: psycopg.Connection, cert: Certification) -> int:
+    """Record a run that registers nothing (not certified, partial, interrupted); no mapping is touched."""
+    if cert.verdict in REGISTERING_VERDICTS:
+        raise ValueError(f"record_outcome takes a run that registers nothing, not {cert.verdict!r}")
     with conn.transaction():
         return _insert(conn, cert)
 

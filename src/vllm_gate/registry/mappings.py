@@ -160,3 +160,23 @@ def from_row(row: dict[str, Any]) -> dict[str, Any]:
         "input_cost": row["input_cost_per_1k"], "output_cost": row["output_cost_per_1k"],
         "enabled": row["enabled"], "chart_version": row["chart_version"], "image": row["image"],
     }
+
+
+def upsert_problem(conn: psycopg.Connection, mapping: Mapping) -> str | None:
+    """Write ``mapping`` in a transaction that is always rolled back: why the registry refuses it, or None.
+
+    Proves the registry's own schema and constraints accept the row before a release depends on it.
+    """
+    try:
+        with conn.transaction(force_rollback=True):
+            upsert(conn, mapping, certified_at=None)
+            with conn.cursor(row_factory=dict_row) as cur:
+                row = cur.execute(f"SELECT {', '.join(COLUMNS)} FROM model_mappings WHERE name = %s",
+                                  (mapping.name,)).fetchone()
+    except psycopg.Error as exc:
+        conn.rollback()
+        return f"the registry refuses the row for {mapping.name!r}: {' '.join(str(exc).split())}"
+    stored = Mapping.model_validate(from_row(row)) if row else None
+    if stored != mapping:
+        return f"the registry stored {stored} for {mapping.name!r}, not {mapping}"
+    return None

@@ -1,0 +1,45 @@
+"""What actually serves the model: real vLLM on real nodes, or a simulator / KWOK node in its place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubernetes import client
+
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+ENGINE_LABEL = "vllm-gate/engine"
+
+
+@dataclass(frozen=True)
+class Serving:
+    """``simulated`` names what answers in place of vLLM on real nodes; None when nothing does."""
+
+    pods: int
+    simulated: str | None
+
+    @property
+    def real(self) -> bool:
+        return self.pods > 0 and self.simulated is None
+
+
+def _kwok(node: client.V1Node) -> bool:
+    # KWOK marks the nodes it fakes with this annotation (and a kwok:// providerID when it sets one).
+    annotations = node.metadata.annotations or {}
+    return KWOK_NODE_ANNOTATION in annotations or (node.spec.provider_id or "").startswith("kwok")
+
+
+def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
+    """Look at the release's pods and their nodes: which engine runs, and on what kind of node."""
+    pods = core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=15).items
+    pods = [p for p in pods if p.metadata.deletion_timestamp is None]
+    if not pods:
+        return Serving(0, None)
+    findings: list[str] = []
+    sims = sorted({p.metadata.name for p in pods if (p.metadata.labels or {}).get(ENGINE_LABEL) == "sim"})
+    if sims:
+        findings.append(f"engine: sim in pod {', '.join(sims)}")
+    node_names = sorted({p.spec.node_name for p in pods if p.spec.node_name})
+    fake = [n for n in node_names if _kwok(core.read_node(n, _request_timeout=15))]
+    if fake:
+        findings.append(f"KWOK node {', '.join(fake)} (no container runs there; a simulator answers)")
+    return Serving(len(pods), "; ".join(findings) or None)

@@ -1,0 +1,254 @@
+"""The NetworkPolicy check on a real API server: the chart's own policy passes, every broader one is named."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.conftest import require
+from vllm_gate.cluster.kube import api_client
+from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.exposure import AllowedIngress, label_selector_matches, network_policy_problems
+from vllm_gate.render import render_manifests
+from vllm_gate.spec import ModelSpec, load_spec
+from vllm_gate.tools import MODELS_DIR
+from vllm_gate.values import release_fullname
+
+TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
+# Two router labels, so that a peer with only one of them (a subset: more pods) can be planted.
+ROUTER = {"app.kubernetes.io/name": "ias-router", "app.kubernetes.io/component": "gateway"}
+ROUTER_SET = f"network.router_pod_labels={json.dumps(ROUTER)}"
+CHART_POLICY = release_fullname("llama3")
+HTTP = [{"port": "http", "protocol": "TCP"}]
+NO_ROUTER = " admits the router "  # no rule lets the router reach the serving port
+
+_namespaces = itertools.count()
+
+Policy = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    for tool in TOOLS:
+        require(tool)
+    local = LocalCluster(name=f"netpol-{os.getpid()}", pool=GpuPool(nodes=1), data_plane=False,
+                         progress=lambda _m: None)
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="module")
+def api(cluster: LocalCluster) -> client.ApiClient:
+    return api_client(cluster.kubeconfig, cluster.context)
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient) -> str:
+    """A fresh namespace per test, so planted policies never meet (the cluster goes at the module's end)."""
+    name = f"np-{next(_namespaces)}"
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": name}}, _request_timeout=15)
+    return name
+
+
+def model(*sets: str) -> ModelSpec:
+    return load_spec("llama3", MODELS_DIR, [ROUTER_SET, *sets])
+
+
+def rendered(spec: ModelSpec) -> tuple[Policy, dict[str, str]]:
+    """The chart's NetworkPolicy for ``spec`` (rendered by helm) and the labels of the model pods."""
+    docs = render_manifests(spec)
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    policy["metadata"].pop("namespace", None)
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    return policy, deployment["spec"]["template"]["metadata"]["labels"]
+
+
+@pytest.fixture(scope="module")
+def chart() -> tuple[Policy, dict[str, str]]:
+    require("helm")
+    return rendered(model())
+
+
+@pytest.fixture
+def chart_policy(chart: tuple[Policy, dict[str, str]]) -> Policy:
+    return copy.deepcopy(chart[0])
+
+
+@pytest.fixture(scope="module")
+def pod_labels(chart: tuple[Policy, dict[str, str]]) -> dict[str, str]:
+    return chart[1]
+
+
+@pytest.fixture(scope="module")
+def allowed() -> AllowedIngress:
+    return AllowedIngress.for_spec(model())
+
+
+def create(api: client.ApiClient, namespace: str, *policies: Policy) -> None:
+    for policy in policies:
+        client.NetworkingV1Api(api).create_namespaced_network_policy(namespace, policy, _request_timeout=15)
+
+
+def policy(name: str, pod_selector: dict[str, Any], ingress: list[dict[str, Any]],
+           types: list[str] | None = None) -> Policy:
+    spec: dict[str, Any] = {"podSelector": pod_selector, "ingress": ingress}
+    if types is not None:
+        spec["policyTypes"] = types
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+def assert_named(problems: list[str], expected: list[str]) -> None:
+    """Each expected cause is named by exactly one problem, and there is no other problem."""
+    for cause in expected:
+        assert len([p for p in problems if cause in p]) == 1, f"{cause!r} not named once in {problems}"
+    assert len(problems) == len(expected), problems
+
+
+def test_the_charts_own_policy_passes(api, namespace, chart_policy, pod_labels, allowed):
+    create(api, namespace, chart_policy)
+    assert network_policy_problems(api, namespace, pod_labels, allowed) == []
+
+
+def test_no_policy_selecting_the_pods_leaves_them_open(api, namespace, pod_labels, allowed):
+    create(api, namespace,
+           policy("other-pods", {"matchLabels": {"app": "other"}}, [{}]),
+           policy("egress-only", {}, [], types=["Egress"]),
+           policy("not-in", {"matchExpressions": [
+               {"key": "app.kubernetes.io/instance", "operator": "NotIn", "values": ["llama3"]}]}, [{}]))
+    problems = network_policy_problems(api, namespace, pod_labels, allowed)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"no NetworkPolicy in {namespace} selects the model pods")
+
+
+def _ingress(index: int, edit: Callable[[dict[str, Any]], None]) -> Callable[[Policy], list[Policy]]:
+    """A plant that edits one ingress rule of the chart's own policy."""
+    def plant(chart_policy: Policy) -> list[Policy]:
+        edit(chart_policy["spec"]["ingress"][index])
+        return [chart_policy]
+    return plant
+
+
+def _beside(*extra: Policy) -> Callable[[Policy], list[Policy]]:
+    """A plant that adds policies beside the chart's own (policies are additive)."""
+    return lambda chart_policy: [chart_policy, *extra]
+
+
+def _only_monitoring(chart_policy: Policy) -> list[Policy]:
+    chart_policy["spec"]["ingress"] = chart_policy["spec"]["ingress"][1:]
+    return [chart_policy]
+
+
+def _router_peer(edit: Callable[[dict[str, Any]], None]) -> Callable[[Policy], list[Policy]]:
+    return _ingress(0, lambda rule: edit(rule["from"][0]))
+
+
+PLANTS = [
+    ("broad-policy-without-from", _beside(policy("open-all", {}, [{}])),
+     ["NetworkPolicy open-all ingress[0] has no `from`: it admits every source",
+      "NetworkPolicy open-all ingress[0] lists no ports"]),
+    ("broad-policy-every-namespace",
+     _beside(policy("every-ns", {}, [{"from": [{"namespaceSelector": {}}], "ports": HTTP}])),
+     ["NetworkPolicy every-ns ingress[0] peer namespaceSelector {}: an empty namespaceSelector admits every "
+      "namespace"]),
+    ("router-peer-any-namespace", _router_peer(lambda peer: peer.update(namespaceSelector={})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[0] peer podSelector {{app.kubernetes.io/component=gateway, "
+      "app.kubernetes.io/name=ias-router} namespaceSelector {}: an empty namespaceSelector admits every namespace"]),
+    ("router-peer-label-subset",
+     _router_peer(lambda peer: peer["podSelector"]["matchLabels"].pop("app.kubernetes.io/component")),
+     [f"NetworkPolicy {CHART_POLICY} ingress[0] peer podSelector {{app.kubernetes.io/name=ias-router}}: "
+      "podSelector is not exactly the router labels"]),
+    ("router-peer-by-expressions", _router_peer(lambda peer: peer.update(podSelector={"matchExpressions": [
+        {"key": "app.kubernetes.io/name", "operator": "In", "values": ["ias-router"]}]})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[0] peer podSelector {{app.kubernetes.io/name In ['ias-router']}}: "
+      "podSelector is not exactly the router labels"]),
+    ("rule-without-ports", _ingress(0, lambda rule: rule.pop("ports")),
+     [f"NetworkPolicy {CHART_POLICY} ingress[0] lists no ports: it admits every port"]),
+    ("another-port", _ingress(1, lambda rule: rule["ports"].append({"port": 9090, "protocol": "TCP"})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] port 9090 is not the serving port (http / 8000)"]),
+    ("port-range", _ingress(0, lambda rule: rule.update(ports=[{"port": 8000, "endPort": 8100}])),
+     [f"NetworkPolicy {CHART_POLICY} ingress[0] port range 8000-8100"]),
+    ("udp", _ingress(1, lambda rule: rule["ports"].append({"port": "http", "protocol": "UDP"})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] port http/UDP is not TCP"]),
+    ("ip-block", _ingress(1, lambda rule: rule["from"].append({"ipBlock": {"cidr": "10.0.0.0/8"}})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] ipBlock 10.0.0.0/8 admits addresses"]),
+    ("ip-block-with-except", _beside(policy("addresses", {}, [{"from": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}], "ports": HTTP}])),
+     ["NetworkPolicy addresses ingress[0] ipBlock 0.0.0.0/0 except ['10.0.0.0/8'] admits addresses"]),
+    ("monitoring-peer-other-namespaces",
+     _ingress(1, lambda rule: rule["from"][0].update(namespaceSelector={"matchLabels": {"team": "ops"}})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer namespaceSelector {{team=ops}}: the namespaceSelector is not "
+      "exactly kubernetes.io/metadata.name=monitoring"]),
+    ("selecting-policy-by-expressions", _beside(policy("by-expressions", {"matchExpressions": [
+        {"key": "app.kubernetes.io/component", "operator": "In", "values": ["serving-engine"]},
+        {"key": "app.kubernetes.io/instance", "operator": "Exists"}]},
+        [{"from": [{"podSelector": {}}], "ports": HTTP}])),
+     ["NetworkPolicy by-expressions ingress[0] peer podSelector {}: podSelector is not exactly the router labels"]),
+    ("router-not-admitted", _only_monitoring,
+     [NO_ROUTER]),
+]
+
+
+@pytest.mark.parametrize(("plant", "causes"), [(p, c) for _, p, c in PLANTS], ids=[i for i, _, _ in PLANTS])
+def test_a_broader_policy_is_named(api, namespace, chart_policy, pod_labels, allowed, plant, causes):
+    create(api, namespace, *plant(chart_policy))
+    problems = network_policy_problems(api, namespace, pod_labels, allowed)
+    assert_named(problems, causes)
+
+
+def test_router_in_another_namespace_passes_only_there(api, namespace, allowed):
+    spec = model("network.router_namespace=ias-router")
+    policy_there, labels = rendered(spec)
+    create(api, namespace, policy_there)
+    assert network_policy_problems(api, namespace, labels, AllowedIngress.for_spec(spec)) == []
+    # The same objects, judged for a router in the model's own namespace: the peer admits another namespace.
+    problems = network_policy_problems(api, namespace, labels, allowed)
+    assert_named(problems, [f"NetworkPolicy {CHART_POLICY} ingress[0] peer podSelector {{app.kubernetes.io/"
+                            "component=gateway, app.kubernetes.io/name=ias-router} namespaceSelector "
+                            "{kubernetes.io/metadata.name=ias-router} admits router-labelled pods in its "
+                            f"namespaceSelector, not namespace {namespace} alone",
+                            f"no NetworkPolicy in {namespace} admits the router"])
+
+
+def test_router_in_another_namespace_is_not_the_one_beside_the_model(api, namespace, chart_policy, pod_labels,
+                                                                      allowed):
+    create(api, namespace, chart_policy)
+    elsewhere = replace(allowed, router_namespace="ias-router")
+    problems = network_policy_problems(api, namespace, pod_labels, elsewhere)
+    assert_named(problems, [f"admits router-labelled pods in namespace {namespace}, not namespace ias-router alone",
+                            f"no NetworkPolicy in {namespace} admits the router"])
+
+
+def _selector(labels: dict[str, str] | None = None, *expressions: tuple[str, str, list[str] | None]
+              ) -> client.V1LabelSelector:
+    return client.V1LabelSelector(match_labels=labels, match_expressions=[
+        client.V1LabelSelectorRequirement(key=k, operator=op, values=v) for k, op, v in expressions] or None)
+
+
+@pytest.mark.parametrize(("selector", "matches"), [
+    (_selector(), True),
+    (_selector({"a": "1"}), True),
+    (_selector({"a": "1", "b": "2"}), False),
+    (_selector(None, ("a", "In", ["1", "2"])), True),
+    (_selector(None, ("a", "In", ["2"])), False),
+    (_selector(None, ("b", "In", ["2"])), False),
+    (_selector(None, ("a", "NotIn", ["2"])), True),
+    (_selector(None, ("a", "NotIn", ["1"])), False),
+    (_selector(None, ("b", "NotIn", ["1"])), True),
+    (_selector(None, ("a", "Exists", None)), True),
+    (_selector(None, ("b", "Exists", None)), False),
+    (_selector(None, ("b", "DoesNotExist", None)), True),
+    (_selector(None, ("a", "DoesNotExist", None)), False),
+    (_selector({"a": "1"}, ("c", "Exists", None), ("b", "DoesNotExist", None)), True),
+    (_selector({"a": "1"}, ("c", "In", ["x"]), ("b", "DoesNotExist", None)), False),
+])
+def test_label_selector_follows_kubernetes_semantics(selector, matches):
+    assert label_selector_matches(selector, {"a": "1", "c": "3"}) is matches

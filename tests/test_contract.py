@@ -1,0 +1,118 @@
+"""The certification contract: the required set, the verdict of every kind of run, and its exit code."""
+
+from __future__ import annotations
+
+import pytest
+
+from vllm_gate.contract import CHECKS, NOT_REQUIRED, Kind, Mode, Outcome, decide, known_checks, required_checks
+from vllm_gate.spec import load_spec
+from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
+
+SPEC = load_spec("llama3", MODELS_DIR)
+REQUIRED = required_checks(SPEC.slo, deployed_by_gate=True)
+
+
+def all_passed(required=REQUIRED) -> list[Outcome]:
+    return [Outcome(cid, "passed") for cid in required]
+
+
+def verdict(outcomes, *, mode=Mode.CERTIFICATION, interrupted=None, simulated=None, engine_observed=True,
+            required=REQUIRED):
+    return decide(required=required, outcomes=outcomes, mode=mode, interrupted=interrupted, simulated=simulated,
+                  engine_observed=engine_observed)
+
+
+def test_every_check_passed_on_real_vllm_is_certified_and_exits_zero():
+    v = verdict(all_passed())
+    assert (v.kind, v.headline, v.exit_code, v.certified, v.record_as) == (
+        Kind.PASSED, "CERTIFIED", 0, True, "certified")
+
+
+def test_one_missing_required_check_is_partial_naming_it():
+    outcomes = all_passed()[1:]
+    v = verdict(outcomes)
+    assert v.kind is Kind.PARTIAL
+    assert not v.certified
+    assert v.exit_code == 6
+    assert v.headline == f"PARTIAL: not certified, 1 required check did not run: {REQUIRED[0]}"
+    assert v.record_as == "partial"
+
+
+def test_a_skipped_required_check_did_not_run():
+    outcomes = [*all_passed()[1:], Outcome(REQUIRED[0], "skipped", "no registry")]
+    v = verdict(outcomes)
+    assert v.kind is Kind.PARTIAL
+    assert f"DID NOT RUN {REQUIRED[0]} (skipped: no registry)" in v.reasons
+
+
+def test_a_failed_check_is_not_certified_even_when_it_is_not_required():
+    v = verdict([*all_passed(), Outcome("exposure/test_network_policy_is_enforced", "failed", "admitted")])
+    assert v.kind is Kind.FAILED
+    assert v.headline == "NOT CERTIFIED: 1 check failed"
+    assert v.exit_code == 1
+    assert v.reasons == ("FAILED exposure/test_network_policy_is_enforced: admitted",)
+
+
+def test_checks_blocked_by_one_failure_are_counted_once_under_their_cause():
+    blocked = [Outcome(cid, "blocked", "Unschedulable") for cid in REQUIRED]
+    v = verdict([Outcome("setup", "failed", "Unschedulable"), *blocked])
+    assert v.kind is Kind.FAILED
+    assert f"NOT RUN {len(REQUIRED)} checks: Unschedulable" in v.reasons
+
+
+def test_an_interrupt_wins_over_everything_and_exits_two():
+    v = verdict(all_passed(), interrupted="SIGTERM")
+    assert (v.kind, v.exit_code, v.certified, v.record_as) == (Kind.INTERRUPTED, 2, False, "interrupted")
+    assert v.headline == "INTERRUPTED: not certified: SIGTERM"
+
+
+def test_a_rehearsal_never_certifies_and_names_the_simulator():
+    v = verdict(all_passed(), mode=Mode.REHEARSAL, simulated="simulator: vllm-sim-standin", engine_observed=False)
+    assert v.kind is Kind.PASSED
+    assert v.exit_code == 0
+    assert not v.certified
+    assert v.headline == "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification"
+    assert v.record_as == "rehearsal_passed"
+    failed = verdict([Outcome(REQUIRED[0], "failed", "x")], mode=Mode.REHEARSAL, simulated="KWOK node gpu-0")
+    assert failed.headline.startswith("REHEARSAL FAILED (KWOK node gpu-0) — not a certification")
+    assert failed.exit_code == 1
+
+
+def test_an_endpoint_run_never_certifies():
+    required = required_checks(SPEC.slo, deployed_by_gate=False)
+    v = verdict(all_passed(required), mode=Mode.ENDPOINT, required=required, engine_observed=False)
+    assert v.kind is Kind.PASSED
+    assert v.exit_code == 0
+    assert not v.certified
+    assert "not a certification: the gate did not deploy this server" in v.headline
+    assert not any(cid.startswith(("exposure/", "registration/")) for cid in required)
+
+
+def test_all_passed_without_seeing_vllm_on_real_nodes_is_not_certified():
+    v = verdict(all_passed(), engine_observed=False)
+    assert v.kind is Kind.PARTIAL
+    assert not v.certified
+    assert any("never saw vLLM pods on real nodes" in r for r in v.reasons)
+
+
+def test_every_slo_of_the_spec_is_a_required_check():
+    slo_checks = [cid for cid in REQUIRED if cid.startswith("load/")]
+    assert slo_checks == [f"load/test_slo[{name}]" for name in ("ttft p50", "ttft p95", "ttft p99", "itl p50",
+                                                                  "itl p95", "itl p99", "e2e p95", "e2e p99",
+                                                                  "error rate", "min output tokens/s", "goodput")]
+
+
+def test_the_contract_lists_exactly_the_checks_in_suites(pytester: pytest.Pytester):
+    """A check added to suites/ without a place in the contract (or a contract entry without a test) fails here."""
+    result = pytester.runpytest_subprocess(str(PROJECT_ROOT / "suites"), "-p", "no:cacheprovider", "--rootdir",
+                                           str(PROJECT_ROOT), "--collect-only", "-q", "--model", "llama3",
+                                           "--endpoint-url", "http://127.0.0.1:9")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    collected = set()
+    for line in result.outlines:
+        if "::" in line:
+            path, _, name = line.partition("::")
+            collected.add(f"{path.rsplit('/', 1)[-1].removesuffix('.py').removeprefix('test_')}/{name}")
+    assert collected == known_checks(SPEC.slo)
+    assert {c.suite for c in CHECKS} | {k.split("/")[0] for k in NOT_REQUIRED} == {
+        p.stem.removeprefix("test_") for p in (PROJECT_ROOT / "suites").glob("test_*.py")}

@@ -1,0 +1,209 @@
+"""The certification contract end to end: the gate as users run it, on the local cluster, with real PostgreSQL.
+
+Every run here is a rehearsal (the local cluster's pods are KWOK's; a simulator answers), so none may
+certify or write the registry a user gives; the contract's certified path is unit-tested in
+tests/test_contract.py and its registry writes in tests/registry/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import dump_tables, require
+from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.ports import port_open
+from vllm_gate.tools import PROJECT_ROOT, require_tool
+
+SUITES = str(PROJECT_ROOT / "suites")
+SHORT_LOAD = ["--set", "load.profile.duration_s=5"]
+CLUSTER_TOOLS = ("kwokctl", "kube-apiserver", "helm", "kubectl", "vllm-sim-standin")
+GATE_TIMEOUT_S = 420
+
+
+@pytest.fixture(autouse=True)
+def _tools() -> None:
+    for tool in CLUSTER_TOOLS:
+        require(tool)
+
+
+def gate_command(tmp_path: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", SUITES, "-p", "no:cacheprovider", "--rootdir", str(PROJECT_ROOT),
+            "--model", "llama3", "--cluster", "local", "--gate-report", str(tmp_path / "report.html"), *args]
+
+
+def gate_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("IAS_DATABASE_URL", "HF_TOKEN", "PYTEST_ADDOPTS")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def run_gate(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(gate_command(tmp_path, *args), capture_output=True, text=True, timeout=GATE_TIMEOUT_S,
+                          env=gate_env(**env), cwd=PROJECT_ROOT, check=False)
+
+
+def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_path, dsn):
+    # A row already there, so "untouched" means more than "still empty".
+    subprocess.run([str(Path(sys.executable).with_name("ias-admin")), "--database-url", dsn, "model", "add",
+                    "--name", "llama3", "--display-name", "Llama 3 (production)", "--backend-url",
+                    "http://old.ias-production.svc.cluster.local:8000", "--input-cost", "1", "--output-cost", "2"],
+                   check=True, capture_output=True, timeout=60)
+    before = dump_tables(dsn)
+    result = run_gate(tmp_path, *SHORT_LOAD, IAS_DATABASE_URL=dsn)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
+    assert re.search(r"registered llama3 -> \S+ in a throwaway PostgreSQL \(rehearsal\) "
+                     r"\(rehearsal_passed certification 1\)", output), output
+    assert re.search(r"the registry you gave \(postgresql://gate:\*\*\*@127\.0\.0\.1:\d+/\w+\) was not touched",
+                     output), output
+    assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
+    assert dump_tables(dsn) == before
+    assert "REHEARSAL PASSED" in (tmp_path / "report.html").read_text()
+
+
+@pytest.mark.parametrize(("target", "selection", "missing"), [
+    (SUITES, ["-k", "health"], "metrics/test_required_vllm_metric_families_are_exposed"),
+    (f"{SUITES}/test_exposure.py", [], "health/test_chat_completion"),
+    (SUITES, ["--deselect", f"{SUITES}/test_load.py::test_slo[ttft p95]"], "load/test_slo[ttft p95]"),
+], ids=["-k health", "one suite file", "--deselect one SLO"])
+def test_a_subset_is_partial_names_what_did_not_run_and_registers_nothing(tmp_path, target, selection, missing):
+    cmd = gate_command(tmp_path, *SHORT_LOAD, *selection)
+    cmd[cmd.index(SUITES)] = target
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=GATE_TIMEOUT_S, env=gate_env(),
+                            cwd=PROJECT_ROOT, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 6, output
+    assert re.search(r"REHEARSAL PARTIAL \(simulator: vllm-sim-standin\) — not a certification: \d+ required "
+                     r"checks? did not run", output), output
+    assert f"DID NOT RUN {missing}" in output
+    assert "uninstalled ias-production/llama3" in output
+    assert "not registered; rehearsal_partial certification 1 recorded" in output
+    assert "registered llama3 ->" not in output
+
+
+def _descendants(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(stat.parent.name)
+            children += [child, *_descendants(child)]
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_during_the_load_test_is_interrupted_undone_and_recorded(tmp_path, sig):
+    proc = subprocess.Popen(gate_command(tmp_path, "--set", "load.profile.duration_s=60"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=gate_env(), cwd=PROJECT_ROOT)
+    lines: list[str] = []
+    started = time.monotonic()
+    children: list[int] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.lstrip().startswith("load "):  # the load test's first progress line
+                children = _descendants(proc.pid)
+                proc.send_signal(sig)
+                break
+            assert time.monotonic() - started < GATE_TIMEOUT_S, "".join(lines)
+        lines += proc.stdout.readlines()
+        proc.wait(GATE_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = "".join(lines)
+    assert children, f"the load test never started:\n{output}"
+    assert proc.returncode == 2, output
+    assert re.search(rf"REHEARSAL INTERRUPTED \(simulator: vllm-sim-standin\) — not a certification: "
+                     rf"{'SIGINT' if sig == signal.SIGINT else 'SIGTERM'}", output), output
+    assert "uninstalled ias-production/llama3" in output
+    assert "not registered; rehearsal_interrupted certification 1 recorded" in output
+    assert "registered llama3 ->" not in output
+    forwarded = re.search(r"port-forward svc/\S+ -> http://127\.0\.0\.1:(\d+)", output)
+    assert forwarded, output
+    assert not port_open(int(forwarded.group(1)))
+    # The watchdog of the local cluster outlives the gate by design only until it has cleaned up.
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """A local cluster the gate reaches as --cluster existing (a stand-in for the GPU pool)."""
+    for tool in CLUSTER_TOOLS:
+        require(tool)
+    local = LocalCluster(name=f"pool-{os.getpid()}", pool=GpuPool(nodes=1), progress=lambda _m: None)
+    local.start()
+    yield local
+    local.stop()
+
+
+def _locust_environments(stop: threading.Event, seen: list[bytes]) -> None:
+    """Collect the environment of every Locust process that runs until ``stop`` (the gate's load test)."""
+    while not stop.wait(0.2):
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if b"locustfile.py" in cmdline.read_bytes():
+                    seen.append((cmdline.parent / "environ").read_bytes())
+            except OSError:
+                continue
+
+
+@pytest.mark.parametrize("form", ["url", "query", "keyword"])
+def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_path, pool, postgres, form):
+    password = f"Pl4nted-{form}-pw"
+    token = "hf_" + "S3cr3t" * 6
+    host, port = "127.0.0.1", postgres.port
+    dsn = {"url": f"postgresql://gate:{password}@{host}:{port}/registry",
+           "query": f"postgresql://gate@{host}:{port}/registry?password={password}&connect_timeout=5",
+           "keyword": f"host={host} port={port} dbname=registry user=gate password='{password}'"}[form]
+    stop, environments = threading.Event(), []
+    watcher = threading.Thread(target=_locust_environments, args=(stop, environments), daemon=True)
+    watcher.start()
+    try:
+        cmd = gate_command(tmp_path, *SHORT_LOAD, "--showlocals", "-vv", "--junitxml", str(tmp_path / "junit.xml"),
+                           "--keep-on-failure", "-k", "registry or health or slo")
+        cmd[cmd.index("local")] = "existing"
+        result = subprocess.run([*cmd, "--kubeconfig", str(pool.kubeconfig)], capture_output=True, text=True,
+                                timeout=GATE_TIMEOUT_S, env=gate_env(HF_TOKEN=token, IAS_DATABASE_URL=dsn),
+                                cwd=PROJECT_ROOT, check=False)
+    finally:
+        stop.set()
+        watcher.join(5)
+    output = result.stdout + result.stderr
+    assert "cannot reach the registry at" in output, output  # the wrong password was really used and reported
+    assert environments, "no Locust process was seen: the load test did not run"
+    helm = subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "get", "values", "llama3",
+                           "-n", "ias-production", "--all", "-o", "yaml"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "uninstall", "llama3", "-n",
+                    "ias-production", "--wait"], capture_output=True, timeout=120, check=True)
+    places = {"terminal": output, "HTML report": (tmp_path / "report.html").read_text(),
+              "JUnit XML": (tmp_path / "junit.xml").read_text(), "Helm values": helm,
+              "Locust environment": b"\n".join(environments).decode(errors="replace")}
+    for where, text in places.items():
+        assert password not in text, f"the DSN password is in the {where}"
+        assert token not in text, f"the HF token is in the {where}"
