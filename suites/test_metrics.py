@@ -19,6 +19,9 @@ def test_server_counters_grew_by_what_the_client_measured(gate_load):
         pytest.fail(f"/metrics could not be read around the load test: {gate_load.metrics_error}", pytrace=False)
     client = metrics.client_counters(gate_load.run.samples)
     problems = metrics.counter_problems(gate_load.before, gate_load.after, client)
-    if client.requests == 0 and gate_load.run.samples:
-        problems.append(f"first error of {len(gate_load.run.samples)} requests: {gate_load.run.samples[0].error}")
+    samples = gate_load.run.samples
+    if not samples:
+        problems.append("the load client recorded no request at all")
+    elif client.requests == 0:
+        problems.append(f"every one of its {len(samples)} requests failed, the first with: {samples[0].error}")
     assert not problems, "; ".join(problems)

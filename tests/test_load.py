@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ from vllm_gate.load import RequestSample, percentile, run_load
 from vllm_gate.sim import SimServer
 from vllm_gate.slo import load_stats, slo_names, slo_verdict
 from vllm_gate.spec import Load, Slos
+
+
+def with_floor(limits: dict) -> Slos:
+    """SLOs with ``limits``, and a throughput floor every run here clears (the spec requires one)."""
+    return Slos.model_validate({"min_output_tokens_per_s": 0.001, **limits})
 
 
 def short(profile: dict, prompt: int = 16, output: int = 8) -> Load:
@@ -59,7 +65,7 @@ def test_ramp_profile_runs_and_stops(tmp_path: Path):
 def test_twenty_percent_failure_injection_fails_the_error_rate_slo(tmp_path: Path):
     with SimServer(model="m", failure_rate_pct=20, failure_types=["server_error"]) as sim:
         run = run_load(sim.url, "m", short({"kind": "users", "users": 4, "duration_s": 4}), tmp_path, lambda _m: None)
-    verdict = {r.name: r for r in slo_verdict(run.samples, Slos(max_error_rate=0.01))}
+    verdict = {r.name: r for r in slo_verdict(run.samples, with_floor({"max_error_rate": 0.01}))}
     assert not verdict["error rate"].passed
     assert 0.05 < verdict["error rate"].measured < 0.5
     assert "HTTP 500" in next(s.error for s in run.samples if not s.ok)
@@ -68,7 +74,7 @@ def test_twenty_percent_failure_injection_fails_the_error_rate_slo(tmp_path: Pat
 def test_ttft_above_the_slo_fails_naming_it(tmp_path: Path):
     with SimServer(model="m", ttft_ms=300, itl_ms=1) as sim:
         run = run_load(sim.url, "m", short({"kind": "users", "users": 2, "duration_s": 3}), tmp_path, lambda _m: None)
-    slos = Slos.model_validate({"ttft_ms": {"p95": 100}})
+    slos = with_floor({"ttft_ms": {"p95": 100}})
     failed = [r for r in slo_verdict(run.samples, slos) if not r.passed]
     assert [r.name for r in failed] == ["ttft p95"]
     assert failed[0].line().startswith("FAIL ttft p95: ")
@@ -86,7 +92,7 @@ def test_percentile_interpolates_like_numpy():
 
 
 def test_goodput_counts_requests_within_every_p99_limit():
-    slos = Slos.model_validate({"ttft_ms": {"p99": 200}, "e2e_ms": {"p99": 1000}, "min_goodput": 0.5})
+    slos = with_floor({"ttft_ms": {"p99": 200}, "e2e_ms": {"p99": 1000}, "min_goodput": 0.5})
     samples = [sample(0.1, 0.5), sample(0.3, 0.5), sample(0.1, 2.0), sample(0.1, 0.5, error="HTTP 500")]
     goodput = next(r for r in slo_verdict(samples, slos) if r.name == "goodput")
     assert goodput.measured == 0.25
@@ -94,7 +100,7 @@ def test_goodput_counts_requests_within_every_p99_limit():
 
 
 def test_slo_names_match_the_verdict_order():
-    slos = Slos.model_validate({"ttft_ms": {"p50": 1, "p99": 2}, "e2e_ms": {"p95": 3}})
+    slos = with_floor({"ttft_ms": {"p50": 1, "p99": 2}, "e2e_ms": {"p95": 3}})
     assert slo_names(slos) == [r.name for r in slo_verdict([sample(0.1, 0.5)], slos)]
 
 
@@ -103,3 +109,45 @@ def test_stats_rates_use_the_sample_span():
     assert stats.duration_s == 2.0
     assert stats.output_tokens_per_s == 10.0
     assert stats.request_rate == 1.0
+
+
+def locust_children() -> dict[int, list[bytes]]:
+    """The environment (NAME=value entries) of each Locust process this test process started, by pid."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and b"locust" in (stat.parent / "cmdline").read_bytes():
+                found[int(stat.parent.name)] = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked
+    return found
+
+
+def test_locust_inherits_neither_the_hf_token_nor_the_dsn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_PlantedToken")
+    monkeypatch.setenv("IAS_DATABASE_URL", "postgresql://gate:PlantedPassword@db:5432/registry")
+    monkeypatch.setenv("UNRELATED_SETTING", "PlantedOther")
+    monkeypatch.setenv("LC_PLANTED", "C.UTF-8")
+    seen: dict[int, list[bytes]] = {}
+    with SimServer(model="m", ttft_ms=10, itl_ms=1) as sim:
+        run_load(sim.url, "m", short({"kind": "users", "users": 1, "duration_s": 6}), tmp_path,
+                 lambda _m: seen.update(locust_children()))
+    assert seen, "no Locust child process was found while the load ran"
+    for env in seen.values():
+        assert b"VLLM_GATE_SERVED_MODEL=m" in env, "this must be the Locust child's own environment"
+        assert b"LC_PLANTED=C.UTF-8" in env, "locale settings are passed on"
+        assert [entry for entry in env if b"Planted" in entry] == []
+
+
+def test_interrupting_the_load_leaves_no_locust_process(tmp_path: Path):
+    pids: list[int] = []
+
+    def interrupt(_message: str) -> None:
+        pids.extend(locust_children())
+        raise KeyboardInterrupt  # what Ctrl-C raises in the waiting loop
+
+    with SimServer(model="m", ttft_ms=10, itl_ms=1) as sim, pytest.raises(KeyboardInterrupt):
+        run_load(sim.url, "m", short({"kind": "users", "users": 1, "duration_s": 60}), tmp_path, interrupt)
+    assert pids, "no Locust child process was found while the load ran"
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []

@@ -93,7 +93,7 @@ def test_metrics_404_fails_the_scrape(planted):
      "stream had a role chunk and a usage chunk but no content chunk (role, usage, [DONE])"),
     (Fault.STREAM_NO_DONE, "stream ended without data: [DONE] (role, content x"),
     (Fault.STREAM_USAGE_FIRST, "stream sent its usage chunk before the last content chunk (role, usage, content x"),
-])
+], ids=["role-usage-only", "no-done", "usage-first"])
 def test_bad_stream_fails_the_streamed_check_naming_the_cause(planted, fault, cause):
     url = planted(fault)
     with pytest.raises(EndpointError) as info:
@@ -115,8 +115,7 @@ def test_all_requests_failing_fails_the_counters_check(planted):
             inference.chat_stream(url, MODEL)
     after = metrics.counters(metrics.scrape(url), MODEL)
     problems = metrics.counter_problems(before, after, metrics.Counters(0, 0, 0))
-    assert problems[0] == ("the load client saw no successful request (every request failed): "
-                           "nothing to compare")
+    assert problems[0] == "the load client saw no successful request: nothing to compare"
     assert any(p.startswith("vllm:request_success did not grow (stayed at ") for p in problems)
 
 
@@ -170,14 +169,13 @@ def test_unplanted_proxy_passes_the_former_cant_fail_checks_in_the_suites(gate, 
     assert outcomes == {"passed": 3}, result.stdout.str()
 
 
-# fnmatch reads [DONE] as a character class: ?DONE? stands for it.
 HEALTH_STREAM = "test_streamed_chat_completion"
 FAMILIES = "test_required_vllm_metric_families_are_exposed"
 COUNTERS = "test_server_counters_grew_by_what_the_client_measured"
 
 
-# fnmatch reads [DONE] as a character class: ?DONE? stands for it.
-@pytest.mark.parametrize(("fault", "check", "test_name", "cause"), [
+# (fault, -k expression, the check it fails, its failure line); fnmatch reads [DONE] as a character class.
+SUITE_FAULTS = [
     (Fault.METRICS_TYPE_ONLY, "families", FAMILIES,
      "*/metrics at http://127.0.0.1:*: vllm:num_requests_running: declared but carries no samples; *"),
     (Fault.STREAM_ROLE_USAGE_ONLY, "streamed", HEALTH_STREAM,
@@ -186,10 +184,15 @@ COUNTERS = "test_server_counters_grew_by_what_the_client_measured"
     (Fault.STREAM_USAGE_FIRST, "streamed", HEALTH_STREAM,
      "*stream sent its usage chunk before the last content chunk (role, usage, content*"),
     (Fault.CHAT_500, "counters", COUNTERS,
-     "*the load client saw no successful request (every request failed): nothing to compare*"),
+     "*the load client saw no successful request: nothing to compare; *"
+     "every one of its * requests failed, the first with: HTTP 500*planted fault: every chat completion fails*"),
     (Fault.METRICS_404, "counters", COUNTERS,
      "*/metrics could not be read around the load test: GET http://127.0.0.1:*/metrics answered 404*"),
-], ids=lambda v: v.value if isinstance(v, Fault) else "")
+]
+
+
+@pytest.mark.parametrize(("fault", "check", "test_name", "cause"), SUITE_FAULTS,
+                         ids=[case[0].value for case in SUITE_FAULTS])
 def test_planted_fault_fails_its_suite_check_naming_the_cause(gate, planted, fault, check, test_name, cause):
     result = gate(planted(fault), *SHORT_LOAD, "-k", check)
     assert result.parseoutcomes().get("failed") == 1, result.stdout.str()

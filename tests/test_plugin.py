@@ -96,7 +96,7 @@ def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim
         stop.set()
         thread.join(10)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    result.stdout.fnmatch_lines(["*server counters grew by Counters(*), the load client measured Counters(*"])
+    result.stdout.fnmatch_lines(["*vllm:request_success grew by *, the load client measured * successful requests*"])
 
 
 def test_gate_on_the_local_cluster_fails_fast_says_it_once_rolls_back_and_registers_nothing(gate):
@@ -142,3 +142,41 @@ def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(ga
     assert container.command == ["vllm", "serve"]
     assert container.env[-1].value_from.secret_key_ref.name == "hf-token"
     assert token not in result.stdout.str() + result.stderr.str() + (tmp_path / "report.html").read_text()
+
+
+SHOW_TIMEOUTS = '''
+def pytest_collection_finish(session):
+    for item in session.items:
+        marker = item.get_closest_marker("timeout")
+        print("TIMEOUT", item.nodeid, marker.args[0] if marker else "default")
+'''
+
+
+def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytester: pytest.Pytester, tmp_path):
+    """pytest-timeout's 900 s would kill a real first deploy (llama3 allows 1800 s to download and load)."""
+    pytester.makepyfile(show_timeouts=SHOW_TIMEOUTS)
+    kubeconfig = tmp_path / "kubeconfig"  # read for its context only: collection reaches no cluster
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: pool\ncontexts:\n- name: pool\n"
+                          "  context: {cluster: pool, user: u}\nclusters:\n- name: pool\n  cluster: "
+                          "{server: 'https://127.0.0.1:9'}\nusers:\n- name: u\n  user: {}\n")
+    result = pytester.runpytest_subprocess(SUITES, "-p", "no:cacheprovider", "-p", "show_timeouts", "--rootdir",
+                                           str(PROJECT_ROOT), "--collect-only", "-q", "-s", "--model", "llama3",
+                                           "--cluster", "existing", "--kubeconfig", str(kubeconfig),
+                                           "--set", "startup.timeout_s=2400")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
+    assert timeouts[0] == str(2400 + 900)
+    assert set(timeouts[1:]) == {"default"}
+    assert len(timeouts) == 26
+
+
+def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pytest.Pytester):
+    suite = pytester.mkdir("suites")
+    (suite / "test_extra.py").write_text("def test_new_check(gate_spec):\n    assert gate_spec\n")
+    pytester.makeconftest(f"import sys\nsys.path.insert(0, {str(PROJECT_ROOT)!r})\n"
+                          "pytest_plugins = ['fixtures.plugin']\n")
+    result = pytester.runpytest_subprocess(str(suite), "-p", "no:cacheprovider", "--model", "llama3",
+                                           "--endpoint-url", "http://127.0.0.1:9")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*suites/test_extra.py::test_new_check is not in the certification contract: add "
+                                 "it to CHECKS in src/vllm_gate/contract.py*"])

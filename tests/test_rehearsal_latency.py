@@ -7,7 +7,6 @@ runs against that simulator. A SLO tighter than the profile must then fail, as i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +50,7 @@ def flag(args: list[str], name: str) -> str:
 
 
 @pytest.fixture(scope="module", params=ALL_MODELS)
-def rehearsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rehearsed]:
+def rehearsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Rehearsed:
     require("helm")
     require("vllm-sim-standin")
     spec = load_spec(request.param, MODELS_DIR, ["engine=sim"])
@@ -67,7 +66,7 @@ def rehearsed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
                        progress=lambda _line: None)
     finally:
         stop_process(proc)
-    yield Rehearsed(spec, sim_args, run.samples)
+    return Rehearsed(spec, sim_args, run.samples)
 
 
 def test_simulator_gets_the_specs_latency_profile(rehearsed: Rehearsed):

@@ -18,6 +18,7 @@ from vllm_gate.cluster.kube import api_client
 from vllm_gate.errors import GateError
 from vllm_gate.render import helm_client, run_helm
 from vllm_gate.rollout import RolloutTarget, wait_ready
+from vllm_gate.secret import Secret
 from vllm_gate.spec import ModelSpec
 from vllm_gate.tools import CHART_DIR
 from vllm_gate.values import chart_values, release_fullname
@@ -75,22 +76,26 @@ def ensure_namespace(core: client.CoreV1Api, name: str) -> bool:
     return True
 
 
-def ensure_hf_secret(core: client.CoreV1Api, namespace: str, token: str | None, *, required: bool) -> str:
+def _hf_secret_body(token: Secret) -> dict[str, object]:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": HF_SECRET_NAME, "labels": {"app.kubernetes.io/managed-by": "vllm-gate"}},
+            "data": {HF_SECRET_KEY: base64.b64encode(token.reveal().encode()).decode()}}
+
+
+def ensure_hf_secret(core: client.CoreV1Api, namespace: str, token: Secret | None, *, required: bool) -> str:
     """Create or update the HF token Secret from ``token``; return what was done (never the token).
 
-    The chart only references this Secret (secretKeyRef), so the token is never a Helm value.
+    The chart only references this Secret (secretKeyRef), so the token is never a Helm value. The
+    Secret's body is built inside each call, so no frame of this function holds the token's encoding.
     """
     if token:
-        body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": HF_SECRET_NAME, "labels": {"app.kubernetes.io/managed-by": "vllm-gate"}},
-                "data": {HF_SECRET_KEY: base64.b64encode(token.encode()).decode()}}
         try:
-            core.replace_namespaced_secret(HF_SECRET_NAME, namespace, body, _request_timeout=15)
+            core.replace_namespaced_secret(HF_SECRET_NAME, namespace, _hf_secret_body(token), _request_timeout=15)
             return f"updated Secret {namespace}/{HF_SECRET_NAME} from $HF_TOKEN"
         except ApiException as exc:
             if exc.status != 404:
                 raise GateError(f"Secret {namespace}/{HF_SECRET_NAME}: HTTP {exc.status} {exc.reason}") from None
-        core.create_namespaced_secret(namespace, body, _request_timeout=15)
+        core.create_namespaced_secret(namespace, _hf_secret_body(token), _request_timeout=15)
         return f"created Secret {namespace}/{HF_SECRET_NAME} from $HF_TOKEN"
     try:
         core.read_namespaced_secret(HF_SECRET_NAME, namespace, _request_timeout=15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +56,7 @@ class GateRun:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     slo_results: list[SloResult] = field(default_factory=list)
     interrupted: str | None = None  # how the session did not end normally
+    cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
     decision_failed: bool = False
@@ -119,7 +121,8 @@ class GateRun:
                              summary=self.summary(), report_path=str(self.report_path))
 
 
-def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None) -> None:
+def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
+          progress: Callable[[str], None]) -> None:
     release = run.release
     if release is None:
         run.decision.append(NOTHING_DEPLOYED)
@@ -130,7 +133,9 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
         run.decision.append(f"kept the release {release.namespace}/{release.name} (--keep-on-failure)")
         return
     try:
-        run.decision.append(roll_back(release, kubeconfig, context))
+        # The previous revision's pods start from scratch (download + load): give them the spec's budget.
+        run.decision.append(roll_back(release, kubeconfig, context, timeout_s=run.spec.startup.timeout_s,
+                                      progress=progress))
     except GateError as exc:
         run.decision_failed = True
         run.decision.append(f"ROLLBACK FAILED: {exc.summary}")
@@ -170,10 +175,11 @@ def _write_registry(run: GateRun) -> None:
         run.decision.append(f"REGISTRATION FAILED: {db.scrub(str(exc).splitlines()[0], registry.dsn)}")
 
 
-def finish(run: GateRun, *, keep_on_failure: bool, kubeconfig: Path | None, context: str | None) -> None:
+def finish(run: GateRun, *, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
+           progress: Callable[[str], None] = lambda _line: None) -> None:
     """Settle the verdict, undo anything that is not certified (unless kept), then register or record.
 
     Appends what actually happened to ``run.decision``.
     """
-    _undo(run, keep_on_failure, kubeconfig, context)
+    _undo(run, keep_on_failure, kubeconfig, context, progress)
     _write_registry(run)

@@ -91,10 +91,6 @@ class Counters:
     prompt_tokens: float
     generation_tokens: float
 
-    def __sub__(self, other: Counters) -> Counters:
-        return Counters(self.requests - other.requests, self.prompt_tokens - other.prompt_tokens,
-                        self.generation_tokens - other.generation_tokens)
-
 
 def counters(scraped: Scrape, model_name: str | None = None) -> Counters:
     return Counters(scraped.total(REQUESTS, model_name=model_name),
@@ -109,8 +105,8 @@ def client_counters(samples: Iterable[RequestSample]) -> Counters:
 
 
 # Counters fields in order, with the server family and the client's word for each.
-_COUNTED = (("vllm:request_success", "successful requests"), ("vllm:prompt_tokens", "prompt tokens"),
-            ("vllm:generation_tokens", "completion tokens"))
+_COUNTED = ((REQUESTS, "successful requests"), (PROMPT_TOKENS, "prompt tokens"),
+            (GENERATION_TOKENS, "completion tokens"))
 
 
 def counter_problems(before: Counters, after: Counters, client: Counters) -> list[str]:
@@ -120,13 +116,14 @@ def counter_problems(before: Counters, after: Counters, client: Counters) -> lis
     """
     problems = []
     if client.requests == 0:
-        problems.append("the load client saw no successful request (every request failed): nothing to compare")
+        problems.append("the load client saw no successful request: nothing to compare")
     for (family, what), old, new, measured in zip(_COUNTED, astuple(before), astuple(after), astuple(client),
                                                    strict=True):
         if new < old:
             problems.append(f"{family} went down from {old:g} to {new:g} (did the server restart?)")
         elif new == old:
-            problems.append(f"{family} did not grow (stayed at {new:g}); the load client measured {measured:g} {what}")
+            problems.append(f"{family} did not grow (stayed at {new:g}) while the load client measured "
+                            f"{measured:g} {what}")
         elif new - old != measured:
             problems.append(f"{family} grew by {new - old:g}, the load client measured {measured:g} {what}")
     return problems

@@ -24,11 +24,12 @@ from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, componen
 from vllm_gate.cluster.resolve import resolve_cluster
 from vllm_gate.deploy import current_revision, ensure_namespace, install_or_upgrade
 from vllm_gate.errors import ClusterError, RolloutFailed
-from vllm_gate.gate import GateRun, finish
+from vllm_gate.gate import NO_REGISTRY, GateRun, Registry, finish
 from vllm_gate.portforward import PortForward
 from vllm_gate.ports import free_port, port_open
 from vllm_gate.render import helm_client
 from vllm_gate.rollout import RolloutTarget, wait_ready
+from vllm_gate.secret import Secret
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 from vllm_gate.values import release_fullname
@@ -159,14 +160,18 @@ def test_cluster_is_cleaned_up_when_its_owner_dies(sig):
             owner.kill()
 
 
-def _gate_run(spec, passed: bool) -> GateRun:
-    run = GateRun(spec=spec, cluster="local test", capabilities=None, report_path=Path("report.html"))
-    run.record("suites/test_health.py::test_x", "passed" if passed else "failed", "" if passed else "boom")
+def _gate_run(spec, passed: bool, dsn: str | None = None) -> GateRun:
+    # A run the contract would certify: the engine observation is set by hand (this cluster has no vLLM),
+    # so finish() acts on a certification's verdict; the contract itself is tested in tests/test_contract.py.
+    run = GateRun(spec=spec, cluster="local test", capabilities=None, report_path=Path("report.html"),
+                  required=["health/test_x"], engine_observed=True,
+                  registry=Registry(Secret(dsn), "the test registry") if dsn else NO_REGISTRY)
+    run.record("health/test_x", "passed" if passed else "failed", "" if passed else "boom")
     return run
 
 
-def _deploy(cluster, api, spec) -> GateRun:
-    run = _gate_run(spec, passed=True)
+def _deploy(cluster, api, spec, dsn: str | None = None) -> GateRun:
+    run = _gate_run(spec, passed=True, dsn=dsn)
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
     run.release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
     return run
@@ -174,28 +179,28 @@ def _deploy(cluster, api, spec) -> GateRun:
 
 def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, postgres, dsn):
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=fresh-fail"])
-    run = _deploy(cluster, api, spec)
-    run.record("suites/test_load.py::test_slo[ttft p95]", "failed", "FAIL ttft p95")
-    finish(run, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    run = _deploy(cluster, api, spec, dsn)
+    run.record("load/test_slo[ttft p95]", "failed", "FAIL ttft p95")
+    finish(run, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
     assert re.fullmatch(r"uninstalled fresh-fail/llama3 \(a fresh install\); deleted namespace fresh-fail "
                         r"\(gone after \d+ s\)", run.decision[0]), run.decision[0]
     assert client.CoreV1Api(api).list_namespace(field_selector="metadata.name=fresh-fail").items == []
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "fresh-fail") is None
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 0
-        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("failed",)]
+        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("not_certified",)]
 
 
 def test_failed_upgrade_rolls_back_to_the_previous_revision(cluster, api, dsn):
     good = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail"])
-    first = _deploy(cluster, api, good)
-    finish(first, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    first = _deploy(cluster, api, good, dsn)
+    finish(first, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
     assert first.decision[0].startswith("registered llama3 -> http://llama-3-8b-inference.upgrade-fail.svc")
     bad = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail", "vllm.max_model_len=4096"])
-    second = _deploy(cluster, api, bad)
-    second.record("suites/test_health.py::test_y", "failed", "boom")
+    second = _deploy(cluster, api, bad, dsn)
+    second.record("health/test_y", "failed", "boom")
     assert second.release.previous_revision == first.release.revision
-    finish(second, dsn=dsn, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    finish(second, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
     assert re.fullmatch(rf"rolled upgrade-fail/llama3 back to revision {first.release.revision}; "
                         r"its pods are Ready again \(\d+ s\)", second.decision[0]), second.decision[0]
     deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "upgrade-fail")
@@ -209,10 +214,10 @@ def test_failed_upgrade_rolls_back_to_the_previous_revision(cluster, api, dsn):
 def test_keep_on_failure_leaves_the_release(cluster, api):
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=keep-fail"])
     run = _deploy(cluster, api, spec)
-    run.record("suites/test_health.py::test_x", "failed", "boom")
-    finish(run, dsn=None, keep_on_failure=True, kubeconfig=cluster.kubeconfig, context=cluster.context)
-    assert run.decision == ["kept the failed release keep-fail/llama3 (--keep-on-failure)",
-                            "not registered: no registry"]
+    run.record("health/test_x", "failed", "boom")
+    finish(run, keep_on_failure=True, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    assert run.decision == ["kept the release keep-fail/llama3 (--keep-on-failure)",
+                            "not registered: no --database-url given"]
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "keep-fail") == 1
 
 

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import dump_tables, run_at_once
 from vllm_gate.registry.certify import Certification, certifications, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping, get
+from vllm_gate.registry.migrate import available_migrations, migrate
 
 LLAMA3 = Mapping(name="llama3", display_name="Llama 3 8B Instruct",
                  backend_url="http://llama-3-8b-inference.ias-production.svc.cluster.local:8000",
@@ -66,3 +67,39 @@ def test_eight_concurrent_registrations_leave_one_row_and_eight_certifications(d
         assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM certifications WHERE model_name = 'llama3'").fetchone()[0] == 8
         assert get(conn, "llama3")["display_name"].startswith("Llama 3 (run ")
+
+
+def test_every_verdict_kind_is_recorded_and_none_touches_a_mapping(dsn):
+    kinds = ("not_certified", "partial", "interrupted", "rehearsal_failed", "rehearsal_partial",
+             "rehearsal_interrupted")
+    with psycopg.connect(dsn) as conn:
+        for kind in kinds:
+            record_outcome(conn, cert(kind))
+        assert conn.execute("SELECT count(*) FROM model_mappings").fetchone()[0] == 0
+        assert [c[2] for c in certifications(conn, "llama3")] == list(kinds)
+
+
+def test_a_run_that_registers_nothing_cannot_register_and_vice_versa(dsn):
+    with psycopg.connect(dsn) as conn:
+        with pytest.raises(ValueError, match="use record_outcome"):
+            register_certified(conn, LLAMA3, cert("partial"))
+        with pytest.raises(ValueError, match="registers nothing"):
+            record_outcome(conn, cert("certified"))
+
+
+def test_an_unknown_verdict_is_refused_by_the_schema(dsn):
+    with psycopg.connect(dsn) as conn, pytest.raises(psycopg.errors.CheckViolation):
+        record_outcome(conn, cert("passed"))
+
+
+def test_migration_2_renames_old_verdicts(empty_dsn):
+    with psycopg.connect(empty_dsn) as conn:
+        conn.execute(available_migrations()[0].sql)
+        conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict) VALUES "
+                     "('llama3', 'c', now(), now(), 'passed'), ('llama3', 'c', now(), now(), 'failed')")
+        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'model_mappings')")
+        conn.commit()
+        assert [m.version for m in migrate(conn)] == [2]
+        assert [c[2] for c in certifications(conn, "llama3")] == ["certified", "not_certified"]

@@ -70,9 +70,11 @@ class _Sim:
     """A running simulator and where its output of this run starts."""
 
     proc: subprocess.Popen[bytes]
+    port: int
     log: Path
     log_offset: int
     started: float
+    announced: bool  # its address was reported (a retry's only once it has run for STABLE_S)
 
 
 @dataclass
@@ -147,6 +149,10 @@ class DataPlane:
             sim = self._sims.get(key)
             if sim is not None:
                 if sim.proc.poll() is None:
+                    if not sim.announced and time.monotonic() - sim.started >= STABLE_S:
+                        sim.announced = True
+                        self._progress(f"local cluster: simulator for pod {key[0]}/{key[1]} running again on "
+                                       f"127.0.0.1:{sim.port} after {self._failure_count(key)} failures")
                     continue
                 self._drop(key)
                 self._failed(key, f"exited ({exit_text(sim.proc.returncode)}): {log_tail(sim.log, sim.log_offset)}",
@@ -156,6 +162,11 @@ class DataPlane:
                 waiting = failures is not None and time.monotonic() < failures.retry_at
             if not waiting:
                 self._serve(key, pod)
+
+    def _failure_count(self, key: Key) -> int:
+        with self._lock:
+            failures = self._failures.get(key)
+            return failures.count if failures else 0
 
     def _failed(self, key: Key, reason: str, ran_s: float) -> None:
         """Record a failure, report it (the first and the REPEAT_REPORT_AT-th), and schedule the retry."""
@@ -191,7 +202,9 @@ class DataPlane:
         except OSError as exc:
             self._failed(key, f"could not start: {exc}", ran_s=0)
             return
-        self._sims[key] = _Sim(proc, log, offset, time.monotonic())
+        # A retry is announced once it has stayed up, not on every try.
+        announced = self._failure_count(key) == 0
+        self._sims[key] = _Sim(proc, port, log, offset, time.monotonic(), announced)
         with (self._dir / SIMS_PID_FILE).open("a") as f:
             f.write(f"{proc.pid}\n")
         body = {"apiVersion": f"{PF_GROUP}/{PF_VERSION}", "kind": "PortForward",
@@ -209,7 +222,8 @@ class DataPlane:
             self._drop(key)
             self._failed(key, f"PortForward not created: HTTP {exc.status} {exc.reason}", ran_s=0)
             return
-        self._progress(f"local cluster: simulator for pod {namespace}/{name} on 127.0.0.1:{port}")
+        if announced:
+            self._progress(f"local cluster: simulator for pod {namespace}/{name} on 127.0.0.1:{port}")
 
     def _drop(self, key: Key) -> None:
         namespace, name = key

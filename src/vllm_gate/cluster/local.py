@@ -19,6 +19,7 @@ from kubernetes import client
 
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.dataplane import DataPlane, kill_recorded_sims
+from vllm_gate.cluster.gpu_nodes import advertise_gpus
 from vllm_gate.cluster.kube import api_client, server_version
 from vllm_gate.errors import ClusterError
 from vllm_gate.sim import sim_name
@@ -33,7 +34,6 @@ STOP_GRACE_S = 15
 COMPONENTS = {"etcd": "etcd", "kube-apiserver": "kube-apiserver",
               "kube-controller-manager": "kube-controller-manager", "kube-scheduler": "kube-scheduler",
               "kwok-controller": "kwok"}
-GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 Progress = Callable[[str], None]
 
@@ -205,17 +205,16 @@ class LocalCluster:
             start_new_session=True)
 
     def _create_nodes(self, api: client.ApiClient) -> None:
+        """Create KWOK nodes, then give the GPU ones their GPUs the way a kind cluster gets them."""
         core = client.CoreV1Api(api)
         pool = self.pool
-        resources = {"cpu": pool.cpu, "memory": pool.memory, "pods": "110", "nvidia.com/gpu": str(pool.gpus_per_node)}
+        resources = {"cpu": pool.cpu, "memory": pool.memory, "pods": "110"}
         names = [f"gpu-{i}" for i in range(pool.nodes)]
         for name in names:
             core.create_node({
                 "apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                             "labels": {"gpu-type": pool.gpu_type, "kubernetes.io/hostname": name,
-                                        "nvidia.com/gpu.present": "true", "type": "kwok"}},
-                "spec": {"taints": [GPU_TAINT]},
+                             "labels": {"kubernetes.io/hostname": name, "type": "kwok"}},
                 "status": {"capacity": resources, "allocatable": resources},
             })
         # One untainted CPU node for helm test hooks and probe pods.
@@ -224,12 +223,17 @@ class LocalCluster:
                           "metadata": {"name": "cpu-0", "annotations": {"kwok.x-k8s.io/node": "fake"},
                                        "labels": {"kubernetes.io/hostname": "cpu-0", "type": "kwok"}},
                           "status": {"capacity": cpu, "allocatable": cpu}})
+        self._wait_nodes_ready(core, len(names) + 1)
+        # After Ready: KWOK has initialised the node status by then, and keeps the patched GPUs.
+        advertise_gpus(api, names, gpu_type=pool.gpu_type, gpus_per_node=pool.gpus_per_node)
+
+    def _wait_nodes_ready(self, core: client.CoreV1Api, count: int) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             nodes = core.list_node(_request_timeout=15).items
             ready = [n.metadata.name for n in nodes
                      if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
-            if len(ready) == len(names) + 1:
+            if len(ready) == count:
                 return
             time.sleep(0.3)
         raise ClusterError(f"local cluster {self.name}: nodes not Ready within {NODE_READY_TIMEOUT_S} s")

@@ -20,5 +20,5 @@ def resolve_cluster(kind: str, *, kubeconfig: Path | None, context: str | None, 
     if kind == "existing":
         return ExistingCluster(kubeconfig, context)
     if kind == "kind":
-        return KindCluster(kind_name, kind_bin, None, keep_kind)
+        return KindCluster(kind_name, kind_bin, None, keep_kind, gpu_type=gpu_type)
     return LocalCluster(pool=GpuPool(nodes=gpu_nodes), progress=progress)

@@ -1,0 +1,96 @@
+"""finish(): what each verdict may write, and where; a rehearsal never writes a registry the user gave."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import dump_tables
+from vllm_gate.contract import Mode, required_checks
+from vllm_gate.gate import GateRun, Registry, finish
+from vllm_gate.secret import Secret
+from vllm_gate.spec import load_spec
+from vllm_gate.tools import MODELS_DIR
+
+SPEC = load_spec("llama3", MODELS_DIR)
+
+
+def run_with(registry: Registry, *, mode: Mode = Mode.CERTIFICATION, passed_all: bool = True,
+             interrupted: str | None = None) -> GateRun:
+    run = GateRun(spec=SPEC, cluster="test", capabilities=None, report_path=Path("r.html"), mode=mode,
+                  required=required_checks(SPEC.slo, deployed_by_gate=mode is not Mode.ENDPOINT),
+                  registry=registry, interrupted=interrupted)
+    if mode is Mode.REHEARSAL:
+        run.simulated = "simulator: test"
+    for check in run.required[: None if passed_all else 3]:
+        run.record(check, "passed", "")
+    return run
+
+
+def finished(run: GateRun) -> GateRun:
+    finish(run, keep_on_failure=False, kubeconfig=None, context=None)
+    return run
+
+
+def test_a_rehearsal_writes_nothing_to_a_registry_the_user_gave(dsn):
+    before = dump_tables(dsn)
+    run = finished(run_with(Registry(Secret(dsn), "the user's registry"), mode=Mode.REHEARSAL))
+    assert run.settle().headline.startswith("REHEARSAL PASSED")
+    assert ("not registered, nothing written to the user's registry: a rehearsal never writes the registry you "
+            "gave") in run.decision
+    assert dump_tables(dsn) == before
+
+
+def test_a_passed_rehearsal_registers_in_its_throwaway_registry(dsn):
+    run = finished(run_with(Registry(Secret(dsn), "a throwaway", throwaway=True, untouched="postgresql://u:***@h/db"),
+                            mode=Mode.REHEARSAL))
+    assert run.decision[1] == ("the registry you gave (postgresql://u:***@h/db) was not touched: a rehearsal "
+                               "writes only its own throwaway registry")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("rehearsal_passed",)]
+        assert conn.execute("SELECT name FROM model_mappings").fetchall() == [("llama3",)]
+
+
+def test_a_partial_certification_is_recorded_and_registers_nothing(dsn):
+    run = finished(run_with(Registry(Secret(dsn), "the registry"), passed_all=False))
+    assert run.settle().headline.startswith("PARTIAL: not certified, ")
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("partial",)]
+        assert conn.execute("SELECT count(*) FROM model_mappings").fetchone() == (0,)
+
+
+def test_an_interrupted_run_is_recorded_and_registers_nothing(dsn):
+    run = run_with(Registry(Secret(dsn), "the registry"), interrupted="SIGTERM")
+    run.engine_observed = True
+    finished(run)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("interrupted",)]
+        assert conn.execute("SELECT count(*) FROM model_mappings").fetchone() == (0,)
+
+
+def test_an_endpoint_run_never_writes(dsn):
+    before = dump_tables(dsn)
+    run = finished(run_with(Registry(Secret(dsn), "the registry"), mode=Mode.ENDPOINT))
+    assert run.settle().exit_code == 0
+    assert run.decision[-1] == "not registered: an --endpoint-url run never registers"
+    assert dump_tables(dsn) == before
+
+
+def test_a_certified_run_registers_once_in_the_users_registry(dsn):
+    run = run_with(Registry(Secret(dsn), "the registry"))
+    run.engine_observed = True
+    finished(run)
+    assert run.settle().headline == "CERTIFIED"
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("certified",)]
+        assert conn.execute("SELECT backend_url FROM model_mappings").fetchall() == [(SPEC.in_cluster_url,)]
+
+
+def test_an_unreachable_registry_fails_the_decision_without_its_password(postgres):
+    wrong = postgres.dsn.replace(postgres.password, "Wr0ng-pw")
+    run = run_with(Registry(Secret(wrong), "the registry"), passed_all=False)
+    finished(run)
+    assert run.decision_failed
+    assert run.decision[-1].startswith("REGISTRATION FAILED: cannot reach the registry at postgresql://gate:***@")
+    assert "Wr0ng-pw" not in " ".join(run.decision)
