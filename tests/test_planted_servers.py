@@ -198,3 +198,14 @@ def test_planted_fault_fails_its_suite_check_naming_the_cause(gate, planted, fau
     assert result.parseoutcomes().get("failed") == 1, result.stdout.str()
     # The check's own failure section, then its cause (not the verdict's wording).
     result.stdout.fnmatch_lines([f"*_ {test_name} _*", cause])
+
+
+def test_a_server_without_metrics_still_gets_its_load_test_and_only_the_metrics_checks_fail(gate, planted):
+    result = gate(planted(Fault.METRICS_404), "--set", "load.profile.duration_s=3", "--set", "load.profile.users=2")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*ENDPOINT CHECKS FAILED — not a certification*", "*suite load: passed*",
+                                 "*SLO PASS ttft p50:*", "*SLO PASS goodput:*"])
+    failed = [line for line in result.outlines if line.startswith("  FAILED ")]
+    assert len(failed) == 2, result.stdout.str()
+    assert all(line.startswith("  FAILED metrics/") for line in failed), failed
+    assert all("/metrics answered 404" in line for line in failed), failed

@@ -70,12 +70,13 @@ def test_endpoint_mode_passes_a_healthy_server_and_skips_kubernetes_checks(gate,
     assert "vllm-gate verdict" in (tmp_path / "report.html").read_text()
 
 
-def test_endpoint_mode_with_wrong_served_name_fails_health(gate, sim):
-    result = gate("--model", "llama3", "--endpoint-url", sim.url, "--set", "served_model_name=llama-3",
-                  "-k", "health")
+def test_endpoint_mode_with_wrong_served_name_fails_health_and_x_names_what_did_not_run(gate, sim):
+    result = gate("--model", "llama3", "--endpoint-url", sim.url, "--set", "served_model_name=llama-3", "-x")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*is healthy but /v1/models lists ?'meta-llama/Meta-Llama-3-8B-Instruct'?, "
-                                 "not 'llama-3'*"])
+                                 "not 'llama-3'*",
+                                 "*ENDPOINT CHECKS FAILED — not a certification*",
+                                 "*DID NOT RUN load/test_slo?ttft p50?*"])
 
 
 def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim):
@@ -167,7 +168,7 @@ def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytest
     timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
     assert timeouts[0] == str(2400 + 900)
     assert set(timeouts[1:]) == {"default"}
-    assert len(timeouts) == 26
+    assert len(timeouts) == 25
 
 
 def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pytest.Pytester):

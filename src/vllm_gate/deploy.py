@@ -21,7 +21,7 @@ from vllm_gate.rollout import RolloutTarget, wait_ready
 from vllm_gate.secret import Secret
 from vllm_gate.spec import ModelSpec
 from vllm_gate.tools import CHART_DIR
-from vllm_gate.values import chart_values, release_fullname
+from vllm_gate.values import Strategy, chart_values, release_fullname
 
 HF_SECRET_NAME = "hf-token"  # noqa: S105  (a Secret's name, not a secret)
 HF_SECRET_KEY = "token"  # noqa: S105
@@ -95,7 +95,10 @@ def ensure_hf_secret(core: client.CoreV1Api, namespace: str, token: Secret | Non
         except ApiException as exc:
             if exc.status != 404:
                 raise GateError(f"Secret {namespace}/{HF_SECRET_NAME}: HTTP {exc.status} {exc.reason}") from None
-        core.create_namespaced_secret(namespace, _hf_secret_body(token), _request_timeout=15)
+        try:
+            core.create_namespaced_secret(namespace, _hf_secret_body(token), _request_timeout=15)
+        except ApiException as exc:
+            raise GateError(f"Secret {namespace}/{HF_SECRET_NAME}: HTTP {exc.status} {exc.reason}") from None
         return f"created Secret {namespace}/{HF_SECRET_NAME} from $HF_TOKEN"
     try:
         core.read_namespaced_secret(HF_SECRET_NAME, namespace, _request_timeout=15)
@@ -117,15 +120,18 @@ def current_revision(helm: pyhelm3.Client, name: str, namespace: str) -> int | N
 
 
 def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | None, *,
-                       created_namespace: bool) -> Release:
-    """``helm upgrade --install`` without --wait: the gate watches the rollout itself (rollout.py)."""
+                       created_namespace: bool, strategy: Strategy = "Recreate") -> Release:
+    """``helm upgrade --install`` without --wait: the gate watches the rollout itself (rollout.py).
+
+    ``strategy`` is the Deployment strategy the preflight decided (vllm_gate.preflight).
+    """
     helm = helm_client(kubeconfig, context)
     previous = current_revision(helm, spec.name, spec.namespace)
 
     async def run() -> tuple[int, str]:
         chart = await helm.get_chart(CHART_DIR)
         rev = await helm.install_or_upgrade_release(
-            spec.name, chart, chart_values(spec), namespace=spec.namespace, create_namespace=False,
+            spec.name, chart, chart_values(spec, strategy), namespace=spec.namespace, create_namespace=False,
             timeout=HELM_TIMEOUT, wait=False)
         return rev.revision, chart.metadata.version
 

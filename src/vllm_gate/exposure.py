@@ -12,6 +12,7 @@ from vllm_gate.spec import ModelSpec
 
 ROUTE_APIS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("route.openshift.io", "v1", "routes"))
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it on every namespace
+HELM_TEST_LABEL = "vllm-gate/helm-test"  # the chart's helm test pod carries it, valued with the release name
 
 
 def service_problems(core: client.CoreV1Api, namespace: str, instance: str) -> list[str]:
@@ -76,12 +77,18 @@ class AllowedIngress:
     monitoring_namespace: str
     serving_port: int
     port_name: str = "http"  # the container port's name, which a policy may use instead of the number
+    # With the router in another namespace: the exact labels of the release's helm test pod, which the policy
+    # may admit from the model's own namespace (None: no such rule is allowed).
+    test_pod_labels: Mapping[str, str] | None = None
 
     @classmethod
     def for_spec(cls, spec: ModelSpec) -> AllowedIngress:
         net = spec.network
+        elsewhere = net.router_namespace not in (None, spec.namespace)
+        test_pod = {**net.router_pod_labels, HELM_TEST_LABEL: spec.name} if elsewhere else None
         return cls(router_labels=dict(net.router_pod_labels), router_namespace=net.router_namespace,
-                   monitoring_namespace=net.monitoring_namespace, serving_port=spec.service.port)
+                   monitoring_namespace=net.monitoring_namespace, serving_port=spec.service.port,
+                   test_pod_labels=test_pod)
 
 
 def label_selector_matches(selector: client.V1LabelSelector, labels: Mapping[str, str]) -> bool:
@@ -136,6 +143,15 @@ def _is_router(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed:
         namespace == (allowed.router_namespace or policy_namespace)
 
 
+def _is_test_pod(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> bool:
+    """Exactly the release's helm test pod labels, in the policy's (the model's) own namespace."""
+    pods = peer.pod_selector
+    if allowed.test_pod_labels is None or peer.ip_block is not None or pods is None or pods.match_expressions:
+        return False
+    namespace = policy_namespace if peer.namespace_selector is None else _exact_namespace(peer.namespace_selector)
+    return (pods.match_labels or {}) == dict(allowed.test_pod_labels) and namespace == policy_namespace
+
+
 def _is_monitoring(peer: client.V1NetworkPolicyPeer, allowed: AllowedIngress) -> bool:
     # Any podSelector only narrows the monitoring namespace further.
     return peer.ip_block is None and peer.namespace_selector is not None and \
@@ -147,7 +163,8 @@ def _peer_problem(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allow
     if peer.ip_block is not None:
         excepted = f" except {peer.ip_block._except}" if peer.ip_block._except else ""
         return f"ipBlock {peer.ip_block.cidr}{excepted} admits addresses, not the router"
-    if _is_router(peer, policy_namespace, allowed) or _is_monitoring(peer, allowed):
+    if _is_router(peer, policy_namespace, allowed) or _is_monitoring(peer, allowed) or \
+            _is_test_pod(peer, policy_namespace, allowed):
         return None
     shown = _show_peer(peer)
     if peer.namespace_selector is not None and _show(peer.namespace_selector) == "{}":

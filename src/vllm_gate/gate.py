@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vllm_gate.cluster.base import Capabilities
-from vllm_gate.contract import NOT_REQUIRED, Kind, Mode, Outcome, Verdict, decide
+from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide
 from vllm_gate.deploy import Release, roll_back
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db
@@ -51,6 +51,8 @@ class GateRun:
     required: list[str] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     release: Release | None = None
+    kubeconfig: Path | None = None  # of the cluster the release is in: the undo acts there and nowhere else
+    context: str | None = None
     endpoint: str | None = None
     registry: Registry = NO_REGISTRY
     outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -87,7 +89,7 @@ class GateRun:
 
     def not_shown(self) -> list[str]:
         limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
-        return [*limits, *NOT_REQUIRED.values()]
+        return [*limits, *NOT_BUILT]
 
     def settle(self) -> Verdict:
         """Decide the verdict once, from what has been recorded so far."""
@@ -172,14 +174,15 @@ def _write_registry(run: GateRun) -> None:
             conn.close()
     except Exception as exc:  # the release decision stands; the registry problem is reported, not hidden
         run.decision_failed = True
-        run.decision.append(f"REGISTRATION FAILED: {db.scrub(str(exc).splitlines()[0], registry.dsn)}")
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        run.decision.append(f"REGISTRATION FAILED: {db.scrub(first, registry.dsn)}")
 
 
-def finish(run: GateRun, *, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
-           progress: Callable[[str], None] = lambda _line: None) -> None:
+def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], None] = lambda _line: None) -> None:
     """Settle the verdict, undo anything that is not certified (unless kept), then register or record.
 
-    Appends what actually happened to ``run.decision``.
+    The undo acts on the run's own cluster (``run.kubeconfig``/``run.context``). Appends what actually
+    happened to ``run.decision``.
     """
-    _undo(run, keep_on_failure, kubeconfig, context, progress)
+    _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     _write_registry(run)

@@ -93,22 +93,21 @@ def profile_args(load: Load) -> tuple[list[str], float]:
     return ["--users", "1", "--spawn-rate", "1", "--run-time", f"{p.duration_s:.0f}s"], p.duration_s
 
 
-def locust_env(served_model: str, load: Load, samples_path: Path,
-               extra_env: dict[str, str] | None = None) -> dict[str, str]:
+def locust_env(served_model: str, load: Load, samples_path: Path) -> dict[str, str]:
     """The Locust child's whole environment: an allow-list from ours plus its settings.
 
     Never all of ``os.environ``: it holds $HF_TOKEN and $IAS_DATABASE_URL, which the load generator has no use for.
     """
     env = {key: value for key, value in os.environ.items()
            if key in INHERITED_ENV or key.startswith(INHERITED_ENV_PREFIXES)}
-    return {**env, **(extra_env or {}),
+    return {**env,
             "VLLM_GATE_PROFILE": load.profile.model_dump_json(), "VLLM_GATE_SERVED_MODEL": served_model,
             "VLLM_GATE_PROMPT_TOKENS": str(load.prompt_tokens),
             "VLLM_GATE_OUTPUT_TOKENS": str(load.output_tokens), "VLLM_GATE_SAMPLES_FILE": str(samples_path)}
 
 
 def run_load(url: str, served_model: str, load: Load, workdir: Path,
-             progress: Callable[[str], None], extra_env: dict[str, str] | None = None) -> LoadRun:
+             progress: Callable[[str], None]) -> LoadRun:
     """Drive ``load`` against ``url`` with Locust in its own process; return the raw samples."""
     workdir.mkdir(parents=True, exist_ok=True)
     samples_path = workdir / "samples.jsonl"
@@ -121,7 +120,7 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
     cpu_before = os.times()
     with log_path.open("w") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=locust_env(served_model, load, samples_path, extra_env))
+                                env=locust_env(served_model, load, samples_path))
         try:
             deadline = started + duration + GRACE_S
             last = started

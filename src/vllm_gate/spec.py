@@ -15,6 +15,7 @@ from vllm_gate.errors import SpecError
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
@@ -106,6 +107,75 @@ class Network(StrictModel):
 class Startup(StrictModel):
     timeout_s: int = Field(1800, gt=0, strict=True,
                            description="Budget for model download + load; sizes the startupProbe.")
+    assumes_warm_cache: bool = Field(
+        False, description="True: timeout_s covers loading only, the weights already being on the persistent "
+                           "model cache (a pvc or existingClaim); False: it covers the download too.")
+
+
+class ModelCache(StrictModel):
+    """Where vLLM keeps downloaded weights (HF_HOME): per pod, a claim the chart creates, or an existing one."""
+
+    kind: Literal["emptyDir", "pvc", "existingClaim"] = Field(
+        "emptyDir", description="emptyDir: per pod, downloaded again by every new pod; pvc: a claim the chart "
+                                "creates; existingClaim: a claim made elsewhere (shared when ReadWriteMany).")
+    size: str = Field("100Gi", description="emptyDir size limit (also its ephemeral-storage request), or the "
+                                           "size the chart's claim requests.")
+    storage_class: str | None = Field(None, pattern=DNS1123_SUBDOMAIN, max_length=253,
+                                      description="pvc only: storageClassName; None = the cluster's default.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany"] | None = Field(
+        None, description="pvc only: the claim's access mode (default ReadWriteOnce); ReadWriteMany lets pods on "
+                          "several nodes share it.")
+    claim_name: str | None = Field(None, pattern=DNS1123_SUBDOMAIN, max_length=253,
+                                   description="existingClaim only: the PersistentVolumeClaim to mount.")
+
+    @field_validator("size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        quantity_bytes(value)
+        return value
+
+    @model_validator(mode="after")
+    def _fields_fit_kind(self) -> ModelCache:
+        if self.kind != "pvc" and (self.storage_class is not None or self.access_mode is not None):
+            raise ValueError(f"storage_class and access_mode apply to kind pvc only, not {self.kind}")
+        if (self.kind == "existingClaim") != (self.claim_name is not None):
+            raise ValueError("claim_name is required with kind existingClaim and applies to it only")
+        return self
+
+    @property
+    def ephemeral_storage(self) -> str | None:
+        """The node-local disk the cache takes (an emptyDir counts against ephemeral storage), else None."""
+        return self.size if self.kind == "emptyDir" else None
+
+
+class Shutdown(StrictModel):
+    """How a pod stops: wait for endpoint removal (preStop), then give in-flight requests time to finish."""
+
+    endpoint_removal_s: int = Field(15, ge=1, strict=True,
+                                    description="preStop sleep: time for endpoints and the router to drop the pod.")
+    drain_s: int = Field(115, ge=0, strict=True,
+                         description="Time after SIGTERM for in-flight requests to finish before SIGKILL.")
+
+    @property
+    def grace_period_s(self) -> int:
+        """terminationGracePeriodSeconds: it must cover the preStop sleep and the drain."""
+        return self.endpoint_removal_s + self.drain_s
+
+
+class Scheduling(StrictModel):
+    runtime_class_name: str | None = Field(
+        None, pattern=DNS1123_SUBDOMAIN, max_length=253,
+        description="RuntimeClass, e.g. nvidia where it is not containerd's default runtime.")
+    priority_class_name: str | None = Field(None, pattern=DNS1123_SUBDOMAIN, max_length=253,
+                                            description="PriorityClass of the model pods.")
+
+
+class Rollout(StrictModel):
+    """How an upgrade replaces the model's pods; the gate's preflight decides ``auto`` from the pool."""
+
+    strategy: Literal["auto", "recreate", "rolling"] = Field(
+        "auto", description="auto: RollingUpdate when the pool has a spare GPU set for a surge pod, else "
+                            "Recreate; rolling: RollingUpdate or fail preflight; recreate: always Recreate.")
 
 
 class Costs(StrictModel):
@@ -206,6 +276,10 @@ class ModelSpec(StrictModel):
     vllm: Engine
     network: Network = Field(default_factory=Network)
     startup: Startup = Field(default_factory=Startup)
+    model_cache: ModelCache = Field(default_factory=ModelCache)
+    shutdown: Shutdown = Field(default_factory=Shutdown)
+    scheduling: Scheduling = Field(default_factory=Scheduling)
+    rollout: Rollout = Field(default_factory=Rollout)
     costs: Costs
     slo: Slos
     load: Load
@@ -228,6 +302,9 @@ class ModelSpec(StrictModel):
         if total > self.vllm.max_model_len:
             raise ValueError(f"load.prompt_tokens + load.output_tokens ({total}) exceed "
                              f"vllm.max_model_len {self.vllm.max_model_len}")
+        if self.startup.assumes_warm_cache and self.model_cache.kind == "emptyDir":
+            raise ValueError("startup.assumes_warm_cache needs a persistent model_cache (pvc or existingClaim): "
+                             "an emptyDir starts empty in every new pod")
         return self
 
 

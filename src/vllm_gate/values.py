@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from vllm_gate.spec import ModelSpec
 
 STARTUP_PROBE_PERIOD_S = 10
 CHART_NAME = "vllm"
+
+Strategy = Literal["Recreate", "RollingUpdate"]
+# maxUnavailable 0: the old pod serves until its replacement is Ready; maxSurge 1: one extra GPU set at a time.
+STRATEGY_VALUES: dict[Strategy, dict[str, Any]] = {
+    "Recreate": {"type": "Recreate"},
+    "RollingUpdate": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+}
 
 
 def release_fullname(release: str) -> str:
@@ -26,8 +34,23 @@ def go_duration(ms: float) -> str:
     return f"{text}ms"
 
 
-def chart_values(spec: ModelSpec) -> dict[str, Any]:
-    """Return chart values for ``spec``. The HF token is referenced by Secret name, never held."""
+def model_cache_values(spec: ModelSpec) -> dict[str, Any]:
+    """The chart's ``modelCache`` for the spec's cache choice (HF_HOME lives on it)."""
+    cache = spec.model_cache
+    values: dict[str, Any] = {"type": cache.kind, "size": cache.size}
+    if cache.kind == "pvc":
+        values["storageClassName"] = cache.storage_class or ""
+        values["accessMode"] = cache.access_mode or "ReadWriteOnce"
+    if cache.kind == "existingClaim":
+        values["existingClaim"] = cache.claim_name
+    return values
+
+
+def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, Any]:
+    """Return chart values for ``spec``. The HF token is referenced by Secret name, never held.
+
+    ``strategy`` is the Deployment's, as the preflight decided it (vllm_gate.preflight).
+    """
     res = spec.resources
     net = spec.network
     latency = spec.rehearsal
@@ -58,9 +81,16 @@ def chart_values(spec: ModelSpec) -> dict[str, Any]:
             "limits": {"memory": res.memory_limit},
         },
         "gpu": {"count": res.gpus, "resourceName": "nvidia.com/gpu"},
+        "strategy": copy.deepcopy(STRATEGY_VALUES[strategy]),
         "nodeSelector": {"gpu-type": res.gpu_type},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "shm": {"sizeLimit": res.shm_size},
+        "modelCache": model_cache_values(spec),
+        "shutdown": {"preStopSleepSeconds": spec.shutdown.endpoint_removal_s,
+                     "drainSeconds": spec.shutdown.drain_s},
+        "terminationGracePeriodSeconds": spec.shutdown.grace_period_s,
+        "runtimeClassName": spec.scheduling.runtime_class_name or "",
+        "priorityClassName": spec.scheduling.priority_class_name or "",
         "startupProbe": {
             "periodSeconds": STARTUP_PROBE_PERIOD_S,
             "failureThreshold": math.ceil(spec.startup.timeout_s / STARTUP_PROBE_PERIOD_S),

@@ -172,6 +172,7 @@ def _gate_run(spec, passed: bool, dsn: str | None = None) -> GateRun:
 
 def _deploy(cluster, api, spec, dsn: str | None = None) -> GateRun:
     run = _gate_run(spec, passed=True, dsn=dsn)
+    run.kubeconfig, run.context = cluster.kubeconfig, cluster.context
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
     run.release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
     return run
@@ -181,7 +182,7 @@ def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, po
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=fresh-fail"])
     run = _deploy(cluster, api, spec, dsn)
     run.record("load/test_slo[ttft p95]", "failed", "FAIL ttft p95")
-    finish(run, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    finish(run, keep_on_failure=False)
     assert re.fullmatch(r"uninstalled fresh-fail/llama3 \(a fresh install\); deleted namespace fresh-fail "
                         r"\(gone after \d+ s\)", run.decision[0]), run.decision[0]
     assert client.CoreV1Api(api).list_namespace(field_selector="metadata.name=fresh-fail").items == []
@@ -194,13 +195,13 @@ def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, po
 def test_failed_upgrade_rolls_back_to_the_previous_revision(cluster, api, dsn):
     good = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail"])
     first = _deploy(cluster, api, good, dsn)
-    finish(first, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    finish(first, keep_on_failure=False)
     assert first.decision[0].startswith("registered llama3 -> http://llama-3-8b-inference.upgrade-fail.svc")
     bad = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail", "vllm.max_model_len=4096"])
     second = _deploy(cluster, api, bad, dsn)
     second.record("health/test_y", "failed", "boom")
     assert second.release.previous_revision == first.release.revision
-    finish(second, keep_on_failure=False, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    finish(second, keep_on_failure=False)
     assert re.fullmatch(rf"rolled upgrade-fail/llama3 back to revision {first.release.revision}; "
                         r"its pods are Ready again \(\d+ s\)", second.decision[0]), second.decision[0]
     deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "upgrade-fail")
@@ -215,7 +216,7 @@ def test_keep_on_failure_leaves_the_release(cluster, api):
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=keep-fail"])
     run = _deploy(cluster, api, spec)
     run.record("health/test_x", "failed", "boom")
-    finish(run, keep_on_failure=True, kubeconfig=cluster.kubeconfig, context=cluster.context)
+    finish(run, keep_on_failure=True)
     assert run.decision == ["kept the release keep-fail/llama3 (--keep-on-failure)",
                             "not registered: no --database-url given"]
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "keep-fail") == 1

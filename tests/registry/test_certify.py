@@ -41,7 +41,8 @@ def test_failed_run_records_certification_and_touches_no_mapping(dsn):
         before = get(conn, "llama3")
         record_outcome(conn, cert("not_certified"))
         assert get(conn, "llama3") == before
-        assert [c[2] for c in certifications(conn, "llama3")] == ["certified", "not_certified"]
+        assert [c[2] for c in certifications(conn, "llama3")] == [
+            "certified", "not_certified", "rehearsal_passed", "rehearsal_failed"]
 
 
 def test_failure_inside_registration_rolls_back_both(dsn):
@@ -92,14 +93,18 @@ def test_an_unknown_verdict_is_refused_by_the_schema(dsn):
         record_outcome(conn, cert("passed"))
 
 
-def test_migration_2_renames_old_verdicts(empty_dsn):
+def test_migration_2_renames_old_verdicts_and_old_simulator_runs_become_rehearsals(empty_dsn):
     with psycopg.connect(empty_dsn) as conn:
         conn.execute(available_migrations()[0].sql)
-        conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict) VALUES "
-                     "('llama3', 'c', now(), now(), 'passed'), ('llama3', 'c', now(), now(), 'failed')")
+        conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict, summary) "
+                     "VALUES ('llama3', 'c', now(), now(), 'passed', '{\"engine\": \"vllm\"}'), "
+                     "('llama3', 'c', now(), now(), 'failed', '{\"engine\": \"vllm\"}'), "
+                     "('llama3', 'c', now(), now(), 'passed', '{\"engine\": \"sim\"}'), "
+                     "('llama3', 'c', now(), now(), 'failed', '{\"engine\": \"sim\"}')")
         conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
                      " applied_at timestamptz NOT NULL DEFAULT now())")
         conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'model_mappings')")
         conn.commit()
         assert [m.version for m in migrate(conn)] == [2]
-        assert [c[2] for c in certifications(conn, "llama3")] == ["certified", "not_certified"]
+        assert [c[2] for c in certifications(conn, "llama3")] == [
+            "certified", "not_certified", "rehearsal_passed", "rehearsal_failed"]

@@ -29,7 +29,7 @@ def run_with(registry: Registry, *, mode: Mode = Mode.CERTIFICATION, passed_all:
 
 
 def finished(run: GateRun) -> GateRun:
-    finish(run, keep_on_failure=False, kubeconfig=None, context=None)
+    finish(run, keep_on_failure=False)
     return run
 
 

@@ -46,8 +46,74 @@ app.kubernetes.io/name: {{ include "vllm.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The vLLM image tag: image.tag, or the chart's appVersion when it is empty. */}}
+{{- define "vllm.vllmTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
 {{- define "vllm.imageTag" -}}
-{{- if eq .Values.engine "sim" }}{{ .Values.sim.image.tag }}{{ else }}{{ .Values.image.tag }}{{ end }}
+{{- if eq .Values.engine "sim" }}{{ .Values.sim.image.tag }}{{ else }}{{ include "vllm.vllmTag" . }}{{ end }}
+{{- end }}
+
+{{/* --served-model-name: model.servedName, or model.id when it is empty. */}}
+{{- define "vllm.servedName" -}}
+{{- .Values.model.servedName | default .Values.model.id }}
+{{- end }}
+
+{{/*
+An integer as a quoted string argument. Helm reads numbers from values files as float64, which
+`quote` prints as 1e+06 from one million up; int64 first keeps every digit.
+*/}}
+{{- define "vllm.int" -}}
+{{- . | int64 | toString | quote }}
+{{- end }}
+
+{{/*
+Labels of the helm test pod: the router's (so the NetworkPolicy admits it as it admits the router), one
+naming it as this release's test pod, and the chart's bookkeeping labels. Never the model's selector
+labels (name + instance): the Service and the NetworkPolicy would then select the test pod itself.
+Built as one dict, so no key can appear twice.
+*/}}
+{{- define "vllm.testPodLabels" -}}
+{{- $labels := dict "helm.sh/chart" (include "vllm.chart" .) "app.kubernetes.io/managed-by" .Release.Service "app.kubernetes.io/part-of" "vllm-gate" "app.kubernetes.io/component" "helm-test" }}
+{{- $labels = merge (include "vllm.testPodSelector" . | fromYaml) $labels }}
+{{- toYaml $labels }}
+{{- end }}
+
+{{/* What the NetworkPolicy's test-pod rule selects: the router labels plus vllm-gate/helm-test=<release>. */}}
+{{- define "vllm.testPodSelector" -}}
+{{- toYaml (merge (dict "vllm-gate/helm-test" .Release.Name) .Values.networkPolicy.routerPodLabels) }}
+{{- end }}
+
+{{/* The model cache's claim: the chart's own (<fullname>-model-cache) or modelCache.existingClaim. */}}
+{{- define "vllm.cacheClaimName" -}}
+{{- if eq .Values.modelCache.type "existingClaim" }}{{ .Values.modelCache.existingClaim }}{{ else }}{{ include "vllm.fullname" . | trunc 51 | trimSuffix "-" }}-model-cache{{ end }}
+{{- end }}
+
+{{/*
+preStop: sleep until endpoints and the router have dropped the pod, so that SIGTERM only comes after
+new requests stopped. vLLM's image has /bin/sleep (an exec hook works on every Kubernetes the chart
+allows); the simulator's distroless image has no sleep binary, so it gets the sleep action where the
+cluster has it (1.30+) and no hook below that.
+*/}}
+{{- define "vllm.preStop" -}}
+{{- $seconds := .Values.shutdown.preStopSleepSeconds | int64 }}
+{{- if eq .Values.engine "vllm" }}
+lifecycle:
+  preStop:
+    exec:
+      command: ["sleep", {{ $seconds | toString | quote }}]
+{{- else if semverCompare ">=1.30.0-0" .Capabilities.KubeVersion.Version }}
+lifecycle:
+  preStop:
+    sleep:
+      seconds: {{ $seconds }}
+{{- end }}
+{{- end }}
+
+{{/* Does the NetworkPolicy need a rule of its own for the test pod (the router being in another namespace)? */}}
+{{- define "vllm.testPodRule" -}}
+{{- if and .Values.tests.enabled .Values.networkPolicy.routerNamespace (ne .Values.networkPolicy.routerNamespace .Release.Namespace) }}true{{ end }}
 {{- end }}
 
 {{/* The container image, pinned by tag and, when given, by digest. */}}
@@ -55,9 +121,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if eq .Values.engine "sim" }}
 {{- printf "%s:%s" .Values.sim.image.repository .Values.sim.image.tag }}
 {{- else if .Values.image.digest }}
-{{- printf "%s:%s@%s" .Values.image.repository .Values.image.tag .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository (include "vllm.vllmTag" .) .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- printf "%s:%s" .Values.image.repository (include "vllm.vllmTag" .) }}
 {{- end }}
 {{- end }}
 
@@ -72,13 +138,13 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 - --model
 - {{ $m.id | quote }}
 - --served-model-name
-- {{ $m.servedName | quote }}
+- {{ include "vllm.servedName" . | quote }}
 - --port
-- {{ .Values.service.port | quote }}
+- {{ include "vllm.int" .Values.service.port }}
 - --max-model-len
-- {{ $m.maxModelLen | quote }}
+- {{ include "vllm.int" $m.maxModelLen }}
 - --max-num-seqs
-- {{ .Values.sim.maxNumSeqs | quote }}
+- {{ include "vllm.int" .Values.sim.maxNumSeqs }}
 - --time-to-first-token
 - {{ .Values.sim.timeToFirstToken | quote }}
 - --time-to-first-token-std-dev
@@ -90,17 +156,17 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 {{- else }}
 - {{ $m.id | quote }}
 - --served-model-name
-- {{ $m.servedName | quote }}
+- {{ include "vllm.servedName" . | quote }}
 - --host
 - "0.0.0.0"
 - --port
-- {{ .Values.service.port | quote }}
+- {{ include "vllm.int" .Values.service.port }}
 - --max-model-len
-- {{ $m.maxModelLen | quote }}
+- {{ include "vllm.int" $m.maxModelLen }}
 - --gpu-memory-utilization
 - {{ $m.gpuMemoryUtilization | quote }}
 - --tensor-parallel-size
-- {{ $m.tensorParallelSize | quote }}
+- {{ include "vllm.int" $m.tensorParallelSize }}
 {{- range $m.extraArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -132,6 +198,20 @@ Usage: {{ include "vllm.validateValues" . }}
 {{- $messages = append $messages (printf "sim.%s %q: engine sim needs a latency above zero (a Go duration such as 60ms); a simulator that answers instantly passes every latency SLO" $key $latency) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- $shutdown := add (int64 .Values.shutdown.preStopSleepSeconds) (int64 .Values.shutdown.drainSeconds) }}
+{{- if lt (int64 .Values.terminationGracePeriodSeconds) $shutdown }}
+{{- $messages = append $messages (printf "terminationGracePeriodSeconds (%d) must be at least shutdown.preStopSleepSeconds + shutdown.drainSeconds (%d): the kubelet would SIGKILL in-flight requests" (int64 .Values.terminationGracePeriodSeconds) $shutdown) }}
+{{- end }}
+{{- $cache := .Values.modelCache }}
+{{- if and (eq $cache.type "existingClaim") (not $cache.existingClaim) }}
+{{- $messages = append $messages "modelCache.existingClaim: name the PersistentVolumeClaim for type existingClaim" }}
+{{- end }}
+{{- if and (ne $cache.type "existingClaim") $cache.existingClaim }}
+{{- $messages = append $messages (printf "modelCache.existingClaim %q is set but modelCache.type is %s" $cache.existingClaim $cache.type) }}
+{{- end }}
+{{- if and (eq $cache.type "pvc") (eq $cache.accessMode "ReadWriteOncePod") (or (gt (int64 .Values.replicaCount) 1) (eq (dig "type" "" (.Values.strategy | default dict)) "RollingUpdate")) }}
+{{- $messages = append $messages "modelCache.accessMode ReadWriteOncePod admits one pod: it cannot serve more than one replica or a RollingUpdate surge pod" }}
 {{- end }}
 {{- if ne .Values.service.type "ClusterIP" }}
 {{- $messages = append $messages (printf "service.type %s: only ClusterIP is allowed" .Values.service.type) }}

@@ -7,7 +7,6 @@ conninfo (``host=h password='p w'``). ``sslpassword`` is treated the same way.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
@@ -178,12 +177,6 @@ def scrub(text: str, dsn: str | Secret) -> str:
         return match.group(0)
 
     return QUOTED.sub(mask, text)
-
-
-def resolve_dsn(flag_value: str | None) -> Secret | None:
-    """The DSN from a command-line flag, else from $IAS_DATABASE_URL, else None."""
-    value = flag_value or os.environ.get(DSN_ENV)
-    return Secret(value) if value else None
 
 
 def connect(dsn: str | Secret) -> psycopg.Connection:
