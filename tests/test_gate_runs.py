@@ -194,7 +194,8 @@ def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_
         stop.set()
         watcher.join(5)
     output = result.stdout + result.stderr
-    assert "cannot reach the registry at" in output, output  # the wrong password was really used and reported
+    # The DSN was read and shown (redacted): the late-found rehearsal left the given registry alone.
+    assert re.search(r"the registry you gave \(.*\*\*\*.*\) was not touched", output), output
     assert environments, f"no Locust process was seen: the load test did not run\n{output}"
     helm = subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "get", "values", "llama3",
                            "-n", "ias-production", "--all", "-o", "yaml"], capture_output=True, text=True,

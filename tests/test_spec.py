@@ -67,6 +67,25 @@ INVALID = [
      "rehearsal.ttft_std_ms: Input should be greater than or equal to 0"),
     ("rehearsal-std-beyond-simulator", LLAMA3, ["rehearsal.itl_ms=20", "rehearsal.itl_std_ms=7"],
      "rehearsal: itl_std_ms 7 exceeds 30% of itl_ms 20; the simulator refuses to start with it"),
+    ("warm-cache-on-emptydir", LLAMA3, ["startup.assumes_warm_cache=true"],
+     "startup.assumes_warm_cache needs a persistent model_cache (pvc or existingClaim)"),
+    ("existing-claim-without-name", LLAMA3, ["model_cache.kind=existingClaim"],
+     "model_cache: claim_name is required with kind existingClaim"),
+    ("claim-name-on-pvc", LLAMA3, ["model_cache.kind=pvc", "model_cache.claim_name=shared"],
+     "model_cache: claim_name is required with kind existingClaim and applies to it only"),
+    ("storage-class-on-emptydir", LLAMA3, ["model_cache.storage_class=fast"],
+     "model_cache: storage_class and access_mode apply to kind pvc only, not emptyDir"),
+    ("access-mode-on-existing-claim", LLAMA3, ["model_cache.kind=existingClaim", "model_cache.claim_name=c",
+                                               "model_cache.access_mode=ReadWriteMany"],
+     "model_cache: storage_class and access_mode apply to kind pvc only, not existingClaim"),
+    ("unknown-cache-kind", LLAMA3, ["model_cache.kind=hostPath"], "model_cache.kind: Input should be"),
+    ("bad-cache-size", LLAMA3, ["model_cache.size=lots"], "model_cache.size"),
+    ("unknown-access-mode", LLAMA3, ["model_cache.kind=pvc", "model_cache.access_mode=ReadOnlyMany"],
+     "model_cache.access_mode: Input should be"),
+    ("zero-prestop", LLAMA3, ["shutdown.endpoint_removal_s=0"], "shutdown.endpoint_removal_s: Input should be"),
+    ("negative-drain", LLAMA3, ["shutdown.drain_s=-1"], "shutdown.drain_s: Input should be"),
+    ("runtime-class-not-dns", LLAMA3, ["scheduling.runtime_class_name=Nvidia_GPU"],
+     "scheduling.runtime_class_name: String should match pattern"),
     ("set-scalar-parent", LLAMA3, ["name.first=x"], "--set name.first=x: name is not a mapping"),
     ("set-without-equals", LLAMA3, ["vllm.max_model_len"], "--set vllm.max_model_len: expected KEY=VALUE"),
     ("yaml-not-mapping", ["a", "b"], [], "(top level): must be a mapping of spec fields, got list"),
@@ -124,3 +143,18 @@ def test_rehearsal_profile_is_read_from_the_spec(tmp_path: Path):
     path.write_text(yaml.safe_dump(_without(_without(LLAMA3, "rehearsal.ttft_std_ms"), "rehearsal.itl_std_ms")))
     constant = load_spec(str(path), MODELS_DIR).rehearsal
     assert (constant.ttft_std_ms, constant.itl_std_ms) == (0, 0), "an unset std-dev means constant latency"
+
+
+def test_cache_shutdown_and_scheduling_default_to_todays_pod():
+    spec = load_spec("llama3", MODELS_DIR)
+    assert (spec.model_cache.kind, spec.model_cache.ephemeral_storage) == ("emptyDir", "100Gi")
+    assert spec.startup.assumes_warm_cache is False
+    assert (spec.shutdown.endpoint_removal_s, spec.shutdown.grace_period_s) == (15, 130)
+    assert (spec.scheduling.runtime_class_name, spec.scheduling.priority_class_name) == (None, None)
+
+
+def test_a_warm_cache_needs_a_persistent_claim():
+    spec = load_spec("llama3", MODELS_DIR, ["model_cache.kind=existingClaim", "model_cache.claim_name=hf-cache",
+                                            "startup.assumes_warm_cache=true", "startup.timeout_s=300"])
+    assert (spec.model_cache.claim_name, spec.model_cache.ephemeral_storage) == ("hf-cache", None)
+    assert spec.startup.assumes_warm_cache

@@ -42,4 +42,12 @@ def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
     fake = [n for n in node_names if _kwok(core.read_node(n, _request_timeout=15))]
     if fake:
         findings.append(f"KWOK node {', '.join(fake)} (no container runs there; a simulator answers)")
+    elif unrun := sorted(p.metadata.name for p in pods if not _ran_an_image(p)):
+        # Positive evidence, whatever the nodes are called: a kubelet that ran the image reports its ID.
+        findings.append(f"pod {', '.join(unrun)} reports no image ID (no container image ran)")
     return Serving(len(pods), "; ".join(findings) or None)
+
+
+def _ran_an_image(pod: client.V1Pod) -> bool:
+    statuses = pod.status.container_statuses or []
+    return bool(statuses) and all(cs.image_id for cs in statuses)

@@ -16,7 +16,7 @@ from kubernetes import client
 from tests.conftest import require
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster
-from vllm_gate.exposure import AllowedIngress, label_selector_matches, network_policy_problems
+from vllm_gate.exposure import HELM_TEST_LABEL, AllowedIngress, label_selector_matches, network_policy_problems
 from vllm_gate.render import render_manifests
 from vllm_gate.spec import ModelSpec, load_spec
 from vllm_gate.tools import MODELS_DIR
@@ -209,13 +209,59 @@ def test_router_in_another_namespace_passes_only_there(api, namespace, allowed):
     policy_there, labels = rendered(spec)
     create(api, namespace, policy_there)
     assert network_policy_problems(api, namespace, labels, AllowedIngress.for_spec(spec)) == []
-    # The same objects, judged for a router in the model's own namespace: the peer admits another namespace.
+    # The same objects, judged for a router in the model's own namespace: the peer admits another namespace,
+    # and the helm test pod's rule is not allowed (there the test pod passes as the router does).
     problems = network_policy_problems(api, namespace, labels, allowed)
     assert_named(problems, [f"NetworkPolicy {CHART_POLICY} ingress[0] peer podSelector {{app.kubernetes.io/"
                             "component=gateway, app.kubernetes.io/name=ias-router} namespaceSelector "
                             "{kubernetes.io/metadata.name=ias-router} admits router-labelled pods in its "
                             f"namespaceSelector, not namespace {namespace} alone",
+                            f"NetworkPolicy {CHART_POLICY} ingress[1] peer podSelector {{app.kubernetes.io/"
+                            "component=gateway, app.kubernetes.io/name=ias-router, vllm-gate/helm-test=llama3}: "
+                            "podSelector is not exactly the router labels",
                             f"no NetworkPolicy in {namespace} admits the router"])
+
+
+ELSEWHERE = "network.router_namespace=ias-router"
+TEST_POD_RULE = 1  # with the router elsewhere: ingress[0] router, [1] the helm test pod, [2] monitoring
+
+
+def _test_pod_peer(edit: Callable[[dict[str, Any]], None]) -> Callable[[Policy], None]:
+    return lambda chart_policy: edit(chart_policy["spec"]["ingress"][TEST_POD_RULE]["from"][0])
+
+
+TEST_POD_PLANTS = [
+    ("without-the-test-label",
+     _test_pod_peer(lambda peer: peer["podSelector"]["matchLabels"].pop(HELM_TEST_LABEL)),
+     "peer podSelector {app.kubernetes.io/component=gateway, app.kubernetes.io/name=ias-router} admits "
+     "router-labelled pods in namespace {ns}, not namespace ias-router alone"),
+    ("another-release", _test_pod_peer(lambda peer: peer["podSelector"]["matchLabels"].update(
+        {HELM_TEST_LABEL: "other"})), "podSelector is not exactly the router labels"),
+    ("every-namespace", _test_pod_peer(lambda peer: peer.update(namespaceSelector={})),
+     "an empty namespaceSelector admits every namespace"),
+    ("router-namespace", _test_pod_peer(lambda peer: peer.update(
+        namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "ias-router"}})),
+     "podSelector is not exactly the router labels"),
+    ("another-port", lambda chart_policy: chart_policy["spec"]["ingress"][TEST_POD_RULE]["ports"].append(
+        {"port": 9090, "protocol": "TCP"}), "port 9090 is not the serving port (http / 8000)"),
+]
+
+
+@pytest.mark.parametrize(("plant", "cause"), [(p, c) for _, p, c in TEST_POD_PLANTS],
+                         ids=[i for i, _, _ in TEST_POD_PLANTS])
+def test_the_helm_test_pod_rule_admits_that_pod_alone(api, namespace, plant, cause):
+    spec = model(ELSEWHERE)
+    chart_policy, labels = rendered(spec)
+    plant(chart_policy)
+    create(api, namespace, chart_policy)
+    problems = network_policy_problems(api, namespace, labels, AllowedIngress.for_spec(spec))
+    assert_named(problems, [f"NetworkPolicy {CHART_POLICY} ingress[{TEST_POD_RULE}] " + cause.format(ns=namespace)])
+
+
+def test_the_helm_test_pod_rule_is_allowed_only_with_the_router_elsewhere():
+    assert AllowedIngress.for_spec(model()).test_pod_labels is None
+    assert AllowedIngress.for_spec(model("network.router_namespace=ias-production")).test_pod_labels is None
+    assert AllowedIngress.for_spec(model(ELSEWHERE)).test_pod_labels == {**ROUTER, HELM_TEST_LABEL: "llama3"}
 
 
 def test_router_in_another_namespace_is_not_the_one_beside_the_model(api, namespace, chart_policy, pod_labels,

@@ -30,6 +30,7 @@ from vllm_gate.values import release_fullname
 TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 ROLLOUT_TIMEOUT_S = 120
 POOL = "gpu-type=rtx-6000-ada"
+NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,27 @@ def cluster() -> Iterator[LocalCluster]:
     local = LocalCluster(name=f"preflight-{os.getpid()}", pool=GpuPool(nodes=2, gpus_per_node=1),
                          data_plane=False, progress=lambda _m: None)
     local.start()
-    yield local
-    local.stop()
+    try:
+        wait_nodes_untainted(api_client(local.kubeconfig, local.context))
+        yield local
+    finally:
+        local.stop()
+
+
+def wait_nodes_untainted(api: client.ApiClient) -> None:
+    """Wait until the node lifecycle controller has lifted the not-ready taint it puts on new nodes.
+
+    Until then the scheduler places nothing there, and the preflight says so; the tests want the settled pool.
+    """
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+    while True:
+        tainted = [n.metadata.name for n in core.list_node().items
+                   if any(t.key == NOT_READY_TAINT for t in n.spec.taints or [])]
+        if not tainted:
+            return
+        assert time.monotonic() < deadline, f"{tainted} still tainted {NOT_READY_TAINT} after {ROLLOUT_TIMEOUT_S} s"
+        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
