@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from vllm_gate import inference
+import pytest
+
+from vllm_gate import deploy, inference
 
 
 def test_health_endpoint_answers_200(gate_endpoint):
@@ -32,3 +34,13 @@ def test_streamed_chat_completion(gate_endpoint, gate_spec):
     assert result.text.strip(), f"the content chunks carried only whitespace ({result.content_chunks} chunks)"
     assert 0 < result.completion_tokens <= 16, (
         f"the usage chunk reports {result.completion_tokens} completion tokens for max_tokens 16")
+
+
+def test_helm_test_passes(gate_release, gate_cluster):
+    if not gate_cluster.capabilities.runs_containers:
+        pytest.skip("this cluster runs no containers (KWOK pods are only scheduled): the chart's helm test pod "
+                    "cannot run here")
+    try:
+        deploy.helm_test(gate_release.release, gate_cluster.kubeconfig, gate_cluster.context)
+    except deploy.DeployFailed as exc:
+        pytest.fail(f"{exc.summary}\n{exc.detail}", pytrace=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
 
+from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.pgserver import PostgresServer
 from vllm_gate.registry.migrate import migrate
 from vllm_gate.spec import ModelSpec, load_spec
@@ -23,6 +25,24 @@ ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 def require(tool: str) -> None:
     if find_tool(tool) is None:
         pytest.fail(f"{tool} is not installed; run scripts/setup.sh (tests never skip a missing tool)")
+
+
+LOCAL_CLUSTER_TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
+                       "kubectl")
+
+
+def running_local_cluster(prefix: str, pool: GpuPool | None = None, *, data_plane: bool = True,
+                          progress: Callable[[str], None] = lambda _m: None) -> Iterator[LocalCluster]:
+    """Yield a started local cluster named for this test process, stopped afterwards (``yield from`` it)."""
+    for tool in LOCAL_CLUSTER_TOOLS:
+        require(tool)
+    local = LocalCluster(name=f"{prefix}-{os.getpid()}", pool=pool or GpuPool(nodes=1), data_plane=data_plane,
+                         progress=progress)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 @pytest.fixture(params=ALL_MODELS)

@@ -9,7 +9,7 @@ from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 
 SPEC = load_spec("llama3", MODELS_DIR)
-REQUIRED = required_checks(SPEC.slo, deployed_by_gate=True)
+REQUIRED = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True)
 
 
 def all_passed(required=REQUIRED) -> list[Outcome]:
@@ -79,7 +79,7 @@ def test_a_rehearsal_never_certifies_and_names_the_simulator():
 
 
 def test_an_endpoint_run_never_certifies():
-    required = required_checks(SPEC.slo, deployed_by_gate=False)
+    required = required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=False)
     v = verdict(all_passed(required), mode=Mode.ENDPOINT, required=required, engine_observed=False)
     assert v.kind is Kind.PASSED
     assert v.exit_code == 0
@@ -116,3 +116,10 @@ def test_the_contract_lists_exactly_the_checks_in_suites(pytester: pytest.Pytest
     assert collected == known_checks(SPEC.slo)
     assert {c.suite for c in CHECKS} == {
         p.stem.removeprefix("test_") for p in (PROJECT_ROOT / "suites").glob("test_*.py")}
+
+
+def test_helm_test_is_required_only_where_the_cluster_runs_containers():
+    on_kwok = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=False)
+    assert "health/test_helm_test_passes" in REQUIRED
+    assert "health/test_helm_test_passes" not in on_kwok
+    assert set(REQUIRED) - set(on_kwok) == {"health/test_helm_test_passes"}

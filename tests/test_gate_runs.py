@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import dump_tables, require
-from vllm_gate.cluster.local import GpuPool, LocalCluster
+from tests.conftest import dump_tables, require, running_local_cluster
 from vllm_gate.ports import port_open
 from vllm_gate.tools import PROJECT_ROOT, require_tool
 
@@ -153,12 +152,7 @@ def test_a_signal_during_the_load_test_is_interrupted_undone_and_recorded(tmp_pa
 @pytest.fixture(scope="module")
 def pool():
     """A local cluster the gate reaches as --cluster existing (a stand-in for the GPU pool)."""
-    for tool in CLUSTER_TOOLS:
-        require(tool)
-    local = LocalCluster(name=f"pool-{os.getpid()}", pool=GpuPool(nodes=1), progress=lambda _m: None)
-    local.start()
-    yield local
-    local.stop()
+    yield from running_local_cluster("pool")
 
 
 def _locust_environments(stop: threading.Event, seen: list[bytes]) -> None:

@@ -36,6 +36,10 @@ def test_mistral_spec_matches_the_platform_request():
     assert spec.display_name == "Mistral 7B Instruct"
     assert spec.service.name == "mistral-7b-inference"
     assert (str(spec.costs.input_per_1k), str(spec.costs.output_per_1k)) == ("0.0003", "0.0009")
+    # The v0.3 repository holds the weights twice; vLLM must download only the HF shards it loads.
+    args = spec.vllm.extra_args
+    assert args[args.index("--ignore-patterns") + 1] == "consolidated.safetensors"
+    assert args[args.index("--load-format") + 1] == "safetensors"
 
 
 REHEARSAL_FIDELITY = 0.10  # how far rehearsal p50s may sit from the profile (tests/test_rehearsal_latency.py)

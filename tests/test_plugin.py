@@ -100,22 +100,24 @@ def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim
     result.stdout.fnmatch_lines(["*vllm:request_success grew by *, the load client measured * successful requests*"])
 
 
-def test_gate_on_the_local_cluster_fails_fast_says_it_once_rolls_back_and_registers_nothing(gate):
+def test_a_model_that_cannot_fit_fails_before_deploying_says_it_once_and_registers_nothing(gate):
     for tool in ("kwokctl", "kube-apiserver", "helm", "kubectl"):
         require(tool)
     result = gate("--model", "llama3", "--cluster", "local", "--set", "resources.gpu_type=h100-sxm", "-k", "health")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+    cause = ("preflight: 1 pod of (1 nvidia.com/gpu + 4 cpu + 20Gi memory) needed, but no schedulable node has "
+             "gpu-type=h100-sxm; the cluster has gpu-type rtx-6000-ada (gpu-0, gpu-1)")
     result.stdout.fnmatch_lines([
-        "*llama3-vllm-*: Unschedulable; no node fits: check resources.gpu_type, free nvidia.com/gpu and the GPU taint*",
         "*REHEARSAL FAILED (simulator: *) — not a certification*",
-        "*NOT RUN 5 checks: *Unschedulable*",
-        "*uninstalled ias-production/llama3*",
+        f"*FAILED setup/suites/test_health.py::test_health_endpoint_answers_200: {cause}",
+        f"*NOT RUN 6 checks: {cause}",
+        "*the gate deployed nothing in this run: nothing rolled back*",
         "*not registered; rehearsal_failed certification 1 recorded in a throwaway PostgreSQL*",
     ])
     output = result.stdout.str()
-    # The diagnosis in full once; every other check that needed the deployment says so in one line.
-    assert output.count("FailedScheduling") == 1, output
-    assert output.count("not run: ") == 4, output
+    # Said in full once; every other check that needed the deployment says so in one line.
+    assert output.count(f"\n{cause}\n") == 1, output
+    assert output.count("not run: preflight") == 5, output
 
 
 def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(gate, tmp_path, monkeypatch):
@@ -168,7 +170,7 @@ def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytest
     timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
     assert timeouts[0] == str(2400 + 900)
     assert set(timeouts[1:]) == {"default"}
-    assert len(timeouts) == 25
+    assert len(timeouts) == 26
 
 
 def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pytest.Pytester):

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 from kubernetes import client
 
+from tests.conftest import require
 from vllm_gate.errors import GateError, SpecError
 from vllm_gate.preflight import (
     Need,
@@ -32,10 +33,16 @@ GPU = "nvidia.com/gpu"
 GPU_TAINT = Taint(GPU, "present", "NoSchedule")
 
 
+@pytest.fixture(scope="module")
+def sim_need() -> Need:
+    require("helm")
+    return need_of(load_spec("llama3", MODELS_DIR, ["engine=sim"]))
+
+
 @pytest.fixture
-def need() -> Need:
-    """llama3's need: 1 GPU, 4 cpu, 20Gi memory per pod, one replica, the chart's GPU toleration."""
-    return need_of(load_spec("llama3", MODELS_DIR))
+def need(sim_need: Need) -> Need:
+    """llama3 on the simulator: 1 GPU, 4 cpu, 20Gi memory per pod, one replica, the chart's GPU toleration."""
+    return sim_need
 
 
 def node(name: str, gpus: int, *, memory_gi: int = 256, gpu_type: str = "rtx-6000-ada", cordoned: bool = False,
@@ -56,13 +63,20 @@ def failure(need: Need, nodes: list[NodeInfo], pods: list[PodUse] | None = None)
     return info.value.summary
 
 
-def test_need_comes_from_the_chart_values_the_gate_deploys(need):
+def test_need_comes_from_the_deployment_the_chart_renders(need):
     assert need.per_pod == {GPU: Decimal(1), "memory": Decimal(20 * GI), "cpu": Decimal(4)}
     assert need.replicas == 1, "the chart's default replicaCount"
     assert need.node_selector == {"gpu-type": "rtx-6000-ada"}
     assert need.tolerations == (Toleration(GPU, "Exists", "", "NoSchedule"),)
     assert need.choice == "auto"
-    assert need_of(load_spec("llama3", MODELS_DIR, ["rollout.strategy=rolling"])).choice == "rolling"
+
+
+def test_an_emptydir_cache_needs_node_disk_and_a_claim_does_not():
+    vllm = need_of(load_spec("llama3", MODELS_DIR, ["rollout.strategy=rolling"]))
+    assert vllm.per_pod["ephemeral-storage"] == Decimal(100 * GI), "the chart requests the emptyDir cache's size"
+    assert vllm.choice == "rolling"
+    claim = need_of(load_spec("llama3", MODELS_DIR, ["model_cache.kind=pvc"]))
+    assert "ephemeral-storage" not in claim.per_pod
 
 
 def test_spec_refuses_an_unknown_rollout_strategy():
@@ -206,25 +220,28 @@ def test_fits_counts_whole_pods_per_node():
     assert fits({"memory": Decimal(100 * GI)}, per_pod) == 0, "a node without the GPU resource fits none"
 
 
-def _container(name: str, cpu: str, memory: str, restart_policy: str | None = None) -> client.V1Container:
-    return client.V1Container(name=name, restart_policy=restart_policy,
-                              resources=client.V1ResourceRequirements(requests={"cpu": cpu, "memory": memory}))
+def _container(name: str, cpu: str, memory: str, restart_policy: str | None = None) -> dict:
+    container = {"name": name, "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+    return {**container, "restartPolicy": restart_policy} if restart_policy else container
 
 
 def test_pod_request_counts_init_containers_sidecars_and_overhead():
-    pod = client.V1Pod(spec=client.V1PodSpec(
-        containers=[_container("a", "1", "1Gi"), _container("b", "500m", "1Gi")],
-        init_containers=[_container("big-init", "4", "1Gi"), _container("sidecar", "250m", "512Mi", "Always"),
-                         _container("late-init", "100m", "3Gi")],
-        overhead={"cpu": "100m", "memory": "64Mi"}))
+    pod = {"containers": [_container("a", "1", "1Gi"), _container("b", "500m", "1Gi")],
+           "initContainers": [_container("big-init", "4", "1Gi"), _container("sidecar", "250m", "512Mi", "Always"),
+                              _container("late-init", "100m", "3Gi")],
+           "overhead": {"cpu": "100m", "memory": "64Mi"}}
     # cpu: max(1 + 0.5 + 0.25, 4, 0.25 + 0.1) + 0.1; memory: max(2Gi + 512Mi, 1Gi, 512Mi + 3Gi) + 64Mi.
     assert pod_requests(pod) == {"cpu": Decimal("4.1"), "memory": Decimal((3 * 1024 + 512 + 64) * 2**20)}
 
 
-def _pod(name: str, namespace: str, node_name: str | None, phase: str, labels: dict[str, str]) -> client.V1Pod:
-    return client.V1Pod(metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
-                        spec=client.V1PodSpec(node_name=node_name, containers=[_container("c", "1", "1Gi")]),
-                        status=client.V1PodStatus(phase=phase))
+def _pod(name: str, namespace: str, node_name: str | None, phase: str, labels: dict[str, str]) -> dict:
+    """A live pod as the client returns it, serialized the way the preflight reads it."""
+    container = client.V1Container(name="c", resources=client.V1ResourceRequirements(
+        requests={"cpu": "1", "memory": "1Gi"}))
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels),
+                       spec=client.V1PodSpec(node_name=node_name, containers=[container]),
+                       status=client.V1PodStatus(phase=phase))
+    return client.ApiClient().sanitize_for_serialization(pod)
 
 
 def test_pod_uses_keep_bound_live_pods_and_mark_the_releases_own():
@@ -238,3 +255,4 @@ def test_pod_uses_keep_bound_live_pods_and_mark_the_releases_own():
         _pod("unbound", "ias", None, "Pending", mine),
     ], "ias", "llama3")
     assert [(u.node, u.own) for u in uses] == [("gpu-0", True), ("gpu-0", False), ("gpu-1", False)]
+    assert uses[0].requests == {"cpu": Decimal(1), "memory": Decimal(GI)}

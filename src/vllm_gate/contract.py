@@ -44,6 +44,7 @@ class Check:
     suite: str
     test: str
     needs_cluster: bool = False  # exercised only when the gate deployed the model itself
+    needs_containers: bool = False  # exercised only where the cluster runs containers (not KWOK's fake pods)
     per_slo: bool = False  # one check per SLO of the spec (the test is parametrized by SLO name)
 
     def ids(self, slos: Slos) -> list[str]:
@@ -60,6 +61,7 @@ CHECKS: tuple[Check, ...] = (
     Check("health", "test_max_model_len_matches_the_spec"),
     Check("health", "test_chat_completion"),
     Check("health", "test_streamed_chat_completion"),
+    Check("health", "test_helm_test_passes", needs_cluster=True, needs_containers=True),
     Check("exposure", "test_every_service_is_cluster_ip", needs_cluster=True),
     Check("exposure", "test_no_ingress_or_route_reaches_the_service", needs_cluster=True),
     Check("exposure", "test_no_host_network_or_host_port", needs_cluster=True),
@@ -83,9 +85,11 @@ def check_id(path: str | PurePath, name: str) -> str:
     return f"{PurePath(path).stem.removeprefix('test_')}/{name}"
 
 
-def required_checks(slos: Slos, *, deployed_by_gate: bool) -> list[str]:
+def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool) -> list[str]:
     """Every check a run must pass to pass, known before collection and selection."""
-    return [cid for check in CHECKS if deployed_by_gate or not check.needs_cluster for cid in check.ids(slos)]
+    return [cid for check in CHECKS
+            if (deployed_by_gate or not check.needs_cluster) and (runs_containers or not check.needs_containers)
+            for cid in check.ids(slos)]
 
 
 def known_checks(slos: Slos) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,13 +21,14 @@ from vllm_gate.render import helm_client, run_helm
 from vllm_gate.rollout import RolloutTarget, wait_ready
 from vllm_gate.secret import Secret
 from vllm_gate.spec import ModelSpec
-from vllm_gate.tools import CHART_DIR
+from vllm_gate.tools import CHART_DIR, require_tool
 from vllm_gate.values import Strategy, chart_values, release_fullname
 
 HF_SECRET_NAME = "hf-token"  # noqa: S105  (a Secret's name, not a secret)
 HF_SECRET_KEY = "token"  # noqa: S105
 HELM_TIMEOUT = "10m"
-ROLLBACK_READY_TIMEOUT_S = 600.0  # the previous revision's pods start afresh (the chart's strategy is Recreate)
+ROLLBACK_READY_TIMEOUT_S = 600.0  # the previous revision's pods start afresh
+HELM_TEST_TIMEOUT_S = 300.0
 NAMESPACE_GONE_TIMEOUT_S = 120.0
 POLL_S = 1.0
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -144,6 +146,25 @@ def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | 
             failure.release = Release(spec.name, spec.namespace, after, previous, "", created_namespace)
         raise failure from None
     return Release(spec.name, spec.namespace, revision, previous, chart_version, created_namespace)
+
+
+def helm_test(release: Release, kubeconfig: Path | None, context: str | None,
+              timeout_s: float = HELM_TEST_TIMEOUT_S) -> str:
+    """Run the chart's ``helm test`` hook (its pod calls the Service); raise DeployFailed with helm's reason."""
+    cmd = [str(require_tool("helm")), "test", release.name, "-n", release.namespace, "--logs",
+           "--timeout", f"{timeout_s:.0f}s"]
+    cmd += ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
+    cmd += ["--kube-context", context] if context else []
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s + 60, check=False)
+    except subprocess.TimeoutExpired:
+        raise DeployFailed(f"helm test {release.name}: no answer within {timeout_s + 60:.0f} s") from None
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        lines = [ln for ln in output.splitlines() if ln.strip()]
+        last = lines[-1] if lines else f"exit status {proc.returncode}"
+        raise DeployFailed(f"helm test {release.name} -n {release.namespace}: {last}", output)
+    return f"helm test {release.name}: passed"
 
 
 def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,

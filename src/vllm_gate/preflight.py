@@ -1,8 +1,9 @@
-"""Preflight: does the model fit the GPU pool, and may an upgrade surge? Decided before any Helm call.
+"""Preflight: does the model fit the GPU pool, and may an upgrade surge? Decided before Helm touches the cluster.
 
 The computation (``decide``) is pure: it takes the nodes and pods as plain records, so every rule
 (tolerations, cordons, per-node fit, the surge pod) is testable without a cluster. ``preflight``
-reads those records from the API and calls it.
+renders the chart locally (``helm template``) for the pod's needs, reads nodes and pods from the API,
+and calls it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
@@ -21,15 +21,15 @@ from urllib3.exceptions import HTTPError
 
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.errors import GateError
+from vllm_gate.render import render_manifests
 from vllm_gate.spec import ModelSpec
-from vllm_gate.tools import CHART_DIR
 from vllm_gate.values import CHART_NAME, Strategy, chart_values
 
 GPU_TYPE_LABEL = "gpu-type"
 REQUEST_TIMEOUT_S = 15
 # Taints with these effects keep a pod off the node unless tolerated; PreferNoSchedule is only a preference.
 HARD_EFFECTS = ("NoSchedule", "NoExecute")
-# Resources a rolling upgrade's message leads with (the GPU first: it is what a pool runs out of).
+# Order of resources in messages, after the GPU (which comes first: it is what a pool runs out of).
 SHOWN_ORDER = ("cpu", "memory", "ephemeral-storage")
 BINARY_UNITS = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
 
@@ -106,25 +106,23 @@ class Decision:
     reason: str
 
 
-def need_of(spec: ModelSpec, replicas: int | None = None) -> Need:
-    """What ``spec``'s pods ask of the pool, taken from the chart values the gate deploys."""
+def need_of(spec: ModelSpec) -> Need:
+    """What ``spec``'s pods ask of the pool, read from the Deployment the chart renders for it.
+
+    The rendered pod template is what the scheduler will see (requests the chart adds, such as an emptyDir
+    cache's ephemeral-storage, included), so the preflight never re-derives the chart's logic.
+    """
     values = chart_values(spec)
-    gpu = values["gpu"]
-    per_pod = {name: parse_quantity(amount) for name, amount in values["resources"]["requests"].items()}
-    per_pod[gpu["resourceName"]] = Decimal(gpu["count"])
+    deployment = next(d for d in render_manifests(spec, values) if d["kind"] == "Deployment"
+                      and "helm.sh/hook" not in (d["metadata"].get("annotations") or {}))
+    pod = deployment["spec"]["template"]["spec"]
     return Need(
-        gpu_resource=gpu["resourceName"], gpu_type=spec.resources.gpu_type,
-        node_selector=dict(values["nodeSelector"]),
-        tolerations=tuple(Toleration(**t) for t in values["tolerations"]),
-        per_pod=per_pod, replicas=replicas if replicas is not None else chart_replicas(values),
+        gpu_resource=values["gpu"]["resourceName"], gpu_type=spec.resources.gpu_type,
+        node_selector=dict(pod.get("nodeSelector") or {}),
+        tolerations=tuple(Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""),
+                                     t.get("effect", "")) for t in pod.get("tolerations") or []),
+        per_pod=pod_requests(pod), replicas=int(deployment["spec"].get("replicas", 1)),
         choice=spec.rollout.strategy)
-
-
-def chart_replicas(values: Mapping[str, Any]) -> int:
-    """replicaCount as Helm resolves it: the gate's value, else the chart's default."""
-    if "replicaCount" in values:
-        return int(values["replicaCount"])
-    return int(yaml.safe_load((CHART_DIR / "values.yaml").read_text())["replicaCount"])
 
 
 def unusable_because(node: NodeInfo, tolerations: Sequence[Toleration]) -> str | None:
@@ -261,22 +259,24 @@ def _amount(name: str, value: Decimal) -> str:
     return f"{value.normalize():f}"
 
 
-def pod_requests(pod: client.V1Pod) -> dict[str, Decimal]:
-    """A pod's effective request, as the scheduler counts it (init containers, sidecars, overhead)."""
-    def requests(container: client.V1Container) -> dict[str, Decimal]:
-        res = container.resources
-        return {k: parse_quantity(v) for k, v in ((res.requests if res else None) or {}).items()}
+def pod_requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
+    """A pod spec's effective request, as the scheduler counts it (init containers, sidecars, overhead).
+
+    ``pod`` is a pod spec as the API serializes it (camelCase keys), from a rendered manifest or a live pod.
+    """
+    def requests(container: Mapping[str, Any]) -> dict[str, Decimal]:
+        return {k: parse_quantity(v) for k, v in ((container.get("resources") or {}).get("requests") or {}).items()}
 
     sidecars: dict[str, Decimal] = {}
     init_peak: dict[str, Decimal] = {}
-    for init in pod.spec.init_containers or []:
+    for init in pod.get("initContainers") or []:
         # A sidecar (restartPolicy Always) keeps running beside everything that starts after it.
         step = _plus(sidecars, [requests(init)])
-        if init.restart_policy == "Always":
+        if init.get("restartPolicy") == "Always":
             sidecars = step
         init_peak = _peak(init_peak, step)
-    regular = _plus(sidecars, (requests(c) for c in pod.spec.containers or []))
-    overhead = {k: parse_quantity(v) for k, v in (pod.spec.overhead or {}).items()}
+    regular = _plus(sidecars, (requests(c) for c in pod.get("containers") or []))
+    overhead = {k: parse_quantity(v) for k, v in (pod.get("overhead") or {}).items()}
     return _plus(_peak(regular, init_peak), [overhead])
 
 
@@ -288,16 +288,18 @@ def node_info(node: client.V1Node) -> NodeInfo:
         allocatable={k: parse_quantity(v) for k, v in (node.status.allocatable or {}).items()})
 
 
-def pod_uses(pods: Iterable[client.V1Pod], namespace: str, release: str) -> list[PodUse]:
-    """Bound, non-terminal pods as PodUse; the release's own are the chart's pods of ``release``."""
+def pod_uses(pods: Iterable[Mapping[str, Any]], namespace: str, release: str) -> list[PodUse]:
+    """Bound, non-terminal pods (as the API serializes them) as PodUse; the release's own are marked."""
     uses = []
     for pod in pods:
-        if not pod.spec.node_name or pod.status.phase in ("Succeeded", "Failed"):
+        node = pod["spec"].get("nodeName")
+        if not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             continue
-        labels = pod.metadata.labels or {}
-        own = (pod.metadata.namespace == namespace and labels.get("app.kubernetes.io/instance") == release
+        meta = pod["metadata"]
+        labels = meta.get("labels") or {}
+        own = (meta.get("namespace") == namespace and labels.get("app.kubernetes.io/instance") == release
                and labels.get("app.kubernetes.io/name") == CHART_NAME)
-        uses.append(PodUse(pod.spec.node_name, pod_requests(pod), own))
+        uses.append(PodUse(node, pod_requests(pod["spec"]), own))
     return uses
 
 
@@ -313,7 +315,8 @@ def check_pool(spec: ModelSpec, api: client.ApiClient) -> Decision:
                               "needs list on nodes and pods to check the GPU pool") from None
     except HTTPError as exc:
         raise PreflightFailed(f"preflight: cannot list nodes and pods: {' '.join(str(exc).split())[:200]}") from None
-    return decide(need_of(spec), [node_info(n) for n in nodes], pod_uses(pods, spec.namespace, spec.name))
+    serialized = [api.sanitize_for_serialization(p) for p in pods]
+    return decide(need_of(spec), [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, spec.name))
 
 
 def preflight(spec: ModelSpec, kubeconfig: Path | None, context: str | None) -> Decision:

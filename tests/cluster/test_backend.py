@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
 
-from tests.conftest import require
+from tests.conftest import running_local_cluster
 from vllm_gate.backend import backend_problems, service_of
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import GpuPool, LocalCluster
 
 NS = "backend"
 LABELS = {"app.kubernetes.io/instance": "llama3", "app.kubernetes.io/name": "vllm"}
@@ -21,12 +19,7 @@ URL = f"http://llama-3-8b-inference.{NS}.svc.cluster.local:8000"
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[client.ApiClient]:
-    for tool in ("kwokctl", "kube-apiserver", "kubectl"):
-        require(tool)
-    local = LocalCluster(name=f"backend-{os.getpid()}", pool=GpuPool(nodes=1), data_plane=False,
-                         progress=lambda _m: None)
-    local.start()
-    try:
+    for local in running_local_cluster("backend", data_plane=False):
         api = api_client(local.kubeconfig, local.context)
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": NS}})
@@ -36,8 +29,6 @@ def api() -> Iterator[client.ApiClient]:
         service(core, "other-selector", 8000, {"app.kubernetes.io/name": "something-else"})
         wait_ready_endpoint(api, "llama-3-8b-inference")
         yield api
-    finally:
-        local.stop()
 
 
 def service(core: client.CoreV1Api, name: str, port: int, selector: dict[str, str]) -> None:

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.conftest import require
+from tests.conftest import running_local_cluster
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.deploy import Release, ensure_namespace, install_or_upgrade, roll_back
@@ -24,7 +24,6 @@ from vllm_gate.spec import ModelSpec, load_spec
 from vllm_gate.tools import MODELS_DIR
 from vllm_gate.values import release_fullname
 
-TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 NO_SUCH_GPU = "resources.gpu_type=h100-sxm"  # no node has it: the pod stays Pending, Unschedulable
 HOLD = "vllm-gate.test/hold"  # a finalizer nobody removes: keeps its object, and so its namespace
 
@@ -40,12 +39,7 @@ def messages() -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(messages: list[str]) -> Iterator[LocalCluster]:
-    for tool in TOOLS:
-        require(tool)
-    local = LocalCluster(name=f"decide-{os.getpid()}", pool=GpuPool(nodes=2), progress=messages.append)
-    local.start()
-    yield local
-    local.stop()
+    yield from running_local_cluster("decide", GpuPool(nodes=2), progress=messages.append)
 
 
 @pytest.fixture(scope="module")

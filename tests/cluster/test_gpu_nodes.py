@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,30 +9,22 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.conftest import require
+from tests.conftest import running_local_cluster
 from vllm_gate.cluster.gpu_nodes import GPU_RESOURCE, GPU_TAINT, advertise_gpus
 from vllm_gate.cluster.kind import CONTROL_PLANE_TAINT, KindCluster, gpu_node_names
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.cluster.local import GpuPool
 from vllm_gate.cluster.resolve import resolve_cluster
 from vllm_gate.errors import ClusterError
 
-TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 WAIT_S = 30
 GPU_TYPE = "l4-test"  # a type the local cluster's own gpu-N nodes (rtx-6000-ada) do not carry
 
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[client.ApiClient]:
-    for tool in TOOLS:
-        require(tool)
-    local = LocalCluster(name=f"gpunodes-{os.getpid()}", pool=GpuPool(nodes=1), data_plane=False,
-                         progress=lambda _m: None)
-    local.start()
-    try:
+    for local in running_local_cluster("gpunodes", data_plane=False):
         yield api_client(local.kubeconfig, local.context)
-    finally:
-        local.stop()
 
 
 def wait_for(what: str, check: Callable[[], bool]) -> None:

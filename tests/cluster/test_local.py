@@ -17,7 +17,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.conftest import require
+from tests.conftest import running_local_cluster
 from vllm_gate.cluster.existing import ExistingCluster
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, component_pids, pid_alive
@@ -34,17 +34,10 @@ from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 from vllm_gate.values import release_fullname
 
-TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    for tool in TOOLS:
-        require(tool)
-    local = LocalCluster(name=f"test-{os.getpid()}", pool=GpuPool(nodes=2), progress=lambda _m: None)
-    local.start()
-    yield local
-    local.stop()
+    yield from running_local_cluster("test", GpuPool(nodes=2))
 
 
 @pytest.fixture(scope="module")

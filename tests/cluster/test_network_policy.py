@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -13,16 +12,15 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.conftest import require
+from tests.conftest import require, running_local_cluster
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.exposure import HELM_TEST_LABEL, AllowedIngress, label_selector_matches, network_policy_problems
 from vllm_gate.render import render_manifests
 from vllm_gate.spec import ModelSpec, load_spec
 from vllm_gate.tools import MODELS_DIR
 from vllm_gate.values import release_fullname
 
-TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 # Two router labels, so that a peer with only one of them (a subset: more pods) can be planted.
 ROUTER = {"app.kubernetes.io/name": "ias-router", "app.kubernetes.io/component": "gateway"}
 ROUTER_SET = f"network.router_pod_labels={json.dumps(ROUTER)}"
@@ -37,13 +35,7 @@ Policy = dict[str, Any]
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    for tool in TOOLS:
-        require(tool)
-    local = LocalCluster(name=f"netpol-{os.getpid()}", pool=GpuPool(nodes=1), data_plane=False,
-                         progress=lambda _m: None)
-    local.start()
-    yield local
-    local.stop()
+    yield from running_local_cluster("netpol", data_plane=False)
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +216,7 @@ def test_router_in_another_namespace_passes_only_there(api, namespace, allowed):
 
 ELSEWHERE = "network.router_namespace=ias-router"
 TEST_POD_RULE = 1  # with the router elsewhere: ingress[0] router, [1] the helm test pod, [2] monitoring
+TEST_LABELS = "app.kubernetes.io/component=gateway, app.kubernetes.io/name=ias-router, vllm-gate/helm-test=llama3"
 
 
 def _test_pod_peer(edit: Callable[[dict[str, Any]], None]) -> Callable[[Policy], None]:
@@ -236,11 +229,13 @@ TEST_POD_PLANTS = [
      "peer podSelector {app.kubernetes.io/component=gateway, app.kubernetes.io/name=ias-router} admits "
      "router-labelled pods in namespace {ns}, not namespace ias-router alone"),
     ("another-release", _test_pod_peer(lambda peer: peer["podSelector"]["matchLabels"].update(
-        {HELM_TEST_LABEL: "other"})), "podSelector is not exactly the router labels"),
+        {HELM_TEST_LABEL: "other"})),
+     f"peer podSelector {{{TEST_LABELS.replace('=llama3', '=other')}}}: podSelector is not exactly the router labels"),
     ("every-namespace", _test_pod_peer(lambda peer: peer.update(namespaceSelector={})),
-     "an empty namespaceSelector admits every namespace"),
+     f"peer podSelector {{{TEST_LABELS}}} namespaceSelector {{}}: an empty namespaceSelector admits every namespace"),
     ("router-namespace", _test_pod_peer(lambda peer: peer.update(
         namespaceSelector={"matchLabels": {"kubernetes.io/metadata.name": "ias-router"}})),
+     f"peer podSelector {{{TEST_LABELS}}} namespaceSelector {{kubernetes.io/metadata.name=ias-router}}: "
      "podSelector is not exactly the router labels"),
     ("another-port", lambda chart_policy: chart_policy["spec"]["ingress"][TEST_POD_RULE]["ports"].append(
         {"port": 9090, "protocol": "TCP"}), "port 9090 is not the serving port (http / 8000)"),
@@ -255,7 +250,8 @@ def test_the_helm_test_pod_rule_admits_that_pod_alone(api, namespace, plant, cau
     plant(chart_policy)
     create(api, namespace, chart_policy)
     problems = network_policy_problems(api, namespace, labels, AllowedIngress.for_spec(spec))
-    assert_named(problems, [f"NetworkPolicy {CHART_POLICY} ingress[{TEST_POD_RULE}] " + cause.format(ns=namespace)])
+    where = f"NetworkPolicy {CHART_POLICY} ingress[{TEST_POD_RULE}] "
+    assert_named(problems, [where + cause.replace("{ns}", namespace)])
 
 
 def test_the_helm_test_pod_rule_is_allowed_only_with_the_router_elsewhere():

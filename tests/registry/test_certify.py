@@ -41,8 +41,7 @@ def test_failed_run_records_certification_and_touches_no_mapping(dsn):
         before = get(conn, "llama3")
         record_outcome(conn, cert("not_certified"))
         assert get(conn, "llama3") == before
-        assert [c[2] for c in certifications(conn, "llama3")] == [
-            "certified", "not_certified", "rehearsal_passed", "rehearsal_failed"]
+        assert [c[2] for c in certifications(conn, "llama3")] == ["certified", "not_certified"]
 
 
 def test_failure_inside_registration_rolls_back_both(dsn):

@@ -18,6 +18,7 @@ class Capabilities:
     pulls_images: bool
     engine: Literal["vllm", "sim"]
     limits: str = ""  # one line: what this cluster cannot show
+    runs_containers: bool = True  # False where pods are only scheduled (KWOK): no helm test, no probe pods
 
 
 class Cluster(Protocol):

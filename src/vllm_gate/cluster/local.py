@@ -51,6 +51,7 @@ class GpuPool:
     gpus_per_node: int = 4
     cpu: str = "32"
     memory: str = "256Gi"
+    disk: str = "1Ti"  # ephemeral storage per node
 
 
 def pid_alive(pid: int) -> bool:
@@ -133,7 +134,7 @@ class LocalCluster:
         self.kubeconfig: Path | None = STATE_ROOT / f"{self.name}.kubeconfig"
         self.context: str | None = f"kwok-{self.name}"
         self.capabilities = Capabilities(
-            real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim",
+            real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
             limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod), no CNI "
                    "(NetworkPolicy not enforced), no GPUs, no image pulls")
         self.version = ""
@@ -208,7 +209,8 @@ class LocalCluster:
         """Create KWOK nodes, then give the GPU ones their GPUs the way a kind cluster gets them."""
         core = client.CoreV1Api(api)
         pool = self.pool
-        resources = {"cpu": pool.cpu, "memory": pool.memory, "pods": "110"}
+        # Node-local disk as a GPU node has it: the model cache (an emptyDir) requests ephemeral storage.
+        resources = {"cpu": pool.cpu, "memory": pool.memory, "ephemeral-storage": pool.disk, "pods": "110"}
         names = [f"gpu-{i}" for i in range(pool.nodes)]
         for name in names:
             core.create_node({
@@ -218,7 +220,7 @@ class LocalCluster:
                 "status": {"capacity": resources, "allocatable": resources},
             })
         # One untainted CPU node for helm test hooks and probe pods.
-        cpu = {"cpu": "16", "memory": "64Gi", "pods": "110"}
+        cpu = {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"}
         core.create_node({"apiVersion": "v1", "kind": "Node",
                           "metadata": {"name": "cpu-0", "annotations": {"kwok.x-k8s.io/node": "fake"},
                                        "labels": {"kubernetes.io/hostname": "cpu-0", "type": "kwok"}},
@@ -231,8 +233,10 @@ class LocalCluster:
         deadline = time.monotonic() + NODE_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             nodes = core.list_node(_request_timeout=15).items
+            # Ready, and the node controller has lifted its not-ready taint (until then nothing schedules there).
             ready = [n.metadata.name for n in nodes
-                     if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+                     if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
+                     and not any(t.key == "node.kubernetes.io/not-ready" for t in n.spec.taints or [])]
             if len(ready) == count:
                 return
             time.sleep(0.3)
