@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from vllm_gate.cluster.base import Capabilities
-from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide
+from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, required_checks
 from vllm_gate.deploy import Release, roll_back
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db
@@ -59,6 +59,8 @@ class GateRun:
     slo_results: list[SloResult] = field(default_factory=list)
     interrupted: str | None = None  # how the session did not end normally
     cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
+    preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
+    containers: bool = True  # whether the cluster runs the pods' containers (False on KWOK)
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
     decision_failed: bool = False
@@ -74,6 +76,12 @@ class GateRun:
         if self.mode is Mode.CERTIFICATION:
             self.mode = Mode.REHEARSAL
         self.simulated = self.simulated or what
+
+    def runs_no_containers(self) -> None:
+        """The model's pods turned out to run no containers (KWOK): checks that need containers are not required."""
+        self.containers = False
+        self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
+                                        runs_containers=False)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""

@@ -16,6 +16,7 @@ class Serving:
 
     pods: int
     simulated: str | None
+    containers_run: bool = True  # False on KWOK nodes or without image IDs: no helm test pod can run there
 
     @property
     def real(self) -> bool:
@@ -40,12 +41,13 @@ def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
         findings.append(f"engine: sim in pod {', '.join(sims)}")
     node_names = sorted({p.spec.node_name for p in pods if p.spec.node_name})
     fake = [n for n in node_names if _kwok(core.read_node(n, _request_timeout=15))]
+    unrun = sorted(p.metadata.name for p in pods if not _ran_an_image(p))
     if fake:
         findings.append(f"KWOK node {', '.join(fake)} (no container runs there; a simulator answers)")
-    elif unrun := sorted(p.metadata.name for p in pods if not _ran_an_image(p)):
+    elif unrun:
         # Positive evidence, whatever the nodes are called: a kubelet that ran the image reports its ID.
         findings.append(f"pod {', '.join(unrun)} reports no image ID (no container image ran)")
-    return Serving(len(pods), "; ".join(findings) or None)
+    return Serving(len(pods), "; ".join(findings) or None, containers_run=not (fake or unrun))
 
 
 def _ran_an_image(pod: client.V1Pod) -> bool:
