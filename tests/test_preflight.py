@@ -17,6 +17,7 @@ from vllm_gate.preflight import (
     PreflightFailed,
     Taint,
     Toleration,
+    cache_surge_blocker,
     decide,
     fits,
     need_of,
@@ -256,3 +257,30 @@ def test_pod_uses_keep_bound_live_pods_and_mark_the_releases_own():
     ], "ias", "llama3")
     assert [(u.node, u.own) for u in uses] == [("gpu-0", True), ("gpu-0", False), ("gpu-1", False)]
     assert uses[0].requests == {"cpu": Decimal(1), "memory": Decimal(GI)}
+
+
+@pytest.mark.parametrize(("overrides", "blocked"), [
+    (["model_cache.kind=pvc"], "is ReadWriteOnce, not ReadWriteMany"),
+    (["model_cache.kind=pvc", "model_cache.access_mode=ReadWriteOncePod"], "is ReadWriteOncePod, not ReadWriteMany"),
+    (["model_cache.kind=pvc", "model_cache.access_mode=ReadWriteMany"], None),
+], ids=["rwo", "rwop", "rwx"])
+def test_a_single_node_cache_claim_rules_out_the_surge_pod(overrides, blocked):
+    require("helm")
+    auto = need_of(load_spec("llama3", MODELS_DIR, ["engine=sim", *overrides]))
+    roomy = [node("gpu-0", 4), node("gpu-1", 4)]
+    decision = decide(auto, roomy, [model_pod("gpu-0", own=True)])
+    if blocked is None:
+        assert decision.strategy == "RollingUpdate"
+        return
+    assert decision.strategy == "Recreate"
+    assert blocked in decision.reason
+    assert "a surge pod on another node could not mount it" in decision.reason
+    rolling = dataclasses.replace(auto, choice="rolling")
+    assert blocked in failure(rolling, roomy, [model_pod("gpu-0", own=True)])
+
+
+def test_an_existing_claims_access_modes_decide_the_surge():
+    spec = load_spec("llama3", MODELS_DIR, ["model_cache.kind=existingClaim", "model_cache.claim_name=weights"])
+    assert cache_surge_blocker(spec, ["ReadWriteMany"]) is None
+    assert "claim weights is ReadWriteOnce, not ReadWriteMany" in cache_surge_blocker(spec, ["ReadWriteOnce"])
+    assert "of unknown access mode" in cache_surge_blocker(spec, [])

@@ -147,7 +147,7 @@ def test_rehearsal_profile_is_read_from_the_spec(tmp_path: Path):
 
 def test_cache_shutdown_and_scheduling_default_to_todays_pod():
     spec = load_spec("llama3", MODELS_DIR)
-    assert (spec.model_cache.kind, spec.model_cache.ephemeral_storage) == ("emptyDir", "100Gi")
+    assert (spec.model_cache.kind, spec.model_cache.size) == ("emptyDir", "100Gi")
     assert spec.startup.assumes_warm_cache is False
     assert (spec.shutdown.endpoint_removal_s, spec.shutdown.grace_period_s) == (15, 130)
     assert (spec.scheduling.runtime_class_name, spec.scheduling.priority_class_name) == (None, None)
@@ -156,5 +156,5 @@ def test_cache_shutdown_and_scheduling_default_to_todays_pod():
 def test_a_warm_cache_needs_a_persistent_claim():
     spec = load_spec("llama3", MODELS_DIR, ["model_cache.kind=existingClaim", "model_cache.claim_name=hf-cache",
                                             "startup.assumes_warm_cache=true", "startup.timeout_s=300"])
-    assert (spec.model_cache.claim_name, spec.model_cache.ephemeral_storage) == ("hf-cache", None)
+    assert spec.model_cache.claim_name == "hf-cache"
     assert spec.startup.assumes_warm_cache

@@ -182,8 +182,11 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
                                             timeout=HELM_TIMEOUT), f"helm uninstall {release.name}")
             if not release.created_namespace:
                 return f"uninstalled {where} (it was a fresh install)"
-            # The gate made the namespace (with the HF token Secret): leave nothing behind.
+            # The gate made the namespace (with the HF token Secret): leave nothing behind, but the weights.
             core = client.CoreV1Api(api_client(kubeconfig, context))
+            if kept := kept_claims(core, release.namespace):
+                return (f"uninstalled {where} (a fresh install); kept namespace {release.namespace}: it holds the "
+                        f"model cache claim {', '.join(kept)} (helm.sh/resource-policy: keep)")
             gone = delete_namespace(core, release.namespace, min(timeout_s, NAMESPACE_GONE_TIMEOUT_S))
             return f"uninstalled {where} (a fresh install); {gone}"
         what = f"helm rollback {release.name}"
@@ -236,6 +239,13 @@ def _template(api: client.ApiClient, template: client.V1PodTemplateSpec) -> dict
     data: dict[str, Any] = api.sanitize_for_serialization(template)
     data.get("metadata", {}).get("labels", {}).pop(HASH_LABEL, None)
     return data
+
+
+def kept_claims(core: client.CoreV1Api, namespace: str) -> list[str]:
+    """PersistentVolumeClaims in ``namespace`` that Helm keeps on uninstall (the model cache)."""
+    claims = core.list_namespaced_persistent_volume_claim(namespace, _request_timeout=15).items
+    return sorted(c.metadata.name for c in claims
+                  if (c.metadata.annotations or {}).get("helm.sh/resource-policy") == "keep")
 
 
 def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:

@@ -7,13 +7,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kubernetes import client
+
 from vllm_gate.cluster.base import Capabilities
+from vllm_gate.cluster.kube import api_client
 from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, required_checks
-from vllm_gate.deploy import Release, roll_back
+from vllm_gate.deploy import Release, current_revision, delete_namespace, roll_back
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db
 from vllm_gate.registry.certify import Certification, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping
+from vllm_gate.render import helm_client
 from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
 from vllm_gate.spec import ModelSpec
@@ -39,6 +43,16 @@ class Registry:
 NO_REGISTRY = Registry(None, "no --database-url given")
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What the gate was about to change, so an interrupted or failed install is undone too."""
+
+    name: str
+    namespace: str
+    previous_revision: int | None
+    created_namespace: bool
+
+
 @dataclass
 class GateRun:
     spec: ModelSpec
@@ -51,6 +65,7 @@ class GateRun:
     required: list[str] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     release: Release | None = None
+    attempt: Attempt | None = None  # set before the first change to the cluster
     kubeconfig: Path | None = None  # of the cluster the release is in: the undo acts there and nowhere else
     context: str | None = None
     endpoint: str | None = None
@@ -131,11 +146,32 @@ class GateRun:
                              summary=self.summary(), report_path=str(self.report_path))
 
 
+def _left_behind(run: GateRun) -> Release | None:
+    """A revision helm made that the gate never heard of (interrupted or failed mid-install), else None."""
+    attempt = run.attempt
+    if attempt is None:
+        return None
+    try:
+        revision = current_revision(helm_client(run.kubeconfig, run.context), attempt.name, attempt.namespace)
+    except GateError:
+        return None
+    if revision is None or revision == attempt.previous_revision:
+        return None
+    return Release(attempt.name, attempt.namespace, revision, attempt.previous_revision, "",
+                   attempt.created_namespace)
+
+
 def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
           progress: Callable[[str], None]) -> None:
-    release = run.release
+    release = run.release or _left_behind(run)
     if release is None:
-        run.decision.append(NOTHING_DEPLOYED)
+        attempt = run.attempt
+        if attempt and attempt.created_namespace and not keep_on_failure:
+            # Nothing deployed, but the namespace (and the HF token Secret in it) was the gate's doing.
+            core = client.CoreV1Api(api_client(kubeconfig, context))
+            run.decision.append(f"nothing deployed; {delete_namespace(core, attempt.namespace)}")
+        else:
+            run.decision.append(NOTHING_DEPLOYED)
         return
     if run.settle().certified:
         return

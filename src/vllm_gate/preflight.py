@@ -9,7 +9,7 @@ and calls it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -96,6 +96,7 @@ class Need:
     per_pod: Amounts
     replicas: int
     choice: Choice
+    surge_blocker: str | None = None  # why a surge pod could not run beside the old one, whatever the GPUs
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,25 @@ def need_of(spec: ModelSpec) -> Need:
         tolerations=tuple(Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""),
                                      t.get("effect", "")) for t in pod.get("tolerations") or []),
         per_pod=pod_requests(pod), replicas=int(deployment["spec"].get("replicas", 1)),
-        choice=spec.rollout.strategy)
+        choice=spec.rollout.strategy, surge_blocker=cache_surge_blocker(spec))
+
+
+def cache_surge_blocker(spec: ModelSpec, claim_modes: Sequence[str] = ()) -> str | None:
+    """Why the model cache keeps a surge pod from starting beside the old one, or None.
+
+    A claim that is not ReadWriteMany mounts on one node (ReadWriteOncePod: one pod): a surge pod placed on
+    another node waits on a Multi-Attach error, and maxUnavailable 0 keeps the rollout stuck there.
+    ``claim_modes`` are an existing claim's access modes, read from the cluster.
+    """
+    cache = spec.model_cache
+    if cache.kind == "emptyDir":
+        return None
+    modes = [cache.access_mode or "ReadWriteOnce"] if cache.kind == "pvc" else list(claim_modes)
+    if "ReadWriteMany" in modes:
+        return None
+    what = f"claim {cache.claim_name}" if cache.kind == "existingClaim" else "claim the chart creates"
+    return (f"the model cache {what} is {' '.join(modes) or 'of unknown access mode'}, not ReadWriteMany: a surge "
+            "pod on another node could not mount it")
 
 
 def unusable_because(node: NodeInfo, tolerations: Sequence[Toleration]) -> str | None:
@@ -194,6 +213,11 @@ def decide(need: Need, nodes: Sequence[NodeInfo], pods: Sequence[PodUse]) -> Dec
     else:
         room = f"room for {_pods(surge)} ({need.replicas} new + 1 spare: no current pods)"
     beside = f"{room}, {fit_now} fit; {_free_text(need, now)}{tail}"
+    if need.choice == "rolling" and need.surge_blocker:
+        raise PreflightFailed(f"preflight: rollout.strategy rolling is impossible: {need.surge_blocker}")
+    if need.choice == "auto" and need.surge_blocker:
+        return Decision("Recreate", f"preflight: Recreate: {need.surge_blocker}; {_pods(need.replicas)} of ({pod}) "
+                                    f"fit on {where}; {_free_text(need, after_old)}{stopped}{tail}")
     if need.choice == "rolling" and fit_now < surge:
         raise PreflightFailed(f"preflight: rollout.strategy rolling needs a spare ({pod}) on {where} for the "
                               f"surge pod: {beside}")
@@ -316,7 +340,22 @@ def check_pool(spec: ModelSpec, api: client.ApiClient) -> Decision:
     except HTTPError as exc:
         raise PreflightFailed(f"preflight: cannot list nodes and pods: {' '.join(str(exc).split())[:200]}") from None
     serialized = [api.sanitize_for_serialization(p) for p in pods]
-    return decide(need_of(spec), [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, spec.name))
+    need = need_of(spec)
+    if spec.model_cache.kind == "existingClaim":
+        need = replace(need, surge_blocker=cache_surge_blocker(spec, _claim_modes(core, spec)))
+    return decide(need, [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, spec.name))
+
+
+def _claim_modes(core: client.CoreV1Api, spec: ModelSpec) -> list[str]:
+    try:
+        claim = core.read_namespaced_persistent_volume_claim(spec.model_cache.claim_name, spec.namespace,
+                                                             _request_timeout=REQUEST_TIMEOUT_S)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise PreflightFailed(f"preflight: model_cache.claim_name {spec.model_cache.claim_name}: no such "
+                                  f"PersistentVolumeClaim in {spec.namespace}") from None
+        raise
+    return list(claim.spec.access_modes or [])
 
 
 def preflight(spec: ModelSpec, kubeconfig: Path | None, context: str | None) -> Decision:

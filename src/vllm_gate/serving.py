@@ -29,6 +29,14 @@ def _kwok(node: client.V1Node) -> bool:
     return KWOK_NODE_ANNOTATION in annotations or (node.spec.provider_id or "").startswith("kwok")
 
 
+def fake_pool(core: client.CoreV1Api, gpu_type: str) -> str | None:
+    """Before deploying: when every node of the spec's GPU type is a KWOK node, say so (a rehearsal), else None."""
+    nodes = core.list_node(label_selector=f"gpu-type={gpu_type}", _request_timeout=15).items
+    if nodes and all(_kwok(n) for n in nodes):
+        return f"KWOK node {', '.join(sorted(n.metadata.name for n in nodes))} (no container runs there)"
+    return None
+
+
 def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
     """Look at the release's pods and their nodes: which engine runs, and on what kind of node."""
     pods = core.list_namespaced_pod(namespace, label_selector=selector, _request_timeout=15).items

@@ -142,11 +142,6 @@ class ModelCache(StrictModel):
             raise ValueError("claim_name is required with kind existingClaim and applies to it only")
         return self
 
-    @property
-    def ephemeral_storage(self) -> str | None:
-        """The node-local disk the cache takes (an emptyDir counts against ephemeral storage), else None."""
-        return self.size if self.kind == "emptyDir" else None
-
 
 class Shutdown(StrictModel):
     """How a pod stops: wait for endpoint removal (preStop), then give in-flight requests time to finish."""

@@ -17,6 +17,8 @@ from tests.chart.strict_yaml import helm
 from tests.conftest import running_local_cluster
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import LocalCluster
+from vllm_gate.deploy import current_revision, ensure_namespace, install_or_upgrade, roll_back
+from vllm_gate.render import helm_client
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import CHART_DIR, MODELS_DIR
 from vllm_gate.values import chart_values, release_fullname
@@ -77,16 +79,14 @@ def test_fresh_install_binds_the_chart_created_claim(cluster, core):
     assert volumes["model-cache"].persistent_volume_claim.claim_name == claim
 
 
-def test_a_claim_no_volume_can_satisfy_stays_pending(cluster, core):
-    spec = load_spec("llama3", MODELS_DIR, ["model_cache.kind=pvc", "model_cache.size=500Gi",
-                                            f"model_cache.storage_class={STORAGE_CLASS}",
-                                            "model_cache.access_mode=ReadWriteMany", "name=too-big"])
-    install(cluster, chart_values(spec), "cache-pending", spec.name)
+def test_undoing_a_fresh_install_keeps_the_cache_claim_and_the_namespace_holding_it(cluster, core):
+    spec = load_spec("llama3", MODELS_DIR, ["model_cache.kind=pvc", "model_cache.size=5Gi",
+                                            f"model_cache.storage_class={STORAGE_CLASS}", "namespace=cache-undo"])
+    created = ensure_namespace(core, spec.namespace)
+    release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    line = roll_back(release, cluster.kubeconfig, cluster.context)
     claim = f"{release_fullname(spec.name)}-model-cache"
-    # Wait until the binder has looked at the claim (it records an event) rather than for a fixed time.
-    deadline = time.monotonic() + BIND_TIMEOUT_S
-    while not core.list_namespaced_event("cache-pending", field_selector=f"involvedObject.name={claim}",
-                                         _request_timeout=15).items and time.monotonic() < deadline:
-        time.sleep(POLL_S)
-    pvc = core.read_namespaced_persistent_volume_claim(claim, "cache-pending", _request_timeout=15)
-    assert pvc.status.phase == "Pending"
+    assert line == (f"uninstalled cache-undo/llama3 (a fresh install); kept namespace cache-undo: it holds the "
+                    f"model cache claim {claim} (helm.sh/resource-policy: keep)")
+    assert core.read_namespaced_persistent_volume_claim(claim, "cache-undo", _request_timeout=15).metadata.name == claim
+    assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "cache-undo") is None
