@@ -207,13 +207,13 @@ def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_
 
 
 def test_a_deploy_that_fails_before_helm_removes_the_namespace_it_created(tmp_path, pool):
-    cmd = gate_command(tmp_path, "-k", "health")
+    cmd = gate_command(tmp_path, "-k", "health", "--set", "namespace=gate-made")  # no HF token Secret there
     cmd[cmd.index("local")] = "existing"
     result = subprocess.run([*cmd, "--kubeconfig", str(pool.kubeconfig)], capture_output=True, text=True,
                             timeout=GATE_TIMEOUT_S, env=gate_env(), cwd=PROJECT_ROOT, check=False)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert "no HF token: set $HF_TOKEN or create Secret ias-production/hf-token (key token)" in output
-    assert re.search(r"nothing deployed; deleted namespace ias-production \(gone after \d+ s\)", output), output
+    assert "no HF token: set $HF_TOKEN or create Secret gate-made/hf-token (key token)" in output
+    assert re.search(r"nothing deployed; deleted namespace gate-made \(gone after \d+ s\)", output), output
     core = client.CoreV1Api(api_client(pool.kubeconfig, pool.context))
-    assert core.list_namespace(field_selector="metadata.name=ias-production").items == []
+    assert core.list_namespace(field_selector="metadata.name=gate-made").items == []
