@@ -253,20 +253,16 @@ def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMES
     started = time.monotonic()
     try:
         core.delete_namespace(name, _request_timeout=15)
-    except ApiException as exc:
-        if exc.status == 404:
+    except (ApiException, HTTPError) as exc:
+        if getattr(exc, "status", None) == 404:
             return f"namespace {name} was already gone"
-        return f"could not delete namespace {name}: {_api_reason(exc)}"
-    except HTTPError as exc:
         return f"could not delete namespace {name}: {_api_reason(exc)}"
     while True:
         try:
             namespace = core.read_namespace(name, _request_timeout=15)
-        except ApiException as exc:
-            if exc.status == 404:
+        except (ApiException, HTTPError) as exc:
+            if getattr(exc, "status", None) == 404:
                 return f"deleted namespace {name} (gone after {time.monotonic() - started:.0f} s)"
-            return f"deleted namespace {name}, but could not confirm it is gone: {_api_reason(exc)}"
-        except HTTPError as exc:
             return f"deleted namespace {name}, but could not confirm it is gone: {_api_reason(exc)}"
         if time.monotonic() - started >= timeout_s:
             # The namespace controller says what holds it (content left, finalizers remaining).
