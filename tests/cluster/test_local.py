@@ -24,7 +24,7 @@ from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, componen
 from vllm_gate.cluster.resolve import resolve_cluster
 from vllm_gate.deploy import current_revision, ensure_namespace, install_or_upgrade
 from vllm_gate.errors import ClusterError, RolloutFailed
-from vllm_gate.gate import NO_REGISTRY, GateRun, Registry, finish
+from vllm_gate.gate import NO_REGISTRY, Attempt, GateRun, Registry, finish
 from vllm_gate.portforward import PortForward
 from vllm_gate.ports import free_port, port_open
 from vllm_gate.render import helm_client
@@ -242,3 +242,18 @@ def test_unreachable_cluster_is_one_line_naming_the_server(tmp_path):
         ExistingCluster(kubeconfig, None).start()
     assert info.value.summary.startswith("cannot reach the Kubernetes API at https://127.0.0.1:")
     assert "\n" not in info.value.summary
+
+
+def test_a_revision_the_gate_never_heard_of_is_undone(cluster, api):
+    """An interrupt during `helm upgrade --install` leaves a revision the gate has no Release for."""
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=half-done"])
+    run = _gate_run(spec, passed=True)
+    run.kubeconfig, run.context = cluster.kubeconfig, cluster.context
+    created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
+    run.attempt = Attempt(spec.name, spec.namespace, None, created)
+    install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)  # result never seen
+    run.interrupted = "SIGINT"
+    finish(run, keep_on_failure=False)
+    assert re.fullmatch(r"uninstalled half-done/llama3 \(a fresh install\); deleted namespace half-done "
+                        r"\(gone after \d+ s\)", run.decision[0]), run.decision
+    assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "half-done") is None
