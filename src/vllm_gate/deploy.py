@@ -151,8 +151,9 @@ def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | 
 def helm_test(release: Release, kubeconfig: Path | None, context: str | None,
               timeout_s: float = HELM_TEST_TIMEOUT_S) -> str:
     """Run the chart's ``helm test`` hook (its pod calls the Service); raise DeployFailed with helm's reason."""
-    cmd = [str(require_tool("helm")), "test", release.name, "-n", release.namespace, "--logs",
-           "--timeout", f"{timeout_s:.0f}s"]
+    # No --logs: with the hook-succeeded delete policy some helm versions fail fetching a deleted pod's log
+    # (helm/helm#9098); a failed test pod is kept, and its log is read here instead.
+    cmd = [str(require_tool("helm")), "test", release.name, "-n", release.namespace, "--timeout", f"{timeout_s:.0f}s"]
     cmd += ["--kubeconfig", str(kubeconfig)] if kubeconfig else []
     cmd += ["--kube-context", context] if context else []
     try:
@@ -163,8 +164,19 @@ def helm_test(release: Release, kubeconfig: Path | None, context: str | None,
     if proc.returncode != 0:
         lines = [ln for ln in output.splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {proc.returncode}"
-        raise DeployFailed(f"helm test {release.name} -n {release.namespace}: {last}", output)
+        raise DeployFailed(f"helm test {release.name} -n {release.namespace}: {last}",
+                           f"{output}\n{_test_pod_log(release, kubeconfig, context)}")
     return f"helm test {release.name}: passed"
+
+
+def _test_pod_log(release: Release, kubeconfig: Path | None, context: str | None) -> str:
+    pod = f"{release_fullname(release.name)}-test-health"
+    try:
+        log = client.CoreV1Api(api_client(kubeconfig, context)).read_namespaced_pod_log(
+            pod, release.namespace, tail_lines=40, _request_timeout=10)
+    except (ApiException, HTTPError) as exc:
+        return f"test pod {pod}: no log ({_api_reason(exc)})"
+    return f"test pod {pod} log tail:\n{log}"
 
 
 def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,

@@ -22,7 +22,7 @@ from vllm_gate.cluster.existing import ExistingCluster
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, component_pids, pid_alive
 from vllm_gate.cluster.resolve import resolve_cluster
-from vllm_gate.deploy import current_revision, ensure_namespace, install_or_upgrade
+from vllm_gate.deploy import DeployFailed, current_revision, ensure_namespace, helm_test, install_or_upgrade
 from vllm_gate.errors import ClusterError, RolloutFailed
 from vllm_gate.gate import NO_REGISTRY, Attempt, GateRun, Registry, finish
 from vllm_gate.portforward import PortForward
@@ -257,3 +257,19 @@ def test_a_revision_the_gate_never_heard_of_is_undone(cluster, api):
     assert re.fullmatch(r"uninstalled half-done/llama3 \(a fresh install\); deleted namespace half-done "
                         r"\(gone after \d+ s\)", run.decision[0]), run.decision
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "half-done") is None
+
+
+def test_helm_test_whose_pod_never_succeeds_fails_naming_helms_reason(cluster, api):
+    """Planted: the only node the test pod may use is cordoned, so it never runs; helm test must fail."""
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=helm-test"])
+    core = client.CoreV1Api(api)
+    created = ensure_namespace(core, spec.namespace)
+    release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    core.patch_node("cpu-0", {"spec": {"unschedulable": True}})
+    try:
+        with pytest.raises(DeployFailed) as failed:
+            helm_test(release, cluster.kubeconfig, cluster.context, timeout_s=10)
+    finally:
+        core.patch_node("cpu-0", {"spec": {"unschedulable": False}})
+    assert failed.value.summary == "helm test llama3 -n helm-test: context deadline exceeded"
+    assert "test pod llama3-vllm-test-health" in failed.value.detail
