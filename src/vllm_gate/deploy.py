@@ -115,10 +115,13 @@ def ensure_hf_secret(core: client.CoreV1Api, namespace: str, token: Secret | Non
 
 
 def current_revision(helm: pyhelm3.Client, name: str, namespace: str) -> int | None:
+    """The release's current revision, None when there is no such release; DeployFailed when helm cannot say."""
     try:
         return run_helm(helm.get_current_revision(name, namespace=namespace), f"helm status {name}").revision
     except pyhelm3.errors.ReleaseNotFoundError:
         return None
+    except pyhelm3.errors.Error as exc:
+        raise _helm_error(f"helm status {name} -n {namespace}", exc) from None
 
 
 def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | None, *,
@@ -195,11 +198,8 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
             if not release.created_namespace:
                 return f"uninstalled {where} (it was a fresh install)"
             # The gate made the namespace (with the HF token Secret): leave nothing behind, but the weights.
-            core = client.CoreV1Api(api_client(kubeconfig, context))
-            if kept := kept_claims(core, release.namespace):
-                return (f"uninstalled {where} (a fresh install); kept namespace {release.namespace}: it holds the "
-                        f"model cache claim {', '.join(kept)} (helm.sh/resource-policy: keep)")
-            gone = delete_namespace(core, release.namespace, min(timeout_s, NAMESPACE_GONE_TIMEOUT_S))
+            gone = remove_created_namespace(kubeconfig, context, release.namespace,
+                                            min(timeout_s, NAMESPACE_GONE_TIMEOUT_S))
             return f"uninstalled {where} (a fresh install); {gone}"
         what = f"helm rollback {release.name}"
         current = run_helm(helm.get_current_revision(release.name, namespace=release.namespace), what)
@@ -253,11 +253,20 @@ def _template(api: client.ApiClient, template: client.V1PodTemplateSpec) -> dict
     return data
 
 
-def kept_claims(core: client.CoreV1Api, namespace: str) -> list[str]:
-    """PersistentVolumeClaims in ``namespace`` that Helm keeps on uninstall (the model cache)."""
-    claims = core.list_namespaced_persistent_volume_claim(namespace, _request_timeout=15).items
-    return sorted(c.metadata.name for c in claims
+def remove_created_namespace(kubeconfig: Path | None, context: str | None, namespace: str,
+                             timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:
+    """Delete a namespace the gate created, unless it holds a model cache claim Helm keeps; say what happened."""
+    core = client.CoreV1Api(api_client(kubeconfig, context))
+    try:
+        claims = core.list_namespaced_persistent_volume_claim(namespace, _request_timeout=15).items
+    except (ApiException, HTTPError) as exc:
+        return f"kept namespace {namespace}: could not list its claims ({_api_reason(exc)})"
+    kept = sorted(c.metadata.name for c in claims
                   if (c.metadata.annotations or {}).get("helm.sh/resource-policy") == "keep")
+    if kept:
+        return (f"kept namespace {namespace}: it holds the model cache claim {', '.join(kept)} "
+                "(helm.sh/resource-policy: keep)")
+    return delete_namespace(core, namespace, timeout_s)
 
 
 def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:

@@ -7,12 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kubernetes import client
-
 from vllm_gate.cluster.base import Capabilities
-from vllm_gate.cluster.kube import api_client
 from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, required_checks
-from vllm_gate.deploy import Release, current_revision, delete_namespace, roll_back
+from vllm_gate.deploy import Release, current_revision, remove_created_namespace, roll_back
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db
 from vllm_gate.registry.certify import Certification, record_outcome, register_certified
@@ -147,14 +144,14 @@ class GateRun:
 
 
 def _left_behind(run: GateRun) -> Release | None:
-    """A revision helm made that the gate never heard of (interrupted or failed mid-install), else None."""
+    """A revision helm made that the gate never heard of (interrupted or failed mid-install), else None.
+
+    Raises GateError when helm cannot say: the undo must not then guess that nothing was deployed.
+    """
     attempt = run.attempt
     if attempt is None:
         return None
-    try:
-        revision = current_revision(helm_client(run.kubeconfig, run.context), attempt.name, attempt.namespace)
-    except GateError:
-        return None
+    revision = current_revision(helm_client(run.kubeconfig, run.context), attempt.name, attempt.namespace)
     if revision is None or revision == attempt.previous_revision:
         return None
     return Release(attempt.name, attempt.namespace, revision, attempt.previous_revision, "",
@@ -163,13 +160,17 @@ def _left_behind(run: GateRun) -> Release | None:
 
 def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
           progress: Callable[[str], None]) -> None:
-    release = run.release or _left_behind(run)
+    try:
+        release = run.release or _left_behind(run)
+    except GateError as exc:
+        run.decision_failed = True
+        run.decision.append(f"UNDO NOT CONFIRMED: could not ask helm what this run left behind: {exc.summary}")
+        return
     if release is None:
         attempt = run.attempt
         if attempt and attempt.created_namespace and not keep_on_failure:
             # Nothing deployed, but the namespace (and the HF token Secret in it) was the gate's doing.
-            core = client.CoreV1Api(api_client(kubeconfig, context))
-            run.decision.append(f"nothing deployed; {delete_namespace(core, attempt.namespace)}")
+            run.decision.append(f"nothing deployed; {remove_created_namespace(kubeconfig, context, attempt.namespace)}")
         else:
             run.decision.append(NOTHING_DEPLOYED)
         return

@@ -354,7 +354,11 @@ def _claim_modes(core: client.CoreV1Api, spec: ModelSpec) -> list[str]:
         if exc.status == 404:
             raise PreflightFailed(f"preflight: model_cache.claim_name {spec.model_cache.claim_name}: no such "
                                   f"PersistentVolumeClaim in {spec.namespace}") from None
-        raise
+        raise PreflightFailed(f"preflight: cannot read PersistentVolumeClaim {spec.namespace}/"
+                              f"{spec.model_cache.claim_name} (HTTP {exc.status} {exc.reason})") from None
+    except HTTPError as exc:
+        raise PreflightFailed(f"preflight: cannot read PersistentVolumeClaim {spec.namespace}/"
+                              f"{spec.model_cache.claim_name}: {' '.join(str(exc).split())[:200]}") from None
     return list(claim.spec.access_modes or [])
 
 

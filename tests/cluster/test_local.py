@@ -30,6 +30,7 @@ from vllm_gate.ports import free_port, port_open
 from vllm_gate.render import helm_client
 from vllm_gate.rollout import RolloutTarget, wait_ready
 from vllm_gate.secret import Secret
+from vllm_gate.serving import fake_pool
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 from vllm_gate.values import release_fullname
@@ -260,16 +261,32 @@ def test_a_revision_the_gate_never_heard_of_is_undone(cluster, api):
 
 
 def test_helm_test_whose_pod_never_succeeds_fails_naming_helms_reason(cluster, api):
-    """Planted: the only node the test pod may use is cordoned, so it never runs; helm test must fail."""
+    """The failure path of the helm-test check, on KWOK's recorded behaviour (not a real run): KWOK never runs
+    the test pod to completion, as a test pod that cannot reach the model never completes on a real cluster.
+    """
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=helm-test"])
-    core = client.CoreV1Api(api)
-    created = ensure_namespace(core, spec.namespace)
+    created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
     release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
-    core.patch_node("cpu-0", {"spec": {"unschedulable": True}})
-    try:
-        with pytest.raises(DeployFailed) as failed:
-            helm_test(release, cluster.kubeconfig, cluster.context, timeout_s=10)
-    finally:
-        core.patch_node("cpu-0", {"spec": {"unschedulable": False}})
+    with pytest.raises(DeployFailed) as failed:
+        helm_test(release, cluster.kubeconfig, cluster.context, timeout_s=10)
     assert failed.value.summary == "helm test llama3 -n helm-test: context deadline exceeded"
+    assert "Phase:          Failed" in failed.value.detail
     assert "test pod llama3-vllm-test-health" in failed.value.detail
+
+
+def test_a_pool_of_kwok_nodes_is_known_before_deploying(api):
+    core = client.CoreV1Api(api)
+    assert fake_pool(core, "rtx-6000-ada") == "KWOK node gpu-0, gpu-1 (no container runs there)"
+    assert fake_pool(core, "h100-sxm") is None, "no node of that type: nothing to call fake"
+
+
+def test_an_undo_that_cannot_ask_helm_says_so_and_deletes_nothing(cluster, api):
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=cannot-tell"])
+    run = _gate_run(spec, passed=False)
+    run.kubeconfig, run.context = cluster.kubeconfig, "no-such-context"  # planted: helm cannot reach the cluster
+    created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
+    run.attempt = Attempt(spec.name, spec.namespace, None, created)
+    finish(run, keep_on_failure=False)
+    assert run.decision_failed
+    assert run.decision[0].startswith("UNDO NOT CONFIRMED: could not ask helm what this run left behind: ")
+    assert client.CoreV1Api(api).read_namespace("cannot-tell").metadata.name == "cannot-tell"
