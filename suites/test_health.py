@@ -37,7 +37,7 @@ def test_streamed_chat_completion(gate_endpoint, gate_spec):
 
 
 def test_helm_test_passes(gate_release, gate_cluster):
-    if not (gate_cluster.capabilities.runs_containers and gate_release.containers):
+    if not gate_release.containers:  # the cluster's capabilities, and what the deploy actually saw
         pytest.skip("this cluster runs no containers (KWOK pods are only scheduled): the chart's helm test pod "
                     "cannot run here")
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, Literal
 
 from kubernetes import client
@@ -19,7 +18,6 @@ from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 from urllib3.exceptions import HTTPError
 
-from vllm_gate.cluster.kube import api_client
 from vllm_gate.errors import GateError
 from vllm_gate.render import render_manifests
 from vllm_gate.spec import ModelSpec
@@ -361,7 +359,3 @@ def _claim_modes(core: client.CoreV1Api, spec: ModelSpec) -> list[str]:
                               f"{spec.model_cache.claim_name}: {' '.join(str(exc).split())[:200]}") from None
     return list(claim.spec.access_modes or [])
 
-
-def preflight(spec: ModelSpec, kubeconfig: Path | None, context: str | None) -> Decision:
-    """Check the pool for ``spec`` before any Helm call; return the strategy to deploy with and why."""
-    return check_pool(spec, api_client(kubeconfig, context))

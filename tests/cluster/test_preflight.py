@@ -20,7 +20,7 @@ from tests.conftest import require
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.deploy import Release, current_revision, ensure_namespace, install_or_upgrade, roll_back
-from vllm_gate.preflight import Decision, PreflightFailed, preflight
+from vllm_gate.preflight import Decision, PreflightFailed, check_pool
 from vllm_gate.render import helm_client
 from vllm_gate.rollout import RolloutTarget, wait_ready
 from vllm_gate.spec import ModelSpec, load_spec
@@ -100,7 +100,7 @@ def wait_release_ready(api: client.ApiClient, spec: ModelSpec) -> None:
 def refused(cluster: LocalCluster, spec: ModelSpec, revision: int | None = None) -> str:
     """Preflight of ``spec`` fails, and Helm was not called: the release is still at ``revision`` (None: none)."""
     with pytest.raises(PreflightFailed) as info:
-        preflight(spec, cluster.kubeconfig, cluster.context)
+        check_pool(spec, api_client(cluster.kubeconfig, cluster.context))
     assert current_revision(helm_client(cluster.kubeconfig, cluster.context), spec.name, spec.namespace) == revision
     return info.value.summary
 
@@ -205,13 +205,13 @@ def upgrade_watched(cluster: LocalCluster, api: client.ApiClient, spec: ModelSpe
 def test_an_upgrade_with_a_spare_gpu_surges_and_the_old_pod_serves_until_the_new_one_is_ready(
         cluster, api, releases):
     first = sim_spec("pf-rolling")
-    decision = preflight(first, cluster.kubeconfig, cluster.context)
+    decision = check_pool(first, api_client(cluster.kubeconfig, cluster.context))
     assert decision.strategy == "RollingUpdate", decision.reason
     deploy(cluster, api, first, decision, releases)
     wait_release_ready(api, first)
 
     upgrade = sim_spec("pf-rolling", "vllm.max_model_len=4096")
-    decision = preflight(upgrade, cluster.kubeconfig, cluster.context)
+    decision = check_pool(upgrade, api_client(cluster.kubeconfig, cluster.context))
     assert decision.strategy == "RollingUpdate", decision.reason
     assert re.fullmatch(r"preflight: RollingUpdate \(maxSurge 1, maxUnavailable 0\): a spare \(1 nvidia.com/gpu "
                         r"\+ 4 cpu \+ 20Gi memory\) on gpu-type=rtx-6000-ada for the surge pod, so the old pod serves "
@@ -242,7 +242,7 @@ def one_gpu_set(api: client.ApiClient) -> Iterator[None]:
 @pytest.mark.usefixtures("one_gpu_set")
 def test_without_a_spare_gpu_preflight_picks_recreate_and_says_so(cluster, api, releases):
     first = sim_spec("pf-recreate")
-    decision = preflight(first, cluster.kubeconfig, cluster.context)
+    decision = check_pool(first, api_client(cluster.kubeconfig, cluster.context))
     assert decision == Decision("Recreate", (
         "preflight: Recreate: no spare (1 nvidia.com/gpu + 4 cpu + 20Gi memory) on gpu-type=rtx-6000-ada for a "
         "surge pod, so an upgrade stops the old pod before the new one starts (an outage): room for 2 pods (1 new "
@@ -255,7 +255,7 @@ def test_without_a_spare_gpu_preflight_picks_recreate_and_says_so(cluster, api, 
     assert refused(cluster, rolling, revision=1).startswith(
         "preflight: rollout.strategy rolling needs a spare (1 nvidia.com/gpu + 4 cpu + 20Gi memory) on "
         "gpu-type=rtx-6000-ada for the surge pod: room for 1 more pod beside the release's 1 current pod, 0 fit")
-    decision = preflight(upgrade, cluster.kubeconfig, cluster.context)
+    decision = check_pool(upgrade, api_client(cluster.kubeconfig, cluster.context))
     assert decision == Decision("Recreate", (
         "preflight: Recreate: no spare (1 nvidia.com/gpu + 4 cpu + 20Gi memory) on gpu-type=rtx-6000-ada for a "
         "surge pod, so an upgrade stops the old pod before the new one starts (an outage): room for 1 more pod "
