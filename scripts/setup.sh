@@ -14,8 +14,9 @@ mkdir -p "$tools" "$cache"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# PostgreSQL 15 is the registry's server (tests start throwaway ones from its binaries).
-apt_packages=(postgresql iproute2)
+# PostgreSQL 15 is the registry's server and Prometheus 2.42 watches the local cluster (tests start throwaway
+# servers of both from the Debian binaries; the packaged services are not used).
+apt_packages=(postgresql prometheus iproute2)
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()
   for p in "${apt_packages[@]}"; do

@@ -9,7 +9,7 @@ from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 
 SPEC = load_spec("llama3", MODELS_DIR)
-REQUIRED = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True)
+REQUIRED = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True, real_gpus=True)
 
 
 def all_passed(required=REQUIRED) -> list[Outcome]:
@@ -79,7 +79,7 @@ def test_a_rehearsal_never_certifies_and_names_the_simulator():
 
 
 def test_an_endpoint_run_never_certifies():
-    required = required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=False)
+    required = required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=False, real_gpus=False)
     v = verdict(all_passed(required), mode=Mode.ENDPOINT, required=required, engine_observed=False)
     assert v.kind is Kind.PASSED
     assert v.exit_code == 0
@@ -119,7 +119,17 @@ def test_the_contract_lists_exactly_the_checks_in_suites(pytester: pytest.Pytest
 
 
 def test_helm_test_is_required_only_where_the_cluster_runs_containers():
-    on_kwok = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=False)
+    on_kwok = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=False, real_gpus=True)
     assert "health/test_helm_test_passes" in REQUIRED
     assert "health/test_helm_test_passes" not in on_kwok
     assert set(REQUIRED) - set(on_kwok) == {"health/test_helm_test_passes"}
+
+
+def test_gpu_checks_are_required_only_on_real_gpus_and_monitoring_wherever_the_gate_deployed():
+    without_gpus = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True, real_gpus=False)
+    assert set(REQUIRED) - set(without_gpus) == {c for c in REQUIRED if c.startswith("gpu/")}
+    assert len(set(REQUIRED) - set(without_gpus)) == 4
+    assert {c for c in without_gpus if c.startswith("monitoring/")} == {
+        c for c in REQUIRED if c.startswith("monitoring/")} != set()
+    endpoint = required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=True, real_gpus=True)
+    assert not [c for c in endpoint if c.startswith(("gpu/", "monitoring/"))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR
@@ -17,6 +18,16 @@ def test_models_dir_holds_only_specs():
 def test_every_spec_validates_and_is_named_after_its_file(path):
     spec = load_spec(str(path), MODELS_DIR)
     assert spec.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_spec_states_how_prometheus_scrapes_it(path):
+    # Stated, not defaulted: the platform's Prometheus namespace and pod labels differ between clusters.
+    stated = yaml.safe_load(path.read_text()).get("monitoring")
+    assert stated is not None, f"{path.name} has no monitoring section"
+    spec = load_spec(str(path), MODELS_DIR)
+    assert spec.monitoring.prometheus_pod_labels == stated["prometheus_pod_labels"]
+    assert spec.monitoring.namespace == stated["namespace"]
 
 
 def test_llama3_spec_matches_the_platform_request():

@@ -86,6 +86,20 @@ INVALID = [
     ("negative-drain", LLAMA3, ["shutdown.drain_s=-1"], "shutdown.drain_s: Input should be"),
     ("runtime-class-not-dns", LLAMA3, ["scheduling.runtime_class_name=Nvidia_GPU"],
      "scheduling.runtime_class_name: String should match pattern"),
+    ("unknown-scrape", LLAMA3, ["monitoring.scrape=prometheus-operator"],
+     "monitoring.scrape: Input should be 'servicemonitor', 'podmonitor' or 'annotations'"),
+    ("empty-prometheus-labels", LLAMA3, ["monitoring.prometheus_pod_labels={}"],
+     "monitoring.prometheus_pod_labels: must name at least one label of the Prometheus pods; an empty selector "
+     "admits every pod of the monitoring namespace"),
+    ("zero-scrape-interval", LLAMA3, ["monitoring.interval=0s"],
+     "monitoring.interval: '0s' is not a Prometheus duration above zero"),
+    ("bad-scrape-interval", LLAMA3, ["monitoring.interval=30sec"],
+     "monitoring.interval: '30sec' is not a Prometheus duration above zero"),
+    ("monitoring-namespace-not-dns", LLAMA3, ["monitoring.namespace=Monitoring"],
+     "monitoring.namespace: String should match pattern"),
+    ("unknown-monitoring-field", LLAMA3, ["monitoring.enabled=true"], "monitoring.enabled: Extra inputs"),
+    ("monitoring-namespace-under-network", LLAMA3, ["network.monitoring_namespace=monitoring"],
+     "network.monitoring_namespace: Extra inputs are not permitted"),
     ("set-scalar-parent", LLAMA3, ["name.first=x"], "--set name.first=x: name is not a mapping"),
     ("set-without-equals", LLAMA3, ["vllm.max_model_len"], "--set vllm.max_model_len: expected KEY=VALUE"),
     ("yaml-not-mapping", ["a", "b"], [], "(top level): must be a mapping of spec fields, got list"),
@@ -158,3 +172,17 @@ def test_a_warm_cache_needs_a_persistent_claim():
                                             "startup.assumes_warm_cache=true", "startup.timeout_s=300"])
     assert spec.model_cache.claim_name == "hf-cache"
     assert spec.startup.assumes_warm_cache
+
+
+def test_a_spec_without_a_monitoring_section_gets_the_stated_defaults(tmp_path: Path):
+    path = tmp_path / "unmonitored.yaml"
+    path.write_text(yaml.safe_dump(_without(LLAMA3, "monitoring")))
+    monitoring = load_spec(str(path), MODELS_DIR).monitoring
+    assert monitoring.model_dump() == {"scrape": "servicemonitor", "namespace": "monitoring",
+                                       "prometheus_pod_labels": {"app.kubernetes.io/name": "prometheus"},
+                                       "labels": {}, "interval": "30s"}
+
+
+@pytest.mark.parametrize("interval", ["30s", "1m30s", "500ms", "2h", "1d"])
+def test_scrape_interval_takes_prometheus_durations(interval: str):
+    assert load_spec("llama3", MODELS_DIR, [f"monitoring.interval={interval}"]).monitoring.interval == interval

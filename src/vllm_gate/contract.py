@@ -45,6 +45,7 @@ class Check:
     test: str
     needs_cluster: bool = False  # exercised only when the gate deployed the model itself
     needs_containers: bool = False  # exercised only where the cluster runs containers (not KWOK's fake pods)
+    needs_gpu: bool = False  # required only where real GPUs serve real vLLM (a rehearsal's are recorded or absent)
     per_slo: bool = False  # one check per SLO of the spec (the test is parametrized by SLO name)
 
     def ids(self, slos: Slos) -> list[str]:
@@ -68,6 +69,13 @@ CHECKS: tuple[Check, ...] = (
     Check("exposure", "test_network_policy_admits_only_router_and_monitoring", needs_cluster=True),
     Check("metrics", "test_required_vllm_metric_families_are_exposed"),
     Check("metrics", "test_server_counters_grew_by_what_the_client_measured"),
+    Check("monitoring", "test_model_pods_are_scrape_targets_and_up", needs_cluster=True),
+    Check("monitoring", "test_vllm_series_carry_pod_labels_and_model_name", needs_cluster=True),
+    Check("monitoring", "test_prometheus_rates_agree_with_the_load_client", needs_cluster=True),
+    Check("gpu", "test_pod_has_the_gpus_it_asked_for", needs_cluster=True, needs_gpu=True),
+    Check("gpu", "test_gpu_memory_matches_vllm_preallocation", needs_cluster=True, needs_gpu=True),
+    Check("gpu", "test_gpu_busy_under_load", needs_cluster=True, needs_gpu=True),
+    Check("gpu", "test_no_xid_errors_during_the_run", needs_cluster=True, needs_gpu=True),
     Check("load", "test_slo", per_slo=True),
     Check("registration", "test_registry_is_migrated", needs_cluster=True),
     Check("registration", "test_registry_accepts_the_row", needs_cluster=True),
@@ -85,10 +93,11 @@ def check_id(path: str | PurePath, name: str) -> str:
     return f"{PurePath(path).stem.removeprefix('test_')}/{name}"
 
 
-def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool) -> list[str]:
+def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool, real_gpus: bool) -> list[str]:
     """Every check a run must pass to pass, known before collection and selection."""
     return [cid for check in CHECKS
             if (deployed_by_gate or not check.needs_cluster) and (runs_containers or not check.needs_containers)
+            and (real_gpus or not check.needs_gpu)
             for cid in check.ids(slos)]
 
 

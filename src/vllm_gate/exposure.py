@@ -66,15 +66,14 @@ def host_network_problems(pods: list[client.V1Pod]) -> list[str]:
     return problems
 
 
-
-
 @dataclass(frozen=True)
 class AllowedIngress:
-    """The only traffic the model pods may take: the router and the monitoring namespace, on the serving port."""
+    """The only traffic the model pods may take: the router and the Prometheus pods, on the serving port."""
 
     router_labels: Mapping[str, str]
     router_namespace: str | None  # None: the model's own namespace
     monitoring_namespace: str
+    prometheus_labels: Mapping[str, str]  # the Prometheus pods' labels, in monitoring_namespace
     serving_port: int
     port_name: str = "http"  # the container port's name, which a policy may use instead of the number
     # With the router in another namespace: the exact labels of the release's helm test pod, which the policy
@@ -87,7 +86,8 @@ class AllowedIngress:
         elsewhere = net.router_namespace not in (None, spec.namespace)
         test_pod = {**net.router_pod_labels, HELM_TEST_LABEL: spec.name} if elsewhere else None
         return cls(router_labels=dict(net.router_pod_labels), router_namespace=net.router_namespace,
-                   monitoring_namespace=net.monitoring_namespace, serving_port=spec.service.port,
+                   monitoring_namespace=spec.monitoring.namespace,
+                   prometheus_labels=dict(spec.monitoring.prometheus_pod_labels), serving_port=spec.service.port,
                    test_pod_labels=test_pod)
 
 
@@ -152,26 +152,58 @@ def _is_test_pod(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowe
     return (pods.match_labels or {}) == dict(allowed.test_pod_labels) and namespace == policy_namespace
 
 
-def _is_monitoring(peer: client.V1NetworkPolicyPeer, allowed: AllowedIngress) -> bool:
-    # Any podSelector only narrows the monitoring namespace further.
-    return peer.ip_block is None and peer.namespace_selector is not None and \
-        _exact_namespace(peer.namespace_selector) == allowed.monitoring_namespace
+def _requires_prometheus_labels(selector: client.V1LabelSelector, allowed: AllowedIngress) -> bool:
+    """Does every pod the selector matches carry all the Prometheus labels (further terms only narrow it)?"""
+    labels = selector.match_labels or {}
+    return all(labels.get(key) == value for key, value in allowed.prometheus_labels.items())
+
+
+def _peer_namespace(peer: client.V1NetworkPolicyPeer, policy_namespace: str) -> str | None:
+    """The one namespace a pod peer draws from: its exact namespaceSelector, or the policy's own without one."""
+    return policy_namespace if peer.namespace_selector is None else _exact_namespace(peer.namespace_selector)
+
+
+def _is_prometheus(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> bool:
+    """Prometheus-labelled pods of the monitoring namespace alone: both selectors in the one peer."""
+    return peer.ip_block is None and peer.pod_selector is not None and \
+        _requires_prometheus_labels(peer.pod_selector, allowed) and \
+        _peer_namespace(peer, policy_namespace) == allowed.monitoring_namespace
+
+
+def _monitoring_peer_problem(peer: client.V1NetworkPolicyPeer, policy_namespace: str,
+                             allowed: AllowedIngress) -> str | None:
+    """Why a peer aimed at Prometheus (its namespace or its labels) admits more than the Prometheus pods."""
+    shown, monitoring = _show_peer(peer), allowed.monitoring_namespace
+    prometheus = dict(allowed.prometheus_labels)
+    namespace = _peer_namespace(peer, policy_namespace)
+    if peer.pod_selector is None:
+        if namespace == monitoring:
+            return (f"peer {shown} admits every pod of namespace {monitoring}, not only the Prometheus pods "
+                    f"{prometheus}: the peer needs the podSelector too")
+        return (f"peer {shown}: the namespaceSelector is not exactly {NAMESPACE_NAME_LABEL}={monitoring}, "
+                "and it admits every pod of the namespaces it selects")
+    if namespace == monitoring and namespace != (allowed.router_namespace or policy_namespace):
+        return (f"peer {shown}: podSelector does not require the Prometheus pod labels {prometheus}, so it "
+                f"admits other pods of namespace {monitoring}")
+    if _requires_prometheus_labels(peer.pod_selector, allowed) and namespace != monitoring:
+        where = f"namespace {policy_namespace}" if peer.namespace_selector is None else "its namespaceSelector"
+        return f"peer {shown} admits Prometheus-labelled pods in {where}, not namespace {monitoring} alone"
+    return None
 
 
 def _peer_problem(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> str | None:
-    """Why a peer admits more than the router or the monitoring namespace; None when it does not."""
+    """Why a peer admits more than the router or the Prometheus pods; None when it does not."""
     if peer.ip_block is not None:
         excepted = f" except {peer.ip_block._except}" if peer.ip_block._except else ""
         return f"ipBlock {peer.ip_block.cidr}{excepted} admits addresses, not the router"
-    if _is_router(peer, policy_namespace, allowed) or _is_monitoring(peer, allowed) or \
+    if _is_router(peer, policy_namespace, allowed) or _is_prometheus(peer, policy_namespace, allowed) or \
             _is_test_pod(peer, policy_namespace, allowed):
         return None
     shown = _show_peer(peer)
     if peer.namespace_selector is not None and _show(peer.namespace_selector) == "{}":
         return f"peer {shown}: an empty namespaceSelector admits every namespace"
-    if peer.pod_selector is None:
-        return (f"peer {shown}: the namespaceSelector is not exactly {NAMESPACE_NAME_LABEL}="
-                f"{allowed.monitoring_namespace}, and it admits every pod of the namespaces it selects")
+    if problem := _monitoring_peer_problem(peer, policy_namespace, allowed):
+        return problem
     router = allowed.router_namespace or policy_namespace
     if peer.pod_selector.match_expressions or (peer.pod_selector.match_labels or {}) != dict(allowed.router_labels):
         return f"peer {shown}: podSelector is not exactly the router labels {dict(allowed.router_labels)}"
@@ -192,8 +224,16 @@ def _port_problem(port: client.V1NetworkPolicyPort, allowed: AllowedIngress) -> 
     return None
 
 
+def _sources(rule: client.V1NetworkPolicyIngressRule) -> str:
+    """Whom a rule admits, for naming it beside a port it opens too wide."""
+    if not rule.var_from:
+        return "every source"
+    return "; ".join("ipBlock " + peer.ip_block.cidr if peer.ip_block is not None else "peer " + _show_peer(peer)
+                     for peer in rule.var_from)
+
+
 def ingress_rule_problems(policy: client.V1NetworkPolicy, allowed: AllowedIngress) -> list[str]:
-    """Every source or port one policy's ingress rules admit beyond the router and monitoring on the serving port."""
+    """Every source or port one policy's ingress rules admit beyond the router and Prometheus on the serving port."""
     name, namespace = policy.metadata.name, policy.metadata.namespace
     problems = []
     for index, rule in enumerate(policy.spec.ingress or []):
@@ -202,23 +242,24 @@ def ingress_rule_problems(policy: client.V1NetworkPolicy, allowed: AllowedIngres
             problems.append(f"{where} has no `from`: it admits every source")
         problems += [f"{where} {problem}" for peer in rule.var_from or []
                      if (problem := _peer_problem(peer, namespace, allowed))]
+        # Name the peers too: a wrong port on the Prometheus rule opens more than /metrics to Prometheus.
         if not rule.ports:
-            problems.append(f"{where} lists no ports: it admits every port")
-        problems += [f"{where} {problem}" for port in rule.ports or [] if (problem := _port_problem(port, allowed))]
+            problems.append(f"{where} lists no ports: it admits every port to {_sources(rule)}")
+        problems += [f"{where} {problem}, admitted to {_sources(rule)}" for port in rule.ports or []
+                     if (problem := _port_problem(port, allowed))]
     return problems
 
 
-def _covers_router(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allowed: AllowedIngress) -> bool:
-    """Does the peer include the router pods, as far as their spec labels and namespace name tell?"""
+def _covers_pods(peer: client.V1NetworkPolicyPeer, policy_namespace: str, labels: Mapping[str, str],
+                 namespace: str) -> bool:
+    """Does the peer include pods with ``labels`` in ``namespace``, as far as their labels and namespace name tell?"""
     if peer.ip_block is not None:
-        return False  # addresses, not pods: whether they are the router's is unknowable here
-    router_namespace = allowed.router_namespace or policy_namespace
+        return False  # addresses, not pods: whether they are these pods' is unknowable here
     if peer.namespace_selector is None:
-        in_namespace = router_namespace == policy_namespace
+        in_namespace = namespace == policy_namespace
     else:
-        in_namespace = label_selector_matches(peer.namespace_selector, {NAMESPACE_NAME_LABEL: router_namespace})
-    return in_namespace and label_selector_matches(peer.pod_selector or client.V1LabelSelector(),
-                                                   allowed.router_labels)
+        in_namespace = label_selector_matches(peer.namespace_selector, {NAMESPACE_NAME_LABEL: namespace})
+    return in_namespace and label_selector_matches(peer.pod_selector or client.V1LabelSelector(), labels)
 
 
 def _covers_serving_port(port: client.V1NetworkPolicyPort, allowed: AllowedIngress) -> bool:
@@ -230,10 +271,11 @@ def _covers_serving_port(port: client.V1NetworkPolicyPort, allowed: AllowedIngre
         port.port <= allowed.serving_port <= port.end_port
 
 
-def _admits_router(policy: client.V1NetworkPolicy, allowed: AllowedIngress) -> bool:
-    """Can the router reach the serving port through some rule of the policy (however broad)?"""
-    namespace = policy.metadata.namespace
-    return any((not rule.var_from or any(_covers_router(peer, namespace, allowed) for peer in rule.var_from))
+def _admits(policy: client.V1NetworkPolicy, allowed: AllowedIngress, labels: Mapping[str, str],
+            namespace: str) -> bool:
+    """Can pods with ``labels`` in ``namespace`` reach the serving port through some rule of the policy?"""
+    own = policy.metadata.namespace
+    return any((not rule.var_from or any(_covers_pods(peer, own, labels, namespace) for peer in rule.var_from))
                and (not rule.ports or any(_covers_serving_port(port, allowed) for port in rule.ports))
                for rule in policy.spec.ingress or [])
 
@@ -249,15 +291,21 @@ def selects_for_ingress(policy: client.V1NetworkPolicy, pod_labels: Mapping[str,
 
 def network_policy_problems(api: client.ApiClient, namespace: str, pod_labels: Mapping[str, str],
                             allowed: AllowedIngress) -> list[str]:
-    """The union of the policies selecting the model pods must admit the router and monitoring, nothing else."""
+    """The union of the policies selecting the model pods must admit the router and Prometheus, nothing else."""
     policies = client.NetworkingV1Api(api).list_namespaced_network_policy(namespace, _request_timeout=15).items
     selecting = [p for p in policies if selects_for_ingress(p, pod_labels)]
     if not selecting:
         return [f"no NetworkPolicy in {namespace} selects the model pods {dict(sorted(pod_labels.items()))} for "
                 "Ingress: every pod of the cluster can reach them"]
     problems = [problem for policy in selecting for problem in ingress_rule_problems(policy, allowed)]
-    if not any(_admits_router(policy, allowed) for policy in selecting):
-        router = allowed.router_namespace or namespace
+    router = allowed.router_namespace or namespace
+    if not any(_admits(policy, allowed, allowed.router_labels, router) for policy in selecting):
         problems.append(f"no NetworkPolicy in {namespace} admits the router {dict(allowed.router_labels)} "
                         f"(namespace {router}) on port {allowed.port_name} / {allowed.serving_port}")
+    # Without it Prometheus cannot scrape /metrics, and the model is not monitored.
+    if not any(_admits(policy, allowed, allowed.prometheus_labels, allowed.monitoring_namespace)
+               for policy in selecting):
+        problems.append(f"no NetworkPolicy in {namespace} admits the Prometheus pods {dict(allowed.prometheus_labels)} "
+                        f"(namespace {allowed.monitoring_namespace}) on port {allowed.port_name} / "
+                        f"{allowed.serving_port}")
     return problems

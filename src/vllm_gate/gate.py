@@ -72,6 +72,7 @@ class GateRun:
     interrupted: str | None = None  # how the session did not end normally
     cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
     preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
+    telemetry: list[str] = field(default_factory=list)  # which Prometheus and GPU source the checks read
     containers: bool = True  # whether the cluster runs the pods' containers (False on KWOK)
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
@@ -88,12 +89,18 @@ class GateRun:
         if self.mode is Mode.CERTIFICATION:
             self.mode = Mode.REHEARSAL
         self.simulated = self.simulated or what
+        self.require()
 
     def runs_no_containers(self) -> None:
         """The model's pods turned out to run no containers (KWOK): checks that need containers are not required."""
         self.containers = False
+        self.require()
+
+    def require(self) -> None:
+        """Set the required checks from what this run is and what its cluster can show."""
+        real_gpus = bool(self.capabilities and self.capabilities.real_gpus) and self.mode is Mode.CERTIFICATION
         self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
-                                        runs_containers=False)
+                                        runs_containers=self.containers, real_gpus=real_gpus)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""

@@ -17,6 +17,8 @@ class Serving:
     pods: int
     simulated: str | None
     containers_run: bool = True  # False on KWOK nodes or without image IDs: no helm test pod can run there
+    names: tuple[str, ...] = ()  # the pods, not terminating
+    container: str = ""  # the model server's container (the pod's first)
 
     @property
     def real(self) -> bool:
@@ -55,7 +57,8 @@ def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
     elif unrun:
         # Positive evidence, whatever the nodes are called: a kubelet that ran the image reports its ID.
         findings.append(f"pod {', '.join(unrun)} reports no image ID (no container image ran)")
-    return Serving(len(pods), "; ".join(findings) or None, containers_run=not (fake or unrun))
+    return Serving(len(pods), "; ".join(findings) or None, containers_run=not (fake or unrun),
+                   names=tuple(sorted(p.metadata.name for p in pods)), container=pods[0].spec.containers[0].name)
 
 
 def _ran_an_image(pod: client.V1Pod) -> bool:

@@ -16,6 +16,8 @@ from vllm_gate.errors import SpecError
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Prometheus' duration syntax (units in this order, each at most once), as the Prometheus Operator's CRDs check it.
+PROMETHEUS_DURATION = re.compile(r"^(\d+y)?(\d+w)?(\d+d)?(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")
 QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$")
 _UNITS = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
@@ -101,7 +103,41 @@ class Network(StrictModel):
         default_factory=lambda: {"app.kubernetes.io/name": "ias-router"},
         min_length=1, description="Labels of the API router pods the NetworkPolicy admits.")
     router_namespace: str | None = Field(None, description="Router namespace; None = the model's own.")
-    monitoring_namespace: str = Field("monitoring", description="Namespace whose Prometheus may scrape.")
+
+
+class Monitoring(StrictModel):
+    """How the platform's Prometheus scrapes the model, and which of its pods the NetworkPolicy admits."""
+
+    scrape: Literal["servicemonitor", "podmonitor", "annotations"] = Field(
+        "servicemonitor", description="servicemonitor or podmonitor: a Prometheus Operator object (where the "
+                                      "cluster has its CRD, else the annotations); annotations: prometheus.io/* "
+                                      "pod annotations.")
+    namespace: str = Field("monitoring", pattern=DNS1123_LABEL, max_length=63,
+                           description="Namespace the platform's Prometheus runs in.")
+    prometheus_pod_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "prometheus"},
+        description="Labels of the Prometheus pods: the NetworkPolicy admits these pods alone, on the serving port.")
+    labels: dict[str, str] = Field(default_factory=dict,
+                                   description="Extra labels on the ServiceMonitor or PodMonitor, for the "
+                                               "Prometheus selector (e.g. release: kube-prometheus-stack).")
+    interval: str = Field("30s", description="Scrape interval, a Prometheus duration such as 30s or 1m30s.")
+
+    @field_validator("prometheus_pod_labels")
+    @classmethod
+    def _selects_prometheus(cls, labels: dict[str, str]) -> dict[str, str]:
+        # An empty selector would admit every pod of the monitoring namespace to the inference API.
+        if not labels:
+            raise ValueError("must name at least one label of the Prometheus pods; an empty selector admits "
+                             "every pod of the monitoring namespace")
+        return labels
+
+    @field_validator("interval")
+    @classmethod
+    def _duration(cls, interval: str) -> str:
+        # Without a non-zero digit it is empty or zero (0s, 0m): no interval to scrape at.
+        if not PROMETHEUS_DURATION.match(interval) or not any(ch in "123456789" for ch in interval):
+            raise ValueError(f"{interval!r} is not a Prometheus duration above zero, such as 30s or 1m30s")
+        return interval
 
 
 class Startup(StrictModel):
@@ -270,6 +306,7 @@ class ModelSpec(StrictModel):
     resources: Resources
     vllm: Engine
     network: Network = Field(default_factory=Network)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
     startup: Startup = Field(default_factory=Startup)
     model_cache: ModelCache = Field(default_factory=ModelCache)
     shutdown: Shutdown = Field(default_factory=Shutdown)

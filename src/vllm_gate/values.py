@@ -53,6 +53,7 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, 
     """
     res = spec.resources
     net = spec.network
+    monitoring = spec.monitoring
     latency = spec.rehearsal
     return {
         "engine": spec.engine,
@@ -96,10 +97,19 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, 
             "failureThreshold": math.ceil(spec.startup.timeout_s / STARTUP_PROBE_PERIOD_S),
             "timeoutSeconds": 5,
         },
+        "monitoring": {
+            "scrape": monitoring.scrape,
+            "interval": monitoring.interval,
+            # Empty: Prometheus' own default, its global scrape timeout capped at the interval, so it never
+            # exceeds a short interval (which Prometheus refuses).
+            "scrapeTimeout": "",
+            "labels": dict(monitoring.labels),
+        },
         "networkPolicy": {
             "enabled": True,
             "routerPodLabels": dict(net.router_pod_labels),
             "routerNamespace": net.router_namespace or "",
-            "monitoringNamespace": net.monitoring_namespace,
+            "monitoringNamespace": monitoring.namespace,
+            "prometheusPodLabels": dict(monitoring.prometheus_pod_labels),
         },
     }

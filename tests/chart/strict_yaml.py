@@ -44,11 +44,17 @@ def helm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[st
 
 
 def template(values: dict[str, Any] | None = None, *, files: tuple[Path, ...] = (), release: str = "llama3",
-             namespace: str = "ias-production", kube_version: str | None = None) -> list[dict[str, Any]]:
-    """``helm template`` of the chart with ``values`` (stdin) over ``files``, parsed strictly; helm errors raise."""
+             namespace: str = "ias-production", kube_version: str | None = None,
+             api_versions: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``helm template`` of the chart with ``values`` (stdin) over ``files``, parsed strictly; helm errors raise.
+
+    ``api_versions`` (``group/version/Kind``) are kinds the pretended cluster serves (.Capabilities.APIVersions).
+    """
     args = ["template", release, str(CHART_DIR), "--namespace", namespace]
     for path in files:
         args += ["--values", str(path)]
+    for api_version in api_versions:
+        args += ["--api-versions", api_version]
     if values is not None:
         args += ["--values", "-"]
     if kube_version:

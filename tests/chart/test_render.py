@@ -141,7 +141,8 @@ def test_network_policy_admits_only_router_and_monitoring(spec, docs):
     peers = [peer for rule in policy["ingress"] for peer in rule["from"]]
     assert peers == [
         {"podSelector": {"matchLabels": spec.network.router_pod_labels}},
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": spec.network.monitoring_namespace}}},
+        {"podSelector": {"matchLabels": spec.monitoring.prometheus_pod_labels},
+         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": spec.monitoring.namespace}}},
     ]
     assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in policy["ingress"])
 

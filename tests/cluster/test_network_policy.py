@@ -27,6 +27,11 @@ ROUTER_SET = f"network.router_pod_labels={json.dumps(ROUTER)}"
 CHART_POLICY = release_fullname("llama3")
 HTTP = [{"port": "http", "protocol": "TCP"}]
 NO_ROUTER = " admits the router "  # no rule lets the router reach the serving port
+NO_PROMETHEUS = " admits the Prometheus pods "  # no rule lets Prometheus reach the serving port
+MONITORING_RULE = 1  # the chart's ingress[0] admits the router, [1] the Prometheus pods
+MONITORING_NS = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+PROMETHEUS_PEER = ("podSelector {app.kubernetes.io/name=prometheus} "
+                   "namespaceSelector {kubernetes.io/metadata.name=monitoring}")
 
 _namespaces = itertools.count()
 
@@ -139,8 +144,17 @@ def _only_monitoring(chart_policy: Policy) -> list[Policy]:
     return [chart_policy]
 
 
+def _without_monitoring(chart_policy: Policy) -> list[Policy]:
+    del chart_policy["spec"]["ingress"][MONITORING_RULE]
+    return [chart_policy]
+
+
 def _router_peer(edit: Callable[[dict[str, Any]], None]) -> Callable[[Policy], list[Policy]]:
     return _ingress(0, lambda rule: edit(rule["from"][0]))
+
+
+def _monitoring_peer(edit: Callable[[dict[str, Any]], None]) -> Callable[[Policy], list[Policy]]:
+    return _ingress(MONITORING_RULE, lambda rule: edit(rule["from"][0]))
 
 
 PLANTS = [
@@ -176,9 +190,38 @@ PLANTS = [
         {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}}], "ports": HTTP}])),
      ["NetworkPolicy addresses ingress[0] ipBlock 0.0.0.0/0 except ['10.0.0.0/8'] admits addresses"]),
     ("monitoring-peer-other-namespaces",
-     _ingress(1, lambda rule: rule["from"][0].update(namespaceSelector={"matchLabels": {"team": "ops"}})),
-     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer namespaceSelector {{team=ops}}: the namespaceSelector is not "
-      "exactly kubernetes.io/metadata.name=monitoring"]),
+     _monitoring_peer(lambda peer: peer.update(namespaceSelector={"matchLabels": {"team": "ops"}})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer podSelector {{app.kubernetes.io/name=prometheus}} "
+      "namespaceSelector {team=ops} admits Prometheus-labelled pods in its namespaceSelector, not namespace "
+      "monitoring alone", NO_PROMETHEUS]),
+    # The whole monitoring namespace: the Prometheus podSelector dropped from the chart's peer, or a policy beside.
+    ("monitoring-peer-whole-namespace", _monitoring_peer(lambda peer: peer.pop("podSelector")),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer namespaceSelector {{kubernetes.io/metadata.name=monitoring}} "
+      "admits every pod of namespace monitoring, not only the Prometheus pods {'app.kubernetes.io/name': "
+      "'prometheus'}: the peer needs the podSelector too"]),
+    ("monitoring-namespace-beside",
+     _beside(policy("scrape-all", {}, [{"from": [{"namespaceSelector": MONITORING_NS}], "ports": HTTP}])),
+     ["NetworkPolicy scrape-all ingress[0] peer namespaceSelector {kubernetes.io/metadata.name=monitoring} admits "
+      "every pod of namespace monitoring, not only the Prometheus pods"]),
+    ("monitoring-peer-every-pod", _monitoring_peer(lambda peer: peer.update(podSelector={})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer podSelector {{}} namespaceSelector {{kubernetes.io/metadata."
+      "name=monitoring}: podSelector does not require the Prometheus pod labels {'app.kubernetes.io/name': "
+      "'prometheus'}, so it admits other pods of namespace monitoring"]),
+    ("monitoring-peer-other-pods",
+     _monitoring_peer(lambda peer: peer["podSelector"].update(matchLabels={"app.kubernetes.io/name": "grafana"})),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer podSelector {{app.kubernetes.io/name=grafana}} "
+      "namespaceSelector {kubernetes.io/metadata.name=monitoring}: podSelector does not require the Prometheus pod "
+      "labels", NO_PROMETHEUS]),
+    ("monitoring-peer-without-namespace", _monitoring_peer(lambda peer: peer.pop("namespaceSelector")),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] peer podSelector {{app.kubernetes.io/name=prometheus}} admits "
+      "Prometheus-labelled pods in namespace {ns}, not namespace monitoring alone", NO_PROMETHEUS]),
+    ("monitoring-on-another-port", _ingress(MONITORING_RULE, lambda rule: rule.update(
+        ports=[{"port": 9090, "protocol": "TCP"}])),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] port 9090 is not the serving port (http / 8000), admitted to "
+      f"peer {PROMETHEUS_PEER}", NO_PROMETHEUS]),
+    ("monitoring-on-every-port", _ingress(MONITORING_RULE, lambda rule: rule.pop("ports")),
+     [f"NetworkPolicy {CHART_POLICY} ingress[1] lists no ports: it admits every port to peer {PROMETHEUS_PEER}"]),
+    ("prometheus-not-admitted", _without_monitoring, [NO_PROMETHEUS]),
     ("selecting-policy-by-expressions", _beside(policy("by-expressions", {"matchExpressions": [
         {"key": "app.kubernetes.io/component", "operator": "In", "values": ["serving-engine"]},
         {"key": "app.kubernetes.io/instance", "operator": "Exists"}]},
@@ -193,7 +236,7 @@ PLANTS = [
 def test_a_broader_policy_is_named(api, namespace, chart_policy, pod_labels, allowed, plant, causes):
     create(api, namespace, *plant(chart_policy))
     problems = network_policy_problems(api, namespace, pod_labels, allowed)
-    assert_named(problems, causes)
+    assert_named(problems, [cause.replace("{ns}", namespace) for cause in causes])
 
 
 def test_router_in_another_namespace_passes_only_there(api, namespace, allowed):
@@ -212,6 +255,26 @@ def test_router_in_another_namespace_passes_only_there(api, namespace, allowed):
                             "component=gateway, app.kubernetes.io/name=ias-router, vllm-gate/helm-test=llama3}: "
                             "podSelector is not exactly the router labels",
                             f"no NetworkPolicy in {namespace} admits the router"])
+
+
+OBSERVABILITY = ["monitoring.namespace=observability", 'monitoring.prometheus_pod_labels={"app.kubernetes.io/name": '
+                 '"prometheus", "operator.prometheus.io/name": "k8s"}']
+
+
+def test_the_prometheus_pods_come_from_the_specs_monitoring_section(api, namespace, allowed):
+    spec = model(*OBSERVABILITY)
+    theirs = AllowedIngress.for_spec(spec)
+    assert (theirs.monitoring_namespace, theirs.prometheus_labels) == ("observability",
+                                                                      spec.monitoring.prometheus_pod_labels)
+    policy_there, labels = rendered(spec)
+    create(api, namespace, policy_there)
+    assert network_policy_problems(api, namespace, labels, theirs) == []
+    # The same policy, judged for the default monitoring section: its peer is Prometheus of another namespace.
+    problems = network_policy_problems(api, namespace, labels, allowed)
+    assert_named(problems, [f"NetworkPolicy {CHART_POLICY} ingress[1] peer podSelector {{app.kubernetes.io/name="
+                            "prometheus, operator.prometheus.io/name=k8s} namespaceSelector {kubernetes.io/metadata."
+                            "name=observability} admits Prometheus-labelled pods in its namespaceSelector, not "
+                            "namespace monitoring alone", NO_PROMETHEUS])
 
 
 ELSEWHERE = "network.router_namespace=ias-router"

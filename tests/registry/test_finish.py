@@ -19,7 +19,8 @@ SPEC = load_spec("llama3", MODELS_DIR)
 def run_with(registry: Registry, *, mode: Mode = Mode.CERTIFICATION, passed_all: bool = True,
              interrupted: str | None = None) -> GateRun:
     run = GateRun(spec=SPEC, cluster="test", capabilities=None, report_path=Path("r.html"), mode=mode,
-                  required=required_checks(SPEC.slo, deployed_by_gate=mode is not Mode.ENDPOINT, runs_containers=True),
+                  required=required_checks(SPEC.slo, deployed_by_gate=mode is not Mode.ENDPOINT, runs_containers=True,
+                                           real_gpus=True),
                   registry=registry, interrupted=interrupted)
     if mode is Mode.REHEARSAL:
         run.simulated = "simulator: test"

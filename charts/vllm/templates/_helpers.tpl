@@ -220,3 +220,45 @@ Usage: {{ include "vllm.validateValues" . }}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) }}
 {{- end }}
 {{- end }}
+
+{{/*
+How Prometheus finds /metrics: "servicemonitor" or "podmonitor" when monitoring.scrape asks for it and the
+cluster serves that Prometheus Operator kind, else "annotations" (prometheus.io/* on the pods), so that a
+cluster without the operator still gets a scrape target instead of an install failing on an unknown kind.
+*/}}
+{{- define "vllm.scrapeWiring" -}}
+{{- $scrape := .Values.monitoring.scrape }}
+{{- if and (eq $scrape "servicemonitor") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/ServiceMonitor") }}servicemonitor
+{{- else if and (eq $scrape "podmonitor") (.Capabilities.APIVersions.Has "monitoring.coreos.com/v1/PodMonitor") }}podmonitor
+{{- else }}annotations
+{{- end }}
+{{- end }}
+
+{{/* Labels of the ServiceMonitor / PodMonitor: the chart's plus monitoring.labels (the chart's win a clash). Built as one dict, so no key can appear twice. */}}
+{{- define "vllm.monitorLabels" -}}
+{{- toYaml (merge (include "vllm.labels" . | fromYaml) (.Values.monitoring.labels | default dict)) }}
+{{- end }}
+
+{{/* The scrape endpoint's interval and timeout (an empty scrapeTimeout is Prometheus' default). */}}
+{{- define "vllm.scrapeEndpoint" -}}
+- port: http
+  path: /metrics
+  interval: {{ .Values.monitoring.interval }}
+  {{- with .Values.monitoring.scrapeTimeout }}
+  scrapeTimeout: {{ . }}
+  {{- end }}
+{{- end }}
+
+{{/* A label map as k=v,k=v (sorted keys), for messages. */}}
+{{- define "vllm.labelList" -}}
+{{- $pairs := list }}
+{{- range $key, $value := . }}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) }}
+{{- end }}
+{{- join "," $pairs }}
+{{- end }}
+
+{{/* The Prometheus pods' labels the NetworkPolicy admits: networkPolicy.prometheusPodLabels, or the common default. */}}
+{{- define "vllm.prometheusPodLabels" -}}
+{{- toYaml (.Values.networkPolicy.prometheusPodLabels | default (dict "app.kubernetes.io/name" "prometheus")) }}
+{{- end }}

@@ -19,6 +19,7 @@ class Capabilities:
     engine: Literal["vllm", "sim"]
     limits: str = ""  # one line: what this cluster cannot show
     runs_containers: bool = True  # False where pods are only scheduled (KWOK): no helm test, no probe pods
+    recorded_gpu_telemetry: bool = False  # its GPU series are recorded test data, never a live GPU
 
 
 class Cluster(Protocol):
@@ -27,6 +28,7 @@ class Cluster(Protocol):
     kubeconfig: Path | None
     context: str | None
     capabilities: Capabilities
+    prometheus_url: str | None  # a Prometheus the cluster itself brings (the local one); None: only --prometheus-url
 
     def start(self) -> None:
         """Make the cluster usable (create it, or check it is reachable)."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import threading
 import time
@@ -15,13 +13,15 @@ from pathlib import Path
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from vllm_gate.cluster.children import record_child
+from vllm_gate.cluster.gpu_nodes import GPU_RESOURCE
+from vllm_gate.cluster.prometheus import MODEL_JOB, LocalPrometheus
 from vllm_gate.errors import GateError
 from vllm_gate.exits import exit_text
 from vllm_gate.ports import free_port
 from vllm_gate.sim import sim_args_from_pod, sim_binary, start_process, stop_process
 
 MODEL_POD_SELECTOR = "app.kubernetes.io/component=serving-engine"
-SIMS_PID_FILE = "vllm-gate-sims.pids"
 POLL_S = 0.5
 PF_GROUP, PF_VERSION, PF_PLURAL = "kwok.x-k8s.io", "v1alpha1", "portforwards"
 # A simulator that keeps failing is retried after 1, 2, 4, ... s, never more than RETRY_MAX_S apart.
@@ -33,17 +33,6 @@ LOG_TAIL_LINES = 3
 REASON_MAX_CHARS = 400
 
 Key = tuple[str, str]  # (namespace, pod name)
-
-
-def kill_recorded_sims(cluster_dir: Path) -> None:
-    """Kill the simulators recorded for a cluster (after a crash of the process that started them)."""
-    pidfile = cluster_dir / SIMS_PID_FILE
-    if not pidfile.exists():
-        return
-    for line in pidfile.read_text().split():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(line), signal.SIGKILL)
-    pidfile.unlink(missing_ok=True)
 
 
 def _ready(pod: client.V1Pod) -> bool:
@@ -65,12 +54,25 @@ def log_tail(path: Path, offset: int) -> str:
     return tail if len(tail) <= REASON_MAX_CHARS else "..." + tail[-REASON_MAX_CHARS:]
 
 
+@dataclass(frozen=True)
+class ServedPod:
+    """A model pod the data plane serves: where its simulator listens and what the pod asked for."""
+
+    namespace: str
+    pod: str
+    container: str
+    node: str
+    gpus: int
+    port: int
+
+
 @dataclass
 class _Sim:
     """A running simulator and where its output of this run starts."""
 
     proc: subprocess.Popen[bytes]
     port: int
+    pod: ServedPod
     log: Path
     log_offset: int
     started: float
@@ -94,11 +96,13 @@ class DataPlane:
     retried with back-off; ``failures()`` lists every such pod and every error of the watch itself.
     """
 
-    def __init__(self, api: client.ApiClient, cluster_dir: Path, progress: Callable[[str], None]) -> None:
+    def __init__(self, api: client.ApiClient, cluster_dir: Path, progress: Callable[[str], None],
+                 prometheus: LocalPrometheus | None = None) -> None:
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._dir = cluster_dir
         self._progress = progress
+        self._prometheus = prometheus
         self._sims: dict[Key, _Sim] = {}
         self._failures: dict[Key, _Failures] = {}
         self._errors: dict[str, int] = {}  # the watch's own errors, counted
@@ -116,6 +120,17 @@ class DataPlane:
             self._thread.join(15)
         for key in list(self._sims):
             self._drop(key)
+
+    def served(self) -> list[ServedPod]:
+        """The pods whose simulators run now (read from other threads: a copy)."""
+        return [sim.pod for sim in list(self._sims.values())]
+
+    def _publish_targets(self) -> None:
+        """Tell Prometheus where each pod's /metrics is, labelled as Kubernetes discovery would label it."""
+        if self._prometheus is not None:
+            self._prometheus.set_targets(MODEL_JOB, [
+                (f"127.0.0.1:{p.port}", {"namespace": p.namespace, "pod": p.pod, "container": p.container})
+                for p in self.served()])
 
     def failures(self) -> list[str]:
         """One line per pod whose simulator would not start or exited, and per error of the watch."""
@@ -204,9 +219,10 @@ class DataPlane:
             return
         # A retry is announced once it has stayed up, not on every try.
         announced = self._failure_count(key) == 0
-        self._sims[key] = _Sim(proc, port, log, offset, time.monotonic(), announced)
-        with (self._dir / SIMS_PID_FILE).open("a") as f:
-            f.write(f"{proc.pid}\n")
+        gpus = int((container.resources.limits or {}).get(GPU_RESOURCE, 0)) if container.resources else 0
+        served = ServedPod(namespace, name, container.name, pod.spec.node_name or "", gpus, port)
+        self._sims[key] = _Sim(proc, port, served, log, offset, time.monotonic(), announced)
+        record_child(self._dir, proc.pid)
         body = {"apiVersion": f"{PF_GROUP}/{PF_VERSION}", "kind": "PortForward",
                 "metadata": {"name": name, "namespace": namespace},
                 "spec": {"forwards": [{"ports": [container_port],
@@ -222,12 +238,14 @@ class DataPlane:
             self._drop(key)
             self._failed(key, f"PortForward not created: HTTP {exc.status} {exc.reason}", ran_s=0)
             return
+        self._publish_targets()
         if announced:
             self._progress(f"local cluster: simulator for pod {namespace}/{name} on 127.0.0.1:{port}")
 
     def _drop(self, key: Key) -> None:
         namespace, name = key
         sim = self._sims.pop(key)
+        self._publish_targets()
         stop_process(sim.proc)
         with contextlib.suppress(ApiException):
             self._custom.delete_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, name,

@@ -11,6 +11,8 @@ from vllm_gate.cluster.kube import api_client, current_context, server_version
 class ExistingCluster:
     kind = "existing"
 
+    prometheus_url: str | None = None  # the platform's Prometheus comes from --prometheus-url
+
     def __init__(self, kubeconfig: Path | None, context: str | None) -> None:
         self.kubeconfig = kubeconfig
         self.context = context or current_context(kubeconfig)

@@ -28,6 +28,8 @@ def gpu_node_names(api: client.ApiClient) -> list[str]:
 class KindCluster:
     kind = "kind"
 
+    prometheus_url: str | None = None  # the platform's Prometheus comes from --prometheus-url
+
     def __init__(self, name: str, kind_bin: Path | None, kubectl_bin: Path | None, keep: bool, *,
                  gpu_type: str, gpus_per_node: int = GpuPool.gpus_per_node) -> None:
         self.name = name

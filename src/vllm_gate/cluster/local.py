@@ -18,9 +18,12 @@ import yaml
 from kubernetes import client
 
 from vllm_gate.cluster.base import Capabilities
-from vllm_gate.cluster.dataplane import DataPlane, kill_recorded_sims
+from vllm_gate.cluster.children import kill_recorded_children
+from vllm_gate.cluster.dataplane import DataPlane
 from vllm_gate.cluster.gpu_nodes import advertise_gpus
 from vllm_gate.cluster.kube import api_client, server_version
+from vllm_gate.cluster.prometheus import DCGM_JOB, LocalPrometheus
+from vllm_gate.cluster.recorded_dcgm import RecordedDcgmExporter
 from vllm_gate.errors import ClusterError
 from vllm_gate.sim import sim_name
 from vllm_gate.tools import require_tool
@@ -86,7 +89,7 @@ def component_pids(name: str) -> list[int]:
 
 def destroy(name: str) -> None:
     """Stop every process of cluster ``name`` and remove its files; safe to call twice."""
-    kill_recorded_sims(cluster_dir(name))
+    kill_recorded_children(cluster_dir(name))
     pids = component_pids(name)
     if cluster_dir(name).exists():
         kwokctl("delete", "cluster", "--name", name, timeout_s=60)
@@ -135,11 +138,15 @@ class LocalCluster:
         self.context: str | None = f"kwok-{self.name}"
         self.capabilities = Capabilities(
             real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
+            recorded_gpu_telemetry=data_plane,
             limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod), no CNI "
-                   "(NetworkPolicy not enforced), no GPUs, no image pulls")
+                   "(NetworkPolicy not enforced), no GPUs (GPU series are recorded H100 telemetry), no image pulls")
+        self.prometheus_url: str | None = None
         self.version = ""
         self._progress = progress
         self._data_plane: DataPlane | None = None
+        self._prometheus: LocalPrometheus | None = None
+        self._dcgm: RecordedDcgmExporter | None = None
         self._want_data_plane = data_plane
         self._watchdog: subprocess.Popen[bytes] | None = None
 
@@ -192,10 +199,23 @@ class LocalCluster:
         self.version = server_version(api)
         self._create_nodes(api)
         if self._want_data_plane:
-            self._data_plane = DataPlane(api, self.dir, progress=self._progress)
-            self._data_plane.start()
+            self._start_data_plane(api)
         self._progress(f"local cluster {self.name}: Kubernetes {self.version}, {self.pool.nodes} GPU nodes "
                        f"({self.pool.gpu_type}), ready in {time.monotonic() - started:.1f} s")
+
+    def _start_data_plane(self, api: client.ApiClient) -> None:
+        """Simulators for model pods, a real Prometheus scraping them, and recorded GPU telemetry beside them."""
+        self._prometheus = LocalPrometheus(self.dir).start()
+        self.prometheus_url = self._prometheus.url
+        self._data_plane = DataPlane(api, self.dir, progress=self._progress, prometheus=self._prometheus)
+        self._dcgm = RecordedDcgmExporter(self._data_plane.served)
+        self._dcgm.start()
+        # Labelled as the GPU Operator's exporter pod; Prometheus renames the pod labels it serves to exported_*.
+        self._prometheus.set_targets(DCGM_JOB, [(self._dcgm.address, {
+            "namespace": "gpu-operator", "pod": "nvidia-dcgm-exporter-recorded", "container": "nvidia-dcgm-exporter"})])
+        self._data_plane.start()
+        self._progress(f"local cluster {self.name}: Prometheus {self._prometheus.url} scraping the simulators and "
+                       "a dcgm-exporter stand-in serving recorded H100 telemetry (test data, not a live GPU)")
 
     def _start_watchdog(self) -> None:
         # A separate session, so Ctrl-C in the terminal does not kill it before it cleans up.
@@ -245,6 +265,12 @@ class LocalCluster:
     def stop(self) -> None:
         if self._data_plane is not None:
             self._data_plane.stop()  # kept: its failures() stay readable for the report
+        if self._dcgm is not None:
+            self._dcgm.stop()
+            self._dcgm = None
+        if self._prometheus is not None:
+            self._prometheus.stop()
+            self._prometheus = None
         destroy(self.name)
         if self._watchdog is not None:
             self._watchdog.terminate()

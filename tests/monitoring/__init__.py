@@ -1,0 +1,1 @@
+"""Tests of GPU telemetry parsing, judgments and the recorded capture."""
