@@ -59,15 +59,27 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 
-@pytest.fixture
-def empty_dsn(postgres: PostgresServer) -> Iterator[str]:
-    """Return the DSN of a new, unmigrated database (dropped afterwards)."""
+def _new_database(postgres: PostgresServer) -> Iterator[str]:
     name = f"t{next(_db_counter)}"
     with psycopg.connect(postgres.dsn, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     yield postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(postgres.dsn, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def empty_dsn(postgres: PostgresServer) -> Iterator[str]:
+    """Return the DSN of a new, unmigrated database (dropped afterwards)."""
+    yield from _new_database(postgres)
+
+
+@pytest.fixture
+def rehearsal_registry(postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Give the gate runs this test starts a rehearsal registry of their own (a new database), by environment."""
+    for dsn in _new_database(postgres):
+        monkeypatch.setenv("VLLM_GATE_REHEARSAL_DATABASE_URL", dsn)
+        yield dsn
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vllm_gate.contract import CHECKS, Kind, Mode, Outcome, decide, known_checks, required_checks
+from vllm_gate.gate import GateRun
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 
@@ -133,3 +134,16 @@ def test_gpu_checks_are_required_only_on_real_gpus_and_monitoring_wherever_the_g
         c for c in REQUIRED if c.startswith("monitoring/")} != set()
     endpoint = required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=True, real_gpus=True)
     assert not [c for c in endpoint if c.startswith(("gpu/", "monitoring/"))]
+
+
+def test_a_first_run_that_records_identity_baselines_can_certify_and_is_shown_as_baseline():
+    # The first certification of a model has nothing to compare its canary and answers with: it records them.
+    baseline = {"identity/test_canary_prompt_tokens_match_the_model", "identity/test_answers_have_not_drifted"}
+    assert baseline <= set(REQUIRED)
+    outcomes = [Outcome(c, "baseline" if c in baseline else "passed", "baseline recorded") for c in REQUIRED]
+    assert verdict(outcomes).certified
+    run = GateRun(spec=SPEC, cluster="test", capabilities=None, report_path=PROJECT_ROOT / "r.html")
+    for outcome in outcomes:
+        run.record(outcome.check, outcome.outcome, outcome.message)
+    assert run.suites()["identity"] == "baseline"
+    assert run.suites()["health"] == "passed"

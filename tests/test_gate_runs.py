@@ -21,7 +21,7 @@ from kubernetes import client
 
 from tests.conftest import dump_tables, require, running_local_cluster
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.ports import port_open
+from vllm_gate.ports import free_port, port_open
 from vllm_gate.tools import PROJECT_ROOT, require_tool
 
 SUITES = str(PROJECT_ROOT / "suites")
@@ -29,6 +29,11 @@ SHORT_LOAD = ["--set", "load.profile.duration_s=5"]
 CLUSTER_TOOLS = ("kwokctl", "kube-apiserver", "helm", "kubectl", "vllm-sim-standin")
 GATE_TIMEOUT_S = 420
 
+
+
+@pytest.fixture(autouse=True)
+def _own_rehearsal_registry(rehearsal_registry: str) -> None:
+    """Each gate run compares with and records into a rehearsal registry of its own test."""
 
 @pytest.fixture(autouse=True)
 def _tools() -> None:
@@ -62,13 +67,52 @@ def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_pat
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
-    assert re.search(r"registered llama3 -> \S+ in a throwaway PostgreSQL \(rehearsal\) "
+    assert re.search(r"registered llama3 -> \S+ in the rehearsal registry at postgresql://gate:\*\*\*@\S+ "
+                     r"\(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "
                      r"\(rehearsal_passed certification 1\)", output), output
     assert re.search(r"the registry you gave \(postgresql://gate:\*\*\*@127\.0\.0\.1:\d+/\w+\) was not touched",
                      output), output
     assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
     assert dump_tables(dsn) == before
-    assert "REHEARSAL PASSED" in (tmp_path / "report.html").read_text()
+    report = (tmp_path / "report.html").read_text()
+    assert "REHEARSAL PASSED" in report
+    # The local cluster's own Prometheus answered the monitoring and gpu suites; its GPU data are named recorded.
+    assert "suite monitoring: passed" in output
+    assert "suite gpu: passed (on recorded telemetry, not a live GPU)" in output
+    for text in (output, report):
+        assert "GPU telemetry: recorded telemetry (H100 capture, test data, not a live GPU) in Prometheus" in text
+
+
+def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(tmp_path):
+    first = run_gate(tmp_path, *SHORT_LOAD)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert "suite identity: baseline" in output
+    recorded = re.search(r"BASELINE RECORDED identity/test_canary_prompt_tokens_match_the_model: canary prompt "
+                         r"tokens (\d+): baseline recorded, nothing to compare with yet \(the first passed rehearsal "
+                         r"of llama3 in the rehearsal registry at ", output)
+    assert recorded, output
+    assert "BASELINE RECORDED identity/test_answers_have_not_drifted: 5 answers at temperature 0" in output
+    assert "baseline recorded, nothing to compare with yet" in (tmp_path / "report.html").read_text()
+
+    second = run_gate(tmp_path, *SHORT_LOAD)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    assert "suite identity: passed" in output
+    assert "BASELINE RECORDED" not in output
+
+    # Planted: another chat template, no end-of-sequence, changed answers (what a broken rollout looks like).
+    third = run_gate(tmp_path, "-k", "identity", "--set", "rehearsal.chat_template=none",
+                     "--set", "rehearsal.eos_after_tokens=0", "--set", "rehearsal.answer_salt=v0.12")
+    output = third.stdout + third.stderr
+    assert third.returncode == 1, output
+    assert re.search(r"FAILED identity/test_canary_prompt_tokens_match_the_model: AssertionError: the canary "
+                     rf"conversation takes (?!{recorded[1]} )\d+ prompt tokens, the last passed rehearsal "
+                     rf"\([^)]*\) took {recorded[1]}: another tokenizer or chat template", output), output
+    assert ("FAILED identity/test_answers_stop_within_the_bound: AssertionError: 'Say hello.': never stopped: "
+            "finish_reason length at 512 tokens") in output
+    assert re.search(r"FAILED identity/test_answers_have_not_drifted: AssertionError: answers drifted from the last "
+                     r"passed rehearsal .*most changed \(0\.\d+\) '[^']+': was '.+', now '.+'", output), output
 
 
 @pytest.mark.parametrize(("target", "selection", "missing"), [
@@ -172,6 +216,7 @@ def _locust_environments(stop: threading.Event, seen: list[bytes]) -> None:
 def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_path, pool, postgres, form):
     password = f"Pl4nted-{form}-pw"
     token = "hf_" + "S3cr3t" * 6
+    prometheus_password = "Pr0m-" + "b4sic" * 4  # a Prometheus behind basic auth (nothing listens there)
     host, port = "127.0.0.1", postgres.port
     dsn = {"url": f"postgresql://gate:{password}@{host}:{port}/registry",
            "query": f"postgresql://gate@{host}:{port}/registry?password={password}&connect_timeout=5",
@@ -184,7 +229,9 @@ def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_
                            "--keep-on-failure", "-k", "registry or health or slo")
         cmd[cmd.index("local")] = "existing"
         result = subprocess.run([*cmd, "--kubeconfig", str(pool.kubeconfig)], capture_output=True, text=True,
-                                timeout=GATE_TIMEOUT_S, env=gate_env(HF_TOKEN=token, IAS_DATABASE_URL=dsn),
+                                timeout=GATE_TIMEOUT_S, env=gate_env(
+                                    HF_TOKEN=token, IAS_DATABASE_URL=dsn,
+                                    VLLM_GATE_PROMETHEUS_URL=f"http://gate:{prometheus_password}@127.0.0.1:{free_port()}"),
                                 cwd=PROJECT_ROOT, check=False)
     finally:
         stop.set()
@@ -204,6 +251,8 @@ def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_
     for where, text in places.items():
         assert password not in text, f"the DSN password is in the {where}"
         assert token not in text, f"the HF token is in the {where}"
+        assert prometheus_password not in text, f"the Prometheus password is in the {where}"
+    assert "monitoring: Prometheus: http://gate:***@127.0.0.1:" in output
 
 
 def test_a_deploy_that_fails_before_helm_removes_the_namespace_it_created(tmp_path, pool):

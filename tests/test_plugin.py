@@ -21,6 +21,11 @@ SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
 
 
+
+@pytest.fixture(autouse=True)
+def _own_rehearsal_registry(rehearsal_registry: str) -> None:
+    """Each gate run compares with and records into a rehearsal registry of its own test."""
+
 @pytest.fixture
 def gate(pytester: pytest.Pytester, tmp_path):
     def run(*args: str) -> pytest.RunResult:
@@ -112,7 +117,7 @@ def test_a_model_that_cannot_fit_fails_before_deploying_says_it_once_and_registe
         f"*FAILED setup/suites/test_health.py::test_health_endpoint_answers_200: {cause}",
         f"*NOT RUN 6 checks: {cause}",
         "*the gate deployed nothing in this run: nothing rolled back*",
-        "*not registered; rehearsal_failed certification 1 recorded in a throwaway PostgreSQL*",
+        "*not registered; rehearsal_failed certification 1 recorded in the rehearsal registry at postgresql://*",
     ])
     output = result.stdout.str()
     # Said in full once; every other check that needed the deployment says so in one line.

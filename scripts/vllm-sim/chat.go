@@ -20,7 +20,14 @@ type chatRequest struct {
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
-	IgnoreEOS bool `json:"ignore_eos"`
+	IgnoreEOS   bool     `json:"ignore_eos"`
+	Temperature *float64 `json:"temperature"`
+	Seed        *int64   `json:"seed"`
+}
+
+// deterministic: a greedy (temperature 0) or seeded request gets the same answer every time.
+func (r *chatRequest) deterministic() bool {
+	return (r.Temperature != nil && *r.Temperature == 0) || r.Seed != nil
 }
 
 var failures = map[string]struct {
@@ -50,17 +57,36 @@ func writeError(w http.ResponseWriter, status int, kind, msg string) {
 		"message": msg, "type": kind, "param": nil, "code": status}, "object": "error"})
 }
 
-// promptTokens counts whitespace-separated words: the simulated tokenizer needs no model files.
-func promptTokens(req *chatRequest) (int, []string) {
-	n := 0
+// contentText is a message's text: a string, or the text parts of a content list.
+func contentText(content any) string {
+	switch c := content.(type) {
+	case string:
+		return c
+	case []any:
+		var parts []string
+		for _, p := range c {
+			if part, ok := p.(map[string]any); ok && part["type"] == "text" {
+				text, _ := part["text"].(string)
+				parts = append(parts, text)
+			}
+		}
+		return strings.Join(parts, "\n")
+	}
+	return ""
+}
+
+// prompt renders the conversation with the server's chat template and returns it with its token
+// count and the messages' words (which echo mode repeats).
+func (s *server) prompt(req *chatRequest) (string, int, []string) {
+	msgs := make([]message, 0, len(req.Messages))
 	var all []string
 	for _, m := range req.Messages {
-		text, _ := m.Content.(string)
-		f := strings.Fields(text)
-		n += len(f) + 1
-		all = append(all, f...)
+		text := contentText(m.Content)
+		msgs = append(msgs, message{role: m.Role, content: text})
+		all = append(all, strings.Fields(text)...)
 	}
-	return n, all
+	rendered := render(s.cfg.chatTemplate, msgs)
+	return rendered, countTokens(rendered), all
 }
 
 func (s *server) injectedFailure() (int, string, string, bool) {
@@ -105,12 +131,23 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 		writeError(w, status, kind, msg)
 		return
 	}
-	nPrompt, promptWords := promptTokens(&req)
+	rendered, nPrompt, promptWords := s.prompt(&req)
 	maxTokens := s.cfg.maxModelLen - nPrompt
 	if req.MaxCompletionTokens != nil {
 		maxTokens = *req.MaxCompletionTokens
 	} else if req.MaxTokens != nil {
 		maxTokens = *req.MaxTokens
+	}
+	if maxTokens < 1 && (req.MaxCompletionTokens != nil || req.MaxTokens != nil) {
+		writeError(w, http.StatusBadRequest, "BadRequestError",
+			fmt.Sprintf("max_tokens must be at least 1, got %d.", maxTokens))
+		return
+	}
+	if nPrompt >= s.cfg.maxModelLen {
+		writeError(w, http.StatusBadRequest, "BadRequestError", fmt.Sprintf(
+			"This model's maximum context length is %d tokens. However, your request has %d input tokens.",
+			s.cfg.maxModelLen, nPrompt))
+		return
 	}
 	if nPrompt+maxTokens > s.cfg.maxModelLen {
 		writeError(w, http.StatusBadRequest, "BadRequestError", fmt.Sprintf(
@@ -119,10 +156,7 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 			nPrompt, maxTokens))
 		return
 	}
-	nOut, reason := maxTokens, "length"
-	if !req.IgnoreEOS && maxTokens > 1 {
-		nOut, reason = maxTokens/2+s.pick(maxTokens-maxTokens/2), "stop"
-	}
+	nOut, reason := outputLength(s.cfg.eosAfter, maxTokens, req.IgnoreEOS)
 
 	s.m.waiting.Inc()
 	select {
@@ -135,14 +169,11 @@ func (s *server) chatCompletions(w http.ResponseWriter, r *http.Request) {
 	s.m.running.Inc()
 	defer func() { <-s.slots; s.m.running.Dec() }()
 
-	tokens := make([]string, nOut)
-	for i := range tokens {
-		if s.cfg.mode == "echo" && i < len(promptWords) {
-			tokens[i] = promptWords[i] + " "
-		} else {
-			tokens[i] = words[s.pick(len(words))] + " "
-		}
+	pick := s.pick
+	if req.deterministic() {
+		pick = answerRand(rendered, req.Seed, s.cfg.answerSalt).Intn
 	}
+	tokens := answerTokens(nOut, s.cfg.mode == "echo", promptWords, pick)
 	id := fmt.Sprintf("chatcmpl-%d", start.UnixNano())
 	var ok bool
 	if req.Stream {

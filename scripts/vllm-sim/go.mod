@@ -1,5 +1,6 @@
 // Module vllm-sim-standin: a stand-in for github.com/llm-d/llm-d-inference-sim, which the Go
-// module proxy reachable here does not serve. Same flags (a subset), endpoints and metric names.
+// module proxy reachable here does not serve. Same flags (a subset, plus
+// three of its own for a simulated model), endpoints and metric names.
 module vllm-gate/vllm-sim-standin
 
 go 1.25.0

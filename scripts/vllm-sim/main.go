@@ -2,6 +2,10 @@
 // model. It stands in for github.com/llm-d/llm-d-inference-sim, which the Go module proxy here
 // does not serve: it takes the same flag names (a subset), rejects flags that simulator rejects,
 // and serves the same endpoints and vllm: metric names, so either binary can run the tests.
+//
+// Three flags are its own (--chat-template, --eos-after, --answer-salt): a simulated model for the
+// gate's identity checks (tokenizer and chat template, stopping, answer drift), so that they run in
+// every rehearsal. Its answers are simulated words, never a model's; see usageHeader.
 package main
 
 import (
@@ -14,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +27,27 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/pflag"
 )
+
+const usageHeader = `Usage: vllm-sim-standin --model NAME [flags]
+
+Serves vLLM's OpenAI-compatible API (/v1/chat/completions, /v1/models, /health, /health/ready,
+/metrics) with configurable latency and no model: a stand-in for llm-d-inference-sim, with the
+same flag names (a subset). Answers are simulated words, not a model's.
+
+The simulated model, for checks of tokenizer, chat template, stopping and answer drift:
+  prompt tokens  usage.prompt_tokens is the token count of the conversation rendered with
+                 --chat-template; a tokenizer counts each special token as one, each run of word
+                 characters as one, and each other non-space character as one.
+  stopping       without ignore_eos an answer stops (finish_reason "stop") after --eos-after
+                 tokens when max_tokens allows more, else it is cut at max_tokens ("length");
+                 with ignore_eos it is exactly max_tokens long.
+  answers        a request with temperature 0 or a seed gets words that depend only on the
+                 rendered prompt, the seed and --answer-salt: every process answers it alike.
+--chat-template, --eos-after and --answer-salt are the stand-in's own: llm-d-inference-sim
+refuses them.
+
+Flags:
+`
 
 type config struct {
 	model            string
@@ -36,6 +62,9 @@ type config struct {
 	failureTypes     []string
 	seed             int64
 	mode             string
+	chatTemplate     string
+	eosAfter         int
+	answerSalt       string
 	ignoredTP        int
 	ignoredEager     bool
 	ignoredPrefix    bool
@@ -58,9 +87,19 @@ func parseFlags(args []string) (*config, error) {
 	types := fs.String("failure-types", "", "comma-separated failure types to inject")
 	fs.Int64Var(&c.seed, "seed", time.Now().UnixNano(), "random seed")
 	fs.StringVar(&c.mode, "mode", "random", "echo or random")
+	fs.StringVar(&c.chatTemplate, "chat-template", "none",
+		"chat template counted in prompt tokens: "+strings.Join(chatTemplates, ", ")+" (stand-in only)")
+	fs.IntVar(&c.eosAfter, "eos-after", 24,
+		"without ignore_eos, answers stop after this many tokens; 0: never (stand-in only)")
+	fs.StringVar(&c.answerSalt, "answer-salt", "",
+		"changes every temperature-0 or seeded answer: a planted model change (stand-in only)")
 	fs.IntVar(&c.ignoredTP, "tensor-parallel-size", 1, "accepted and ignored, as vLLM's")
 	fs.BoolVar(&c.ignoredEager, "enforce-eager", false, "accepted and ignored, as vLLM's")
 	fs.BoolVar(&c.ignoredPrefix, "enable-prefix-caching", false, "accepted and ignored, as vLLM's")
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, usageHeader)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,6 +118,13 @@ func parseFlags(args []string) (*config, error) {
 	}
 	if c.mode != "echo" && c.mode != "random" {
 		return nil, fmt.Errorf("--mode %q: must be echo or random", c.mode)
+	}
+	if !slices.Contains(chatTemplates, c.chatTemplate) {
+		return nil, fmt.Errorf("--chat-template %q: must be one of %s", c.chatTemplate,
+			strings.Join(chatTemplates, ", "))
+	}
+	if c.eosAfter < 0 {
+		return nil, fmt.Errorf("--eos-after %d: must be 0 (never) or more", c.eosAfter)
 	}
 	return c, nil
 }
@@ -140,6 +186,9 @@ func (s *server) models(w http.ResponseWriter, _ *http.Request) {
 
 func main() {
 	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, pflag.ErrHelp) {
+		return
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "vllm-sim-standin: %v\n", err)
 		os.Exit(2)

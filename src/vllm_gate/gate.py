@@ -12,14 +12,17 @@ from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, 
 from vllm_gate.deploy import Release, current_revision, remove_created_namespace, roll_back
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db
+from vllm_gate.registry.baselines import record_baseline
 from vllm_gate.registry.certify import Certification, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping
+from vllm_gate.registry.rehearsal import refuse_rehearsal_registry
 from vllm_gate.render import helm_client
 from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
 from vllm_gate.spec import ModelSpec
 
-OUTCOME_ORDER = ("failed", "blocked", "passed", "skipped")  # worst first
+# Worst first. "baseline": the check had nothing to compare with yet and recorded what it measured.
+OUTCOME_ORDER = ("failed", "blocked", "baseline", "passed", "skipped")
 NOTHING_DEPLOYED = "the gate deployed nothing in this run: nothing rolled back"
 
 
@@ -28,12 +31,20 @@ def worse(outcome: str, than: str | None) -> bool:
 
 
 @dataclass(frozen=True)
+class IdentityRecord:
+    """What the identity checks measured: the next certification compares with it."""
+
+    canary_prompt_tokens: int | None
+    answers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class Registry:
-    """Where a run may write: the user's registry, a rehearsal's throwaway one, or none."""
+    """Where a run may write: the user's registry, the rehearsal registry, or none."""
 
     dsn: Secret | None
     description: str  # redacted DSN, or why there is none
-    throwaway: bool = False
+    rehearsal: bool = False  # the rehearsal registry (persistent, never a production registry)
     untouched: str | None = None  # the registry the user gave, which this rehearsal did not use
 
 
@@ -73,6 +84,8 @@ class GateRun:
     cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
     preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
     telemetry: list[str] = field(default_factory=list)  # which Prometheus and GPU source the checks read
+    identity: IdentityRecord | None = None  # stored with a passed run as the next run's baseline
+    gpu_recorded: bool = False  # the gpu suite read recorded telemetry (test data), not a live GPU
     containers: bool = True  # whether the cluster runs the pods' containers (False on KWOK)
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
@@ -134,6 +147,7 @@ class GateRun:
             "endpoint": self.endpoint, "suites": self.suites(), "reasons": list(verdict.reasons),
             "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
             "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
+            "telemetry": list(self.telemetry),
         }
 
     def mapping(self) -> Mapping:
@@ -202,8 +216,8 @@ def _write_registry(run: GateRun) -> None:
         return
     if registry.untouched:
         run.decision.append(f"the registry you gave ({registry.untouched}) was not touched: a rehearsal "
-                            "writes only its own throwaway registry")
-    if verdict.mode is Mode.REHEARSAL and not registry.throwaway and registry.dsn is not None:
+                            "writes only the rehearsal registry")
+    if verdict.mode is Mode.REHEARSAL and not registry.rehearsal and registry.dsn is not None:
         run.decision.append(f"not registered, nothing written to {registry.description}: a rehearsal "
                             "never writes the registry you gave")
         return
@@ -214,10 +228,18 @@ def _write_registry(run: GateRun) -> None:
         conn = db.connect(registry.dsn)
         try:
             cert = run.certification()
+            if not registry.rehearsal:
+                refuse_rehearsal_registry(conn, registry.description)
             if verdict.kind is Kind.PASSED:
                 cert_id = register_certified(conn, run.mapping(), cert)
                 run.decision.append(f"registered {run.spec.name} -> {run.spec.in_cluster_url} in "
                                     f"{registry.description} ({cert.verdict} certification {cert_id})")
+                if run.identity is not None:
+                    record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
+                                    run.identity.answers)
+                    run.decision.append(f"identity baseline stored with certification {cert_id}: canary prompt "
+                                        f"tokens {run.identity.canary_prompt_tokens}, "
+                                        f"{len(run.identity.answers)} answers")
             else:
                 cert_id = record_outcome(conn, cert)
                 run.decision.append(f"not registered; {cert.verdict} certification {cert_id} recorded in "

@@ -95,11 +95,14 @@ def _api_error(what: str, exc: openai.APIError) -> EndpointError:
     return EndpointError(f"{what}: {'HTTP ' + str(status) if status else type(exc).__name__}: {exc.message}")
 
 
-def chat(url: str, model: str, max_tokens: int = 16) -> Completion:
-    """One non-streamed chat completion."""
+def chat(url: str, model: str, max_tokens: int = 16, *, messages: list[dict[str, str]] | None = None,
+         temperature: float | None = None, seed: int | None = None) -> Completion:
+    """One non-streamed chat completion (by default one short user prompt, the server's sampling defaults)."""
+    sampling: dict[str, Any] = {k: v for k, v in (("temperature", temperature), ("seed", seed)) if v is not None}
     try:
         resp = _client(url).chat.completions.create(
-            model=model, messages=[{"role": "user", "content": PROMPT}], max_tokens=max_tokens)
+            model=model, messages=messages or [{"role": "user", "content": PROMPT}], max_tokens=max_tokens,
+            **sampling)
     except openai.APIError as exc:
         raise _api_error(f"chat completion for {model!r} at {url}", exc) from None
     choice = resp.choices[0]

@@ -20,7 +20,13 @@ SIM_BINARIES = ("llm-d-inference-sim", "vllm-sim-standin")
 SIM_FLAGS_WITH_VALUE = {"--model", "--served-model-name", "--port", "--max-model-len", "--max-num-seqs",
                         "--time-to-first-token", "--inter-token-latency", "--time-to-first-token-std-dev",
                         "--inter-token-latency-std-dev", "--failure-injection-rate", "--failure-types",
-                        "--startup-duration", "--seed", "--mode", "--tensor-parallel-size"}
+                        "--startup-duration", "--seed", "--mode", "--tensor-parallel-size",
+                        # The stand-in's own (the simulated model the identity checks need); the llm-d
+                        # simulator has no such flags and refuses them.
+                        "--chat-template", "--eos-after", "--answer-salt"}
+# The stand-in's defaults for its own flags: SimServer passes them only when they differ, so that the llm-d
+# simulator, which refuses them, still starts with the defaults.
+STANDIN_DEFAULTS = {"--chat-template": "none", "--eos-after": "24", "--answer-salt": ""}
 STOP_TIMEOUT_S = 10
 
 
@@ -71,6 +77,11 @@ class SimServer(Started):
     failure_types: list[str] = field(default_factory=list)
     startup_s: float = 0
     max_num_seqs: int = 256
+    # The simulated model (the stand-in only): chat template counted in usage.prompt_tokens, tokens before
+    # end-of-sequence (0: never), and a salt that changes every temperature-0 answer.
+    chat_template: str = "none"
+    eos_after: int = 24
+    answer_salt: str = ""
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
@@ -98,6 +109,9 @@ class SimServer(Started):
             args += ["--failure-types", ",".join(self.failure_types)]
         if self.startup_s:
             args += ["--startup-duration", f"{self.startup_s}s"]
+        own = {"--chat-template": self.chat_template, "--eos-after": str(self.eos_after),
+               "--answer-salt": self.answer_salt}
+        args += [part for flag, value in own.items() if value != STANDIN_DEFAULTS[flag] for part in (flag, value)]
         return args
 
     def start(self, wait_s: float = 15) -> SimServer:

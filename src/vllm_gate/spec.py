@@ -243,6 +243,14 @@ class Rehearsal(StrictModel):
     ttft_std_ms: float = Field(0, ge=0, description="Standard deviation of TTFT.")
     itl_std_ms: float = Field(0, ge=0, description="Standard deviation of ITL.")
     source: str = Field(description="Where the numbers come from: a published measurement or a stated estimate.")
+    # What the identity checks need the simulator to do (scripts/vllm-sim; the llm-d simulator has no such flags).
+    chat_template: Literal["llama3", "mistral", "chatml", "none"] = Field(
+        "none", description="Chat template the simulator applies before counting prompt tokens (--chat-template).")
+    eos_after_tokens: int = Field(
+        24, ge=0, description="Without ignore_eos, answers end (finish_reason stop) after this many tokens; "
+                              "0: never (a model without its chat template) (--eos-after).")
+    answer_salt: str = Field("", description="Changes every deterministic answer: a planted model change "
+                                             "(--answer-salt).")
 
     @field_validator("source")
     @classmethod
@@ -259,6 +267,64 @@ class Rehearsal(StrictModel):
                 raise ValueError(f"{name}_std_ms {std:g} exceeds {SIM_MAX_STD_FRACTION:.0%} of {name}_ms {mean:g}; "
                                  "the simulator refuses to start with it")
         return self
+
+
+class ChatMessage(StrictModel):
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+DEFAULT_CANARY = (ChatMessage(role="system", content="You are a concise assistant."),
+                  ChatMessage(role="user", content="What is the capital of France? Answer in one word."))
+DEFAULT_STOP_PROMPTS = ("Say hello.", "Name one primary color.", "What is 2 + 2? Answer with the number only.")
+DEFAULT_DRIFT_PROMPTS = (
+    "Explain in two sentences what a hash table is.",
+    "Write a haiku about autumn.",
+    "List three prime numbers greater than ten.",
+    "Translate 'good morning' into German.",
+    "What does HTTP status 404 mean?",
+)
+
+
+class Canary(StrictModel):
+    """A fixed conversation whose prompt-token count identifies the tokenizer and chat template."""
+
+    messages: list[ChatMessage] = Field(default_factory=lambda: list(DEFAULT_CANARY), min_length=1)
+    prompt_tokens: int | None = Field(None, gt=0, description="The server's usage.prompt_tokens for the canary, "
+                                                              "once known; else the last certification's.")
+
+
+class Stopping(StrictModel):
+    """Short prompts, sent without ignore_eos, must end with finish_reason stop within a bound."""
+
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_STOP_PROMPTS), min_length=1)
+    max_tokens: int = Field(512, gt=0, description="Generous: a model that never stops reaches it.")
+    stop_within_tokens: int = Field(256, gt=0, description="Each answer must stop within this many tokens.")
+
+    @model_validator(mode="after")
+    def _bound_below_max(self) -> Stopping:
+        if self.stop_within_tokens >= self.max_tokens:
+            raise ValueError(f"stop_within_tokens {self.stop_within_tokens} must be below max_tokens "
+                             f"{self.max_tokens}, or a model that never stops would look like one that did")
+        return self
+
+
+class Drift(StrictModel):
+    """Fixed prompts answered at temperature 0, compared with the last certification's answers."""
+
+    prompts: list[str] = Field(default_factory=lambda: list(DEFAULT_DRIFT_PROMPTS), min_length=1)
+    max_tokens: int = Field(64, gt=0)
+    seed: int = Field(1234, ge=0)
+    min_similarity: float = Field(0.9, gt=0, le=1, description="Mean text similarity (0-1) to the last "
+                                                               "certified answers below which the check fails.")
+
+
+class Identity(StrictModel):
+    """The right model, answering sensibly: tokenizer and chat template, stopping, answer drift."""
+
+    canary: Canary = Field(default_factory=Canary)
+    stopping: Stopping = Field(default_factory=Stopping)
+    drift: Drift = Field(default_factory=Drift)
 
 
 class UsersProfile(StrictModel):
@@ -316,6 +382,7 @@ class ModelSpec(StrictModel):
     slo: Slos
     load: Load
     rehearsal: Rehearsal = Field(description="The simulator's latency profile for rehearsals (engine: sim).")
+    identity: Identity = Field(default_factory=Identity)
 
     @property
     def served_name(self) -> str:

@@ -54,7 +54,7 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, 
     res = spec.resources
     net = spec.network
     monitoring = spec.monitoring
-    latency = spec.rehearsal
+    rehearsal = spec.rehearsal
     return {
         "engine": spec.engine,
         "model": {
@@ -71,10 +71,14 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, 
             "digest": spec.image.digest or "",
         },
         "sim": {
-            "timeToFirstToken": go_duration(latency.ttft_ms),
-            "timeToFirstTokenStdDev": go_duration(latency.ttft_std_ms),
-            "interTokenLatency": go_duration(latency.itl_ms),
-            "interTokenLatencyStdDev": go_duration(latency.itl_std_ms),
+            "timeToFirstToken": go_duration(rehearsal.ttft_ms),
+            "timeToFirstTokenStdDev": go_duration(rehearsal.ttft_std_ms),
+            "interTokenLatency": go_duration(rehearsal.itl_ms),
+            "interTokenLatencyStdDev": go_duration(rehearsal.itl_std_ms),
+            # The simulated model the identity checks exercise (the stand-in's flags; see charts/vllm/README.md).
+            "chatTemplate": rehearsal.chat_template,
+            "eosAfter": rehearsal.eos_after_tokens,
+            "answerSalt": rehearsal.answer_salt,
         },
         "service": {"name": spec.service.name, "type": spec.service.type, "port": spec.service.port},
         "resources": {

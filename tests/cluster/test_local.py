@@ -18,6 +18,7 @@ import yaml
 from kubernetes import client
 
 from tests.conftest import running_local_cluster
+from vllm_gate.cluster.children import CHILD_PIDS_FILE
 from vllm_gate.cluster.existing import ExistingCluster
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, component_pids, pid_alive
@@ -25,6 +26,9 @@ from vllm_gate.cluster.resolve import resolve_cluster
 from vllm_gate.deploy import DeployFailed, current_revision, ensure_namespace, helm_test, install_or_upgrade
 from vllm_gate.errors import ClusterError, RolloutFailed
 from vllm_gate.gate import NO_REGISTRY, Attempt, GateRun, Registry, finish
+from vllm_gate.monitoring.gpu import TelemetryError
+from vllm_gate.monitoring.gpu_source import choose_gpu_source
+from vllm_gate.monitoring.pod_exec import nvidia_smi_in_pod
 from vllm_gate.portforward import PortForward
 from vllm_gate.ports import free_port, port_open
 from vllm_gate.render import helm_client
@@ -66,6 +70,15 @@ def test_gpu_deployment_is_scheduled_onto_a_gpu_node_and_becomes_ready(api):
     node = client.CoreV1Api(api).read_node(pod.spec.node_name)
     assert node.metadata.labels["gpu-type"] == "rtx-6000-ada"
     assert pod.status.phase == "Running"
+    # The gpu suite's fallback without dcgm-exporter: nvidia-smi through the exec API. KWOK's nodes have no
+    # kubelet to run it (and no GPU exists here), so the real API server's refusal must come back as one line.
+    with pytest.raises(TelemetryError, match=rf"^nvidia-smi in pod default/{pod.metadata.name} \(container c\): "
+                                             r"exec (refused|failed)"):
+        nvidia_smi_in_pod(api, "default", pod.metadata.name, "c")
+    reason = choose_gpu_source(None, api, "default", [pod.metadata.name], "c", step_s=15, live_pods=True,
+                               recorded=False)
+    assert isinstance(reason, str)
+    assert reason.startswith("no Prometheus (--prometheus-url) to read dcgm-exporter series from; nvidia-smi in pod")
 
 
 @pytest.mark.parametrize(("name", "gpu_type", "tolerate"), [
@@ -113,13 +126,19 @@ def _listening_ports(pids: list[int]) -> set[int]:
             if any(f"pid={p}," in line for p in pids)}
 
 
+def _children(name: str) -> list[int]:
+    """The processes the cluster started beside its components (here: its Prometheus)."""
+    return [int(line.partition(":")[0]) for line in (cluster_dir(name) / CHILD_PIDS_FILE).read_text().split()]
+
+
 def test_stop_leaves_no_process_and_frees_the_ports():
     local = LocalCluster(name=f"stop-{os.getpid()}", pool=GpuPool(nodes=1), progress=lambda _m: None)
     local.start()
-    pids = component_pids(local.name)
+    assert httpx.get(f"{local.prometheus_url}/-/ready", timeout=5).status_code == 200
+    pids = component_pids(local.name) + _children(local.name)
     ports = _listening_ports(pids)
-    assert len(pids) == 5
-    assert ports, "the components listen on no port?"
+    assert len(pids) == 6
+    assert int(local.prometheus_url.rsplit(":", 1)[1]) in ports
     local.stop()
     assert [p for p in pids if pid_alive(p)] == []
     assert [p for p in ports if port_open(p)] == []
@@ -138,8 +157,8 @@ def test_cluster_is_cleaned_up_when_its_owner_dies(sig):
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
     try:
         assert owner.stdout.readline().strip() == "up"
-        pids = component_pids(name)
-        assert len(pids) == 5
+        pids = component_pids(name) + _children(name)
+        assert len(pids) == 6  # the five components and Prometheus
         owner.send_signal(sig)
         owner.wait(30)
         deadline = time.monotonic() + 60

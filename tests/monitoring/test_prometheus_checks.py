@@ -39,9 +39,10 @@ class Stack:
     pod: ServedPod
     pods: ModelPods
 
-    def serve_dcgm(self, exporter: RecordedDcgmExporter) -> None:
-        self.prometheus.set_targets(DCGM_JOB, [(exporter.address, {"namespace": "gpu-operator",
-                                                                   "pod": "nvidia-dcgm-exporter-x"})])
+    def serve_dcgm(self, exporter: RecordedDcgmExporter, *, clash: bool = True) -> None:
+        """Scrape the exporter as its own pod (its pod labels then arrive as exported_*), or without labels."""
+        labels = {"namespace": "gpu-operator", "pod": "nvidia-dcgm-exporter-x"} if clash else {}
+        self.prometheus.set_targets(DCGM_JOB, [(exporter.address, labels)])
 
 
 @pytest.fixture
@@ -193,3 +194,24 @@ def test_gpu_memory_far_from_the_preallocation_fails_through_prometheus(stack: S
         exporter.stop()
     assert len(problems) == 1
     assert f"far {word}" in problems[0]
+
+
+def test_two_gpus_under_kept_pod_labels_are_counted_and_a_wrong_count_or_type_is_named(stack: Stack):
+    two = dataclasses.replace(stack.pod, gpus=2)
+    exporter = RecordedDcgmExporter(lambda: [two], busy=lambda _pod: True)
+    exporter.start()
+    try:
+        stack.serve_dcgm(exporter, clash=False)  # nothing to clash with: the series keep pod and namespace
+        source = DcgmSource(stack.prom, NS, 1, recorded=False)
+        deadline = time.monotonic() + DISCOVERY_S
+        while len(source.now(POD)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        series = stack.prom.query(dcgm.pod_series(dcgm.FB_USED, NS, POD))
+        assert {(s["metric"].get("pod"), "exported_pod" in s["metric"]) for s in series} == {(POD, False)}
+        assert checks.gpu_identity(source, stack.pods, 2, "h100") == []
+        problems = checks.gpu_identity(source, stack.pods, 1, "rtx-6000-ada")
+    finally:
+        exporter.stop()
+    assert len(problems) == 3  # one GPU too many, and each of the two is the wrong type
+    assert problems[0].startswith(f"pod {NS}/{POD}: the pod sees 2 distinct GPU(s), it requested 1")
+    assert all("the spec's gpu_type is 'rtx-6000-ada'" in p for p in problems[1:])

@@ -104,6 +104,6 @@ def test_migration_2_renames_old_verdicts_and_old_simulator_runs_become_rehearsa
                      " applied_at timestamptz NOT NULL DEFAULT now())")
         conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'model_mappings')")
         conn.commit()
-        assert [m.version for m in migrate(conn)] == [2]
+        assert [m.version for m in migrate(conn)] == [m.version for m in available_migrations()[1:]]
         assert [c[2] for c in certifications(conn, "llama3")] == [
             "certified", "not_certified", "rehearsal_passed", "rehearsal_failed"]

@@ -43,11 +43,11 @@ def test_a_rehearsal_writes_nothing_to_a_registry_the_user_gave(dsn):
     assert dump_tables(dsn) == before
 
 
-def test_a_passed_rehearsal_registers_in_its_throwaway_registry(dsn):
-    run = finished(run_with(Registry(Secret(dsn), "a throwaway", throwaway=True, untouched="postgresql://u:***@h/db"),
-                            mode=Mode.REHEARSAL))
+def test_a_passed_rehearsal_registers_in_the_rehearsal_registry(dsn):
+    run = finished(run_with(Registry(Secret(dsn), "the rehearsal registry", rehearsal=True,
+                                     untouched="postgresql://u:***@h/db"), mode=Mode.REHEARSAL))
     assert run.decision[1] == ("the registry you gave (postgresql://u:***@h/db) was not touched: a rehearsal "
-                               "writes only its own throwaway registry")
+                               "writes only the rehearsal registry")
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("rehearsal_passed",)]
         assert conn.execute("SELECT name FROM model_mappings").fetchall() == [("llama3",)]

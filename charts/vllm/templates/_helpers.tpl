@@ -82,7 +82,17 @@ Built as one dict, so no key can appear twice.
 
 {{/* What the NetworkPolicy's test-pod rule selects: the router labels plus vllm-gate/helm-test=<release>. */}}
 {{- define "vllm.testPodSelector" -}}
-{{- toYaml (merge (dict "vllm-gate/helm-test" .Release.Name) .Values.networkPolicy.routerPodLabels) }}
+{{- toYaml (merge (dict "vllm-gate/helm-test" .Release.Name) (include "vllm.routerPodLabels" . | fromYaml)) }}
+{{- end }}
+
+{{/*
+The API router pods' labels the NetworkPolicy admits: networkPolicy.routerPodLabels as given, or
+app.kubernetes.io/name=ias-router when none are. The default lives here, not in values.yaml, because Helm
+merges a values file's map into the default one: {app: router} would otherwise become
+{app: router, app.kubernetes.io/name: ias-router} and select no router that lacks the default label.
+*/}}
+{{- define "vllm.routerPodLabels" -}}
+{{- toYaml (.Values.networkPolicy.routerPodLabels | default (dict "app.kubernetes.io/name" "ias-router")) }}
 {{- end }}
 
 {{/* The model cache's claim: the chart's own (<fullname>-model-cache) or modelCache.existingClaim. */}}
@@ -153,6 +163,7 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 - {{ .Values.sim.interTokenLatency | quote }}
 - --inter-token-latency-std-dev
 - {{ .Values.sim.interTokenLatencyStdDev | quote }}
+{{- include "vllm.simModelArgs" . }}
 {{- else }}
 - {{ $m.id | quote }}
 - --served-model-name
@@ -170,6 +181,26 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 {{- range $m.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The simulated model's flags (scripts/vllm-sim, the stand-in, only), each where it differs from the
+stand-in's default: llm-d-inference-sim refuses unknown flags, so its image still starts with the defaults.
+*/}}
+{{- define "vllm.simModelArgs" -}}
+{{- $sim := .Values.sim }}
+{{- if ne ($sim.chatTemplate | default "none") "none" }}
+- --chat-template
+- {{ $sim.chatTemplate | quote }}
+{{- end }}
+{{- if and (hasKey $sim "eosAfter") (ne (int64 $sim.eosAfter) 24) }}
+- --eos-after
+- {{ include "vllm.int" $sim.eosAfter }}
+{{- end }}
+{{- with $sim.answerSalt }}
+- --answer-salt
+- {{ . | quote }}
 {{- end }}
 {{- end }}
 

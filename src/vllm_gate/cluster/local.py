@@ -205,7 +205,8 @@ class LocalCluster:
 
     def _start_data_plane(self, api: client.ApiClient) -> None:
         """Simulators for model pods, a real Prometheus scraping them, and recorded GPU telemetry beside them."""
-        self._prometheus = LocalPrometheus(self.dir).start()
+        self._prometheus = LocalPrometheus(self.dir)  # kept before start(): stop() must reach a failed start too
+        self._prometheus.start()
         self.prometheus_url = self._prometheus.url
         self._data_plane = DataPlane(api, self.dir, progress=self._progress, prometheus=self._prometheus)
         self._dcgm = RecordedDcgmExporter(self._data_plane.served)

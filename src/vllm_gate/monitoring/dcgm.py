@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from vllm_gate.monitoring.gpu import GpuReading
-from vllm_gate.monitoring.prometheus import POLL_S, Prometheus
+from vllm_gate.monitoring.prometheus import POLL_S, Prometheus, promql_string
 
 UTIL, FB_USED, FB_FREE, XID = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
                                "DCGM_FI_DEV_XID_ERRORS")
@@ -16,8 +16,8 @@ FIELDS = (UTIL, FB_USED, FB_FREE, XID)
 
 def pod_series(metric: str, namespace: str, pod: str) -> str:
     """The metric for one pod, whether the scrape kept dcgm-exporter's pod labels or renamed them exported_*."""
-    return (f'{metric}{{namespace="{namespace}",pod="{pod}"}} '
-            f'or {metric}{{exported_namespace="{namespace}",exported_pod="{pod}"}}')
+    ns, name = promql_string(namespace), promql_string(pod)
+    return f"{metric}{{namespace={ns},pod={name}}} or {metric}{{exported_namespace={ns},exported_pod={name}}}"
 
 
 def wait_for_series(prom: Prometheus, namespace: str, pod: str, timeout_s: float) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -64,7 +65,7 @@ class ExecSource:
     def __init__(self, api: client.ApiClient, namespace: str, container: str) -> None:
         self._api, self._namespace, self._container = api, namespace, container
         self.description = f"nvidia-smi --query-gpu in the pods (container {container}, exec API)"
-        self._samples: dict[str, list[GpuReading]] = {}
+        self._samples: dict[str, list[tuple[float, GpuReading]]] = {}
         self._errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,18 +83,21 @@ class ExecSource:
         while not self._stop.is_set():
             for pod in pods:
                 try:
-                    self._samples[pod] += self.now(pod)
+                    taken = time.time()
+                    self._samples[pod] += [(taken, reading) for reading in self.now(pod)]
                 except GateError as exc:
                     self._errors.append(exc.summary)
             self._stop.wait(EXEC_SAMPLE_EVERY_S)
 
     def during(self, pod: str, start: float, end: float) -> list[GpuReading]:
+        """Stop sampling; the readings taken between ``start`` and ``end``."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(EXEC_SAMPLE_EVERY_S * 4)
-        if self._errors and not self._samples.get(pod):
+        readings = [reading for taken, reading in self._samples.get(pod, []) if start <= taken <= end]
+        if self._errors and not readings:
             raise GateError(f"no nvidia-smi reading of pod {pod} during the load test: {self._errors[-1]}")
-        return list(self._samples.get(pod, []))
+        return readings
 
 
 def choose_gpu_source(prom: Prometheus | None, api: client.ApiClient, namespace: str, pods: Sequence[str],

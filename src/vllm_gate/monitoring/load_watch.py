@@ -77,6 +77,12 @@ class LoadWatch:
         """Take the evidence (``scrape=False``: only stop sampling, after a load test that failed)."""
         t = self._target
         load_end = time.time()
+        if self._gpu is not None:  # first: an nvidia-smi sampler stops at the load test's end
+            try:
+                self.watched.gpu_under_load = {pod: self._gpu.during(pod, self._load_start, load_end)
+                                               for pod in t.pods}
+            except GateError as exc:
+                self.watched.gpu_error = exc.summary
         if scrape and self._prom is not None and self._before is not None:
             try:
                 end = self._scrape_after(load_end)
@@ -84,10 +90,4 @@ class LoadWatch:
                 self.watched.counters = CounterWindow(self._start, end, self._before, after, self._interval)
             except GateError as exc:
                 self.watched.counters_error = exc.summary
-        if self._gpu is not None:
-            try:
-                self.watched.gpu_under_load = {pod: self._gpu.during(pod, self._load_start, load_end)
-                                               for pod in t.pods}
-            except GateError as exc:
-                self.watched.gpu_error = exc.summary
         return self.watched

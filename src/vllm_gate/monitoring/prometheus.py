@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -33,23 +32,31 @@ class MonitoringError(GateError):
 
 
 def redact_url(url: str) -> str:
-    """``url`` without the password of its user-info (a Prometheus behind basic auth)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """``url`` with any user-info (user:password, a token) replaced by ``***``.
+
+    Not parsed: a password holding ``#``, ``/`` or ``?`` confuses URL parsers, so everything between the
+    scheme and the last ``@`` goes.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def promql_string(value: str) -> str:
+    """``value`` as a double-quoted PromQL string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _re2_literal(text: str) -> str:
-    """``text`` as a literal in a PromQL (RE2) regex: Python's re.escape escapes ``-``, which RE2 rejects."""
+    """``text`` as a literal in an RE2 regex (Python's re.escape escapes ``-``, which RE2 rejects)."""
     return "".join(f"\\{c}" if c in r"\.+*?()|[]{}^$" else c for c in text)
 
 
 def label_matchers(namespace: str, pods: Sequence[str], prefix: str = "") -> str:
     """PromQL matchers for the pods of one namespace (``prefix``: ``exported_`` for relabelled series)."""
     alternatives = "|".join(_re2_literal(pod) for pod in sorted(pods))
-    return f'{prefix}namespace="{namespace}",{prefix}pod=~"{alternatives}"'
+    return f"{prefix}namespace={promql_string(namespace)},{prefix}pod=~{promql_string(alternatives)}"
 
 
 class Prometheus:
@@ -68,7 +75,7 @@ class Prometheus:
             reason = type(exc).__name__
         except PrometheusApiClientException as exc:
             reason = " ".join(str(exc).split())[:200]
-        except (KeyError, ValueError) as exc:
+        except Exception as exc:  # an answer that is not Prometheus's shape: one line, never a traceback
             reason = f"unexpected answer ({type(exc).__name__})"
         raise MonitoringError(f"Prometheus {self.shown}: {what} failed: {reason}")
 
@@ -157,7 +164,7 @@ def series_problems(prom: Prometheus, namespace: str, pods: Sequence[str], model
 
 def counters_at(prom: Prometheus, namespace: str, pods: Sequence[str], model: str, at: float) -> Counters:
     """The pods' request and token counters summed, as Prometheus held them at ``at``."""
-    matchers = f'{label_matchers(namespace, pods)},model_name="{model}"'
+    matchers = f"{label_matchers(namespace, pods)},model_name={promql_string(model)}"
 
     def total(family: str) -> float:
         return prom.value(f"sum({family}_total{{{matchers}}})", at) or 0.0
@@ -166,13 +173,16 @@ def counters_at(prom: Prometheus, namespace: str, pods: Sequence[str], model: st
 
 
 def wait_for_scrape(prom: Prometheus, namespace: str, pods: Sequence[str], after: float, timeout_s: float) -> float:
-    """Wait until Prometheus has scraped every pod after ``after``; return the oldest of those scrape times."""
-    promql = f"min(timestamp(up{{{label_matchers(namespace, pods)}}}))"
+    """Wait until Prometheus has scraped every pod after ``after``; return the newest of those scrapes' times.
+
+    At that moment every pod's latest sample is one taken after ``after`` (the oldest pod's included).
+    """
+    selector = f"timestamp(up{{{label_matchers(namespace, pods)}}})"
     deadline = time.monotonic() + timeout_s
     while True:
-        latest = prom.value(promql)
+        latest = prom.value(f"min({selector})")
         if latest is not None and latest > after:
-            return latest
+            return prom.value(f"max({selector})") or latest
         if time.monotonic() >= deadline:
             raise MonitoringError(f"Prometheus {prom.shown} did not scrape the pods of {namespace} within "
                                   f"{timeout_s:.0f} s (last scrape: {_when(latest)})")

@@ -1,7 +1,8 @@
 """Recorded GPU telemetry, test data: a real H100 capture that the local cluster serves as dcgm-exporter series.
 
-Nothing here reads a live GPU. The files under recorded_h100/ are a copy of ../shared/data/gpu-h100 (nvidia-smi
-on a real H100 80GB HBM3, idle and under a bf16 matmul load); the local cluster's fake GPU exporter renders
+Nothing here reads a live GPU. The files under recorded_h100/ are byte-identical copies of four files of
+../shared/data/gpu-h100 (nvidia-smi on a real H100 80GB HBM3, idle and under a bf16 matmul load); the local
+cluster's fake GPU exporter renders
 them in dcgm-exporter's format for its fake GPU nodes, and the gpu suite reports them as RECORDED_LABEL.
 """
 

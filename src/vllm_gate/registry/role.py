@@ -1,0 +1,42 @@
+"""What a registry database is for: a production registry, or the registry rehearsals write."""
+
+from __future__ import annotations
+
+import psycopg
+
+from vllm_gate.errors import GateError
+
+ROLES = ("production", "rehearsal")
+
+
+class RoleConflict(GateError):
+    """A database already marked for one role was asked to take the other."""
+
+
+def database_name(conn: psycopg.Connection) -> str:
+    """The database ``conn`` is connected to, as a URL without any password."""
+    info = conn.info
+    return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+
+
+def registry_role(conn: psycopg.Connection) -> str | None:
+    """The database's mark, or None when it is unmarked (or not yet migrated to have one)."""
+    with conn.transaction():
+        exists = conn.execute("SELECT to_regclass('registry_role') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return None
+        row = conn.execute("SELECT role FROM registry_role").fetchone()
+    return str(row[0]) if row else None
+
+
+def mark_role(conn: psycopg.Connection, role: str) -> None:
+    """Mark the database for ``role``; a database already marked for the other role is never changed."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, not {role!r}")
+    with conn.transaction():
+        # One statement: two runs marking at once cannot both win, and the loser sees the winner's mark.
+        conn.execute("INSERT INTO registry_role (role) VALUES (%s) ON CONFLICT (singleton) DO NOTHING", (role,))
+        row = conn.execute("SELECT role FROM registry_role").fetchone()
+    marked = str(row[0]) if row else None
+    if marked != role:
+        raise RoleConflict(f"{database_name(conn)} is marked as a {marked} registry; refusing to mark it {role}")

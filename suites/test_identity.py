@@ -1,0 +1,47 @@
+"""The right model, answering sensibly: its tokenizer and chat template, that it stops, and that its answers hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.state import BASELINE_PROPERTY
+from vllm_gate import identity
+
+
+def _baseline_recorded(record_property, gate_identity, what: str) -> None:
+    if gate_identity.no_baseline:
+        pytest.skip(gate_identity.no_baseline)
+    record_property(BASELINE_PROPERTY, f"{what}: baseline recorded, nothing to compare with yet "
+                                       f"({gate_identity.baseline_from})")
+
+
+def test_canary_prompt_tokens_match_the_model(gate_identity, gate_spec, record_property):
+    measured = gate_identity.record.canary_prompt_tokens
+    pinned = gate_spec.identity.canary.prompt_tokens
+    baseline = gate_identity.baseline
+    if pinned is not None:
+        problems = identity.canary_problems(measured, pinned, "the spec pins")
+    elif baseline is not None and baseline.canary_prompt_tokens is not None:
+        problems = identity.canary_problems(measured, baseline.canary_prompt_tokens,
+                                            f"{gate_identity.baseline_from} took")
+    else:
+        _baseline_recorded(record_property, gate_identity, f"canary prompt tokens {measured}")
+        return
+    assert not problems, "; ".join(problems)
+
+
+def test_answers_stop_within_the_bound(gate_endpoint, gate_spec):
+    stopping = gate_spec.identity.stopping
+    problems = identity.stopping_problems(identity.stop_answers(gate_endpoint, gate_spec.served_name, stopping),
+                                          stopping)
+    assert not problems, "; ".join(problems)
+
+
+def test_answers_have_not_drifted(gate_identity, gate_spec, record_property):
+    answers = gate_identity.record.answers
+    if gate_identity.baseline is None:
+        _baseline_recorded(record_property, gate_identity, f"{len(answers)} answers at temperature 0")
+        return
+    report = identity.compare_answers(gate_identity.baseline.answers, answers)
+    problems = identity.drift_problems(report, gate_spec.identity.drift, gate_identity.baseline_from)
+    assert not problems, "; ".join(problems)
