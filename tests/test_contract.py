@@ -134,6 +134,8 @@ def test_gpu_checks_are_required_only_on_real_gpus_and_monitoring_wherever_the_g
         c for c in REQUIRED if c.startswith("monitoring/")} != set()
     endpoint = required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=True, real_gpus=True)
     assert not [c for c in endpoint if c.startswith(("gpu/", "monitoring/"))]
+    # An --endpoint-url run has no registry of its own to hold identity baselines; stopping needs none.
+    assert [c for c in endpoint if c.startswith("identity/")] == ["identity/test_answers_stop_within_the_bound"]
 
 
 def test_a_first_run_that_records_identity_baselines_can_certify_and_is_shown_as_baseline():

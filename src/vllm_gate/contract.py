@@ -46,6 +46,7 @@ class Check:
     needs_cluster: bool = False  # exercised only when the gate deployed the model itself
     needs_containers: bool = False  # exercised only where the cluster runs containers (not KWOK's fake pods)
     needs_gpu: bool = False  # required only where real GPUs serve real vLLM (a rehearsal's are recorded or absent)
+    needs_baseline: bool = False  # compares with a baseline in the run's registry: an --endpoint-url run has none
     per_slo: bool = False  # one check per SLO of the spec (the test is parametrized by SLO name)
 
     def ids(self, slos: Slos) -> list[str]:
@@ -69,9 +70,9 @@ CHECKS: tuple[Check, ...] = (
     Check("exposure", "test_network_policy_admits_only_router_and_monitoring", needs_cluster=True),
     Check("metrics", "test_required_vllm_metric_families_are_exposed"),
     Check("metrics", "test_server_counters_grew_by_what_the_client_measured"),
-    Check("identity", "test_canary_prompt_tokens_match_the_model"),
+    Check("identity", "test_canary_prompt_tokens_match_the_model", needs_baseline=True),
     Check("identity", "test_answers_stop_within_the_bound"),
-    Check("identity", "test_answers_have_not_drifted"),
+    Check("identity", "test_answers_have_not_drifted", needs_baseline=True),
     Check("monitoring", "test_model_pods_are_scrape_targets_and_up", needs_cluster=True),
     Check("monitoring", "test_vllm_series_carry_pod_labels_and_model_name", needs_cluster=True),
     Check("monitoring", "test_prometheus_rates_agree_with_the_load_client", needs_cluster=True),
@@ -99,7 +100,8 @@ def check_id(path: str | PurePath, name: str) -> str:
 def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool, real_gpus: bool) -> list[str]:
     """Every check a run must pass to pass, known before collection and selection."""
     return [cid for check in CHECKS
-            if (deployed_by_gate or not check.needs_cluster) and (runs_containers or not check.needs_containers)
+            if (deployed_by_gate or not (check.needs_cluster or check.needs_baseline))
+            and (runs_containers or not check.needs_containers)
             and (real_gpus or not check.needs_gpu)
             for cid in check.ids(slos)]
 
