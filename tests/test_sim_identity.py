@@ -206,10 +206,24 @@ def test_sim_server_passes_only_flags_away_from_the_defaults():
     assert args[-6:] == ["--chat-template", "mistral", "--eos-after", "0", "--answer-salt", "s"]
 
 
-def test_a_pods_simulated_model_flags_reach_the_local_simulator():
-    pod = ["--model", "m", "--port", "8000", "--chat-template", "chatml", "--eos-after", "0", "--answer-salt", "x"]
-    assert sim_args_from_pod(pod, 9000) == ["--model", "m", "--chat-template", "chatml", "--eos-after", "0",
-                                            "--answer-salt", "x", "--port", "9000"]
+def test_a_pods_simulated_model_annotations_reach_the_local_simulator():
+    annotations = {"vllm-gate/sim-chat-template": "chatml", "vllm-gate/sim-eos-after": "0",
+                   "vllm-gate/sim-answer-salt": "x", "prometheus.io/port": "8000"}
+    assert sim_args_from_pod(["--model", "m", "--port", "8000"], 9000, annotations) == [
+        "--model", "m", "--chat-template", "chatml", "--eos-after", "0", "--answer-salt", "x", "--port", "9000"]
+
+
+def test_the_stand_ins_defaults_from_annotations_are_left_out():
+    # As in SimServer.args: a local llm-d simulator, which refuses the stand-in's flags, still starts.
+    annotations = {"vllm-gate/sim-chat-template": "none", "vllm-gate/sim-eos-after": "24",
+                   "vllm-gate/sim-answer-salt": ""}
+    assert sim_args_from_pod(["--model", "m"], 9000, annotations) == ["--model", "m", "--port", "9000"]
+
+
+def test_the_stand_ins_flags_in_a_pods_args_are_dropped():
+    # Only annotations carry the simulated model; vLLM's own --chat-template names a template file.
+    pod = ["--model", "m", "--chat-template", "/templates/llama3.jinja", "--eos-after", "0", "--answer-salt", "x"]
+    assert sim_args_from_pod(pod, 9000) == ["--model", "m", "--port", "9000"]
 
 
 def test_a_stand_in_that_refuses_its_flags_fails_to_start():

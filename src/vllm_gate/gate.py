@@ -15,7 +15,7 @@ from vllm_gate.registry import db
 from vllm_gate.registry.baselines import record_baseline
 from vllm_gate.registry.certify import Certification, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping
-from vllm_gate.registry.rehearsal import refuse_rehearsal_registry
+from vllm_gate.registry.role import mark_role
 from vllm_gate.render import helm_client
 from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
@@ -36,6 +36,7 @@ class IdentityRecord:
 
     canary_prompt_tokens: int | None
     answers: list[tuple[str, str]]
+    fingerprint: str  # how they were asked (identity.fingerprint)
 
 
 @dataclass(frozen=True)
@@ -228,22 +229,29 @@ def _write_registry(run: GateRun) -> None:
         conn = db.connect(registry.dsn)
         try:
             cert = run.certification()
-            if not registry.rehearsal:
-                refuse_rehearsal_registry(conn, registry.description)
             if verdict.kind is Kind.PASSED:
-                cert_id = register_certified(conn, run.mapping(), cert)
+                with conn.transaction():  # the mapping, the certification and its baseline: all or nothing
+                    if not registry.rehearsal:
+                        mark_role(conn, "production")  # refuses the rehearsal registry; marks an unmarked one
+                    cert_id = register_certified(conn, run.mapping(), cert)
+                    if run.identity is not None:
+                        record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
+                                        run.identity.answers, fingerprint=run.identity.fingerprint)
                 run.decision.append(f"registered {run.spec.name} -> {run.spec.in_cluster_url} in "
                                     f"{registry.description} ({cert.verdict} certification {cert_id})")
                 if run.identity is not None:
-                    record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
-                                    run.identity.answers)
                     run.decision.append(f"identity baseline stored with certification {cert_id}: canary prompt "
                                         f"tokens {run.identity.canary_prompt_tokens}, "
                                         f"{len(run.identity.answers)} answers")
             else:
-                cert_id = record_outcome(conn, cert)
+                with conn.transaction():
+                    if not registry.rehearsal:
+                        mark_role(conn, "production")
+                    cert_id = record_outcome(conn, cert)
                 run.decision.append(f"not registered; {cert.verdict} certification {cert_id} recorded in "
                                     f"{registry.description}")
+                if run.identity is not None:
+                    run.decision.append("no identity baseline stored: only a passed run's measurements become one")
         finally:
             conn.close()
     except Exception as exc:  # the release decision stands; the registry problem is reported, not hidden

@@ -8,19 +8,35 @@ max_tokens; a changed model or engine answers fixed prompts differently at tempe
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from vllm_gate import inference
-from vllm_gate.spec import Canary, Drift, Stopping
+from vllm_gate.errors import EndpointError
+from vllm_gate.spec import Canary, Drift, Identity, Stopping
 
 QUOTE_CHARS = 160  # of each side of the most changed answer
+
+
+def fingerprint(spec: Identity, answered_by: str) -> str:
+    """How the identity checks ask (canary, drift prompts, seed, limits) and what answered (a rehearsal's simulator,
+    or "vllm"): a baseline compares only with a run asked the same way. The model's image is left out on purpose:
+    an upgrade that changes answers is what the drift check is for."""
+    asked = {"canary": [m.model_dump() for m in spec.canary.messages], "drift": spec.drift.model_dump(
+        include={"prompts", "seed", "max_tokens"}), "answered_by": answered_by}
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def canary_prompt_tokens(url: str, model: str, canary: Canary) -> int:
     """The server's ``usage.prompt_tokens`` for the canary conversation (one token generated)."""
     messages = [m.model_dump() for m in canary.messages]
-    return inference.chat(url, model, max_tokens=1, messages=messages, temperature=0).prompt_tokens
+    tokens = inference.chat(url, model, max_tokens=1, messages=messages, temperature=0).prompt_tokens
+    if tokens <= 0:
+        raise EndpointError(f"the canary's chat completion at {url} reported no usage.prompt_tokens: nothing to "
+                            "compare the tokenizer by")
+    return tokens
 
 
 def canary_problems(measured: int, expected: int, source: str) -> list[str]:
@@ -56,6 +72,9 @@ def stopping_problems(results: Sequence[Stopped], stopping: Stopping) -> list[st
             problems.append(f"{r.prompt!r}: never stopped: finish_reason length at {r.completion_tokens} tokens "
                             f"(max_tokens {stopping.max_tokens}); a model without its chat template never emits "
                             "its end-of-turn token")
+        elif r.completion_tokens <= 0:
+            problems.append(f"{r.prompt!r}: no completion tokens reported (finish_reason {r.finish_reason!r}; "
+                            "usage missing or an empty answer)")
         elif r.finish_reason != "stop":
             problems.append(f"{r.prompt!r}: finish_reason {r.finish_reason!r} after {r.completion_tokens} tokens")
         elif r.completion_tokens > stopping.stop_within_tokens:
@@ -65,11 +84,14 @@ def stopping_problems(results: Sequence[Stopped], stopping: Stopping) -> list[st
 
 
 def drift_answers(url: str, model: str, drift: Drift) -> list[tuple[str, str]]:
-    """The drift prompts answered at temperature 0 with the spec's seed."""
-    return [(prompt, inference.chat(url, model, max_tokens=drift.max_tokens,
-                                    messages=[{"role": "user", "content": prompt}], temperature=0,
-                                    seed=drift.seed).text)
-            for prompt in drift.prompts]
+    """The drift prompts answered at temperature 0 with the spec's seed; an empty answer is no baseline."""
+    answers = [(prompt, inference.chat(url, model, max_tokens=drift.max_tokens,
+                                       messages=[{"role": "user", "content": prompt}], temperature=0,
+                                       seed=drift.seed).text)
+               for prompt in drift.prompts]
+    if empty := [prompt for prompt, answer in answers if not answer.strip()]:
+        raise EndpointError(f"empty answers at {url} to the drift prompts {', '.join(map(repr, empty))}")
+    return answers
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +21,14 @@ SIM_BINARIES = ("llm-d-inference-sim", "vllm-sim-standin")
 SIM_FLAGS_WITH_VALUE = {"--model", "--served-model-name", "--port", "--max-model-len", "--max-num-seqs",
                         "--time-to-first-token", "--inter-token-latency", "--time-to-first-token-std-dev",
                         "--inter-token-latency-std-dev", "--failure-injection-rate", "--failure-types",
-                        "--startup-duration", "--seed", "--mode", "--tensor-parallel-size",
-                        # The stand-in's own (the simulated model the identity checks need); the llm-d
-                        # simulator has no such flags and refuses them.
-                        "--chat-template", "--eos-after", "--answer-salt"}
-# The stand-in's defaults for its own flags: SimServer passes them only when they differ, so that the llm-d
-# simulator, which refuses them, still starts with the defaults.
+                        "--startup-duration", "--seed", "--mode", "--tensor-parallel-size"}
+# The stand-in's defaults for its own flags (the simulated model the identity checks need): they are passed
+# only when they differ, so that the llm-d simulator, which refuses them, still starts with the defaults.
 STANDIN_DEFAULTS = {"--chat-template": "none", "--eos-after": "24", "--answer-salt": ""}
+# A model pod carries the stand-in's own settings as annotations (charts/vllm), never as container args: the
+# llm-d image, which a real cluster runs, refuses flags it does not know.
+STANDIN_ANNOTATIONS = {"vllm-gate/sim-chat-template": "--chat-template", "vllm-gate/sim-eos-after": "--eos-after",
+                       "vllm-gate/sim-answer-salt": "--answer-salt"}
 STOP_TIMEOUT_S = 10
 
 
@@ -45,8 +47,9 @@ def sim_name() -> str:
     return found or "no simulator installed"
 
 
-def sim_args_from_pod(args: list[str], port: int) -> list[str]:
-    """Translate a model pod's container args (vLLM's or the simulator's) into simulator args on ``port``."""
+def sim_args_from_pod(args: list[str], port: int, annotations: Mapping[str, str] | None = None) -> list[str]:
+    """Translate a model pod's container args (vLLM's or the simulator's) and its annotations (the stand-in's
+    simulated model, STANDIN_ANNOTATIONS) into simulator args on ``port``."""
     out: list[str] = []
     rest = list(args)
     if rest and not rest[0].startswith("-"):
@@ -59,6 +62,10 @@ def sim_args_from_pod(args: list[str], port: int) -> list[str]:
         if name in SIM_FLAGS_WITH_VALUE and name != "--port" and value is not None:
             out += [name, value]
         i += 1 if eq or not has_value else 2
+    for annotation, name in STANDIN_ANNOTATIONS.items():
+        value = (annotations or {}).get(annotation)
+        if value is not None and value != STANDIN_DEFAULTS[name]:
+            out += [name, value]
     return [*out, "--port", str(port)]
 
 

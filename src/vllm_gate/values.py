@@ -75,7 +75,8 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, 
             "timeToFirstTokenStdDev": go_duration(rehearsal.ttft_std_ms),
             "interTokenLatency": go_duration(rehearsal.itl_ms),
             "interTokenLatencyStdDev": go_duration(rehearsal.itl_std_ms),
-            # The simulated model the identity checks exercise (the stand-in's flags; see charts/vllm/README.md).
+            # The simulated model the identity checks exercise: pod annotations the local cluster turns into the
+            # stand-in's flags (the llm-d image ignores them; see charts/vllm/README.md).
             "chatTemplate": rehearsal.chat_template,
             "eosAfter": rehearsal.eos_after_tokens,
             "answerSalt": rehearsal.answer_salt,

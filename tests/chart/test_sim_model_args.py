@@ -1,7 +1,9 @@
-"""The rehearsal's simulated model (chat template, end-of-sequence, answer salt) reaches the simulator's args.
+"""The rehearsal's simulated model (chat template, end-of-sequence, answer salt) reaches the stand-in.
 
-They are flags of the project's stand-in only (llm-d-inference-sim refuses them), so the chart passes each only
-where it differs from the stand-in's default; vLLM never gets them (its own --chat-template takes a template).
+Only the project's stand-in plays it, and the llm-d image a real cluster runs refuses flags it does not know, so
+the chart carries these settings as pod annotations, never as container args; the local cluster turns them into
+the stand-in's flags (vllm_gate.sim.sim_args_from_pod). vLLM never gets them (its own --chat-template takes a
+template).
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ from tests.conftest import require
 from vllm_gate.errors import RenderError
 from vllm_gate.ports import free_port
 from vllm_gate.render import render_manifests
-from vllm_gate.sim import sim_args_from_pod, sim_binary, start_process, stop_process, wait_listening
+from vllm_gate.sim import (
+    STANDIN_ANNOTATIONS,
+    sim_args_from_pod,
+    sim_binary,
+    start_process,
+    stop_process,
+    wait_listening,
+)
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR
 from vllm_gate.values import chart_values
 
-STANDIN_FLAGS = ("--chat-template", "--eos-after", "--answer-salt")
+STANDIN_FLAGS = set(STANDIN_ANNOTATIONS.values())
 
 
 @pytest.fixture(autouse=True)
@@ -26,32 +35,50 @@ def _helm():
     require("helm")
 
 
-def pod_args(overrides: list[str]) -> list[str]:
-    """The model container's args for the llama3 spec with ``overrides``."""
-    docs = render_manifests(load_spec("llama3", MODELS_DIR, overrides))
-    deployment = next(d for d in docs if d["kind"] == "Deployment")
-    return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+def model_pod(overrides: list[str], pod_annotations: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The llama3 spec's model pod with ``overrides``: its container's args and its annotations."""
+    spec = load_spec("llama3", MODELS_DIR, overrides)
+    values = chart_values(spec)
+    values["podAnnotations"] = pod_annotations or {}
+    docs = render_manifests(spec, values)
+    template = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]
+    return template["spec"]["containers"][0]["args"], template["metadata"].get("annotations", {})
 
 
-def flag_values(args: list[str]) -> dict[str, str]:
-    return {name: args[args.index(name) + 1] for name in STANDIN_FLAGS if name in args}
+def simulated_model(annotations: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in annotations.items() if key in STANDIN_ANNOTATIONS}
 
 
-def test_the_rehearsals_simulated_model_reaches_the_simulator():
-    args = pod_args(["engine=sim", "rehearsal.chat_template=chatml", "rehearsal.eos_after_tokens=0",
-                     "rehearsal.answer_salt=vllm-0.12"])
-    assert flag_values(args) == {"--chat-template": "chatml", "--eos-after": "0", "--answer-salt": "vllm-0.12"}
+def test_the_rehearsals_simulated_model_travels_as_annotations():
+    args, annotations = model_pod(["engine=sim", "rehearsal.chat_template=chatml", "rehearsal.eos_after_tokens=0",
+                                   "rehearsal.answer_salt=vllm-0.12"])
+    assert simulated_model(annotations) == {"vllm-gate/sim-chat-template": "chatml", "vllm-gate/sim-eos-after": "0",
+                                            "vllm-gate/sim-answer-salt": "vllm-0.12"}
+    assert not STANDIN_FLAGS & set(args), "the llm-d image refuses the stand-in's flags and would not start"
 
 
-def test_the_stand_ins_defaults_are_left_out_for_the_llm_d_simulator():
-    args = pod_args(["engine=sim", "rehearsal.chat_template=none", "rehearsal.eos_after_tokens=24",
-                     "rehearsal.answer_salt="])
-    assert flag_values(args) == {}
+@pytest.mark.parametrize("overrides", [
+    ["rehearsal.chat_template=none", "rehearsal.eos_after_tokens=24", "rehearsal.answer_salt="],
+    ["rehearsal.chat_template=mistral", "rehearsal.eos_after_tokens=3", "rehearsal.answer_salt=x"],
+])
+def test_the_llm_d_image_gets_none_of_the_stand_ins_flags(overrides):
+    args, annotations = model_pod(["engine=sim", *overrides])
+    assert not STANDIN_FLAGS & set(args)
+    assert set(simulated_model(annotations)) == set(STANDIN_ANNOTATIONS)
+
+
+def test_pod_annotations_cannot_override_the_simulated_model():
+    _, annotations = model_pod(["engine=sim", "rehearsal.answer_salt="],
+                               {"vllm-gate/sim-answer-salt": "planted", "team": "serving"})
+    assert annotations["vllm-gate/sim-answer-salt"] == ""
+    assert annotations["team"] == "serving"
 
 
 def test_vllm_never_gets_the_simulated_model():
-    args = pod_args(["rehearsal.chat_template=mistral", "rehearsal.eos_after_tokens=0", "rehearsal.answer_salt=x"])
-    assert flag_values(args) == {}
+    args, annotations = model_pod(["rehearsal.chat_template=mistral", "rehearsal.eos_after_tokens=0",
+                                   "rehearsal.answer_salt=x"])
+    assert not STANDIN_FLAGS & set(args)
+    assert simulated_model(annotations) == {}
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
@@ -70,11 +97,11 @@ def test_chart_refuses_a_bad_simulated_model(key, value, message):
 
 
 def test_the_local_clusters_simulator_counts_with_the_pods_template():
-    # What the local cluster does with a model pod: its args become the stand-in's (vllm_gate.sim).
+    # What the local cluster does with a model pod: its args and annotations become the stand-in's (vllm_gate.sim).
     require("vllm-sim-standin")
-    args = pod_args(["engine=sim", "rehearsal.chat_template=llama3", "rehearsal.eos_after_tokens=5"])
+    args, annotations = model_pod(["engine=sim", "rehearsal.chat_template=llama3", "rehearsal.eos_after_tokens=5"])
     port = free_port()
-    proc = start_process(sim_binary(), sim_args_from_pod(args, port), None)
+    proc = start_process(sim_binary(), sim_args_from_pod(args, port, annotations), None)
     try:
         wait_listening(f"http://127.0.0.1:{port}", 15, proc)
         done = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30, json={

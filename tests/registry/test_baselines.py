@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from vllm_gate.registry.baselines import NoSuchCertification, last_baseline, record_baseline
+from vllm_gate.registry.baselines import NoSuchCertification, last_baseline, passed_runs, record_baseline
 from vllm_gate.registry.migrate import available_migrations, migrate, pending
 from vllm_gate.registry.role import RoleConflict, mark_role, registry_role
 
@@ -33,8 +33,8 @@ def test_migration_3_applies_to_a_registry_migrated_to_2_and_keeps_its_rows(empt
         assert [m.version for m in migrate(conn)] == [3]
         assert pending(conn) == []
         assert registry_role(conn) is None  # existing databases stay unmarked
-        record_baseline(conn, old, "llama3", 17, ANSWERS)
-        assert last_baseline(conn, "llama3", ("certified",)).certification_id == old
+        record_baseline(conn, old, "llama3", 17, ANSWERS, fingerprint="fp")
+        assert last_baseline(conn, "llama3", ("certified",), "fp").certification_id == old
 
 
 def test_migration_3_on_a_fresh_database_leaves_it_unmarked_and_empty(dsn):
@@ -46,8 +46,8 @@ def test_migration_3_on_a_fresh_database_leaves_it_unmarked_and_empty(dsn):
 def test_a_baseline_round_trips(dsn):
     with psycopg.connect(dsn) as conn:
         cert_id = add_certification(conn, "certified")
-        record_baseline(conn, cert_id, "llama3", 23, ANSWERS)
-        found = last_baseline(conn, "llama3", ("certified",))
+        record_baseline(conn, cert_id, "llama3", 23, ANSWERS, fingerprint="fp")
+        found = last_baseline(conn, "llama3", ("certified",), "fp")
     assert found is not None
     assert (found.certification_id, found.verdict, found.canary_prompt_tokens, found.answers) == (
         cert_id, "certified", 23, ANSWERS)
@@ -57,30 +57,30 @@ def test_a_baseline_round_trips(dsn):
 def test_a_baseline_without_a_canary_count_is_kept(dsn):
     with psycopg.connect(dsn) as conn:
         cert_id = add_certification(conn, "rehearsal_passed")
-        record_baseline(conn, cert_id, "llama3", None, [])
-        found = last_baseline(conn, "llama3", ("rehearsal_passed",))
+        record_baseline(conn, cert_id, "llama3", None, [], fingerprint="fp")
+        found = last_baseline(conn, "llama3", ("rehearsal_passed",), "fp")
     assert (found.canary_prompt_tokens, found.answers) == (None, [])
 
 
 def test_only_baselines_of_the_asked_verdicts_count(dsn):
     with psycopg.connect(dsn) as conn:
         certified = add_certification(conn, "certified")
-        record_baseline(conn, certified, "llama3", 10, [("p", "certified answer")])
+        record_baseline(conn, certified, "llama3", 10, [("p", "certified answer")], fingerprint="fp")
         failed = add_certification(conn, "rehearsal_failed")
-        record_baseline(conn, failed, "llama3", 11, [("p", "failed answer")])
-        assert last_baseline(conn, "llama3", ("rehearsal_passed",)) is None
-        assert last_baseline(conn, "llama3", ("certified",)).certification_id == certified
-        assert last_baseline(conn, "llama3", ("rehearsal_failed",)).answers == [("p", "failed answer")]
-        assert last_baseline(conn, "mistral-7b", ("certified",)) is None
+        record_baseline(conn, failed, "llama3", 11, [("p", "failed answer")], fingerprint="fp")
+        assert last_baseline(conn, "llama3", ("rehearsal_passed",), "fp") is None
+        assert last_baseline(conn, "llama3", ("certified",), "fp").certification_id == certified
+        assert last_baseline(conn, "llama3", ("rehearsal_failed",), "fp").answers == [("p", "failed answer")]
+        assert last_baseline(conn, "mistral-7b", ("certified",), "fp") is None
 
 
 def test_the_newest_baseline_wins(dsn):
     with psycopg.connect(dsn) as conn:
         first = add_certification(conn, "certified")
-        record_baseline(conn, first, "llama3", 10, [("p", "old")])
+        record_baseline(conn, first, "llama3", 10, [("p", "old")], fingerprint="fp")
         second = add_certification(conn, "certified")
-        record_baseline(conn, second, "llama3", 12, [("p", "new")])
-        found = last_baseline(conn, "llama3", ("certified",))
+        record_baseline(conn, second, "llama3", 12, [("p", "new")], fingerprint="fp")
+        found = last_baseline(conn, "llama3", ("certified",), "fp")
     assert (found.certification_id, found.canary_prompt_tokens, found.answers) == (second, 12, [("p", "new")])
 
 
@@ -88,17 +88,17 @@ def test_a_baseline_for_another_models_certification_is_refused(dsn):
     with psycopg.connect(dsn) as conn:
         mistral = add_certification(conn, "certified", model="mistral-7b")
         with pytest.raises(NoSuchCertification, match=rf"no certification {mistral} of model 'llama3'"):
-            record_baseline(conn, mistral, "llama3", 10, ANSWERS)
+            record_baseline(conn, mistral, "llama3", 10, ANSWERS, fingerprint="fp")
         assert conn.execute("SELECT count(*) FROM identity_baselines").fetchone()[0] == 0
 
 
 def test_deleting_a_certification_deletes_its_baseline(dsn):
     with psycopg.connect(dsn) as conn:
         cert_id = add_certification(conn, "certified")
-        record_baseline(conn, cert_id, "llama3", 10, ANSWERS)
+        record_baseline(conn, cert_id, "llama3", 10, ANSWERS, fingerprint="fp")
         conn.execute("DELETE FROM certifications WHERE id = %s", (cert_id,))
         conn.commit()
-        assert last_baseline(conn, "llama3", ("certified",)) is None
+        assert last_baseline(conn, "llama3", ("certified",), "fp") is None
 
 
 def test_a_role_is_marked_once_and_never_changed(dsn):
@@ -122,3 +122,15 @@ def test_the_role_table_holds_one_row_and_known_roles_only(dsn):
         conn.rollback()
         with pytest.raises(ValueError, match="staging"):
             mark_role(conn, "staging")
+
+
+def test_only_a_baseline_asked_the_same_way_is_found_and_passed_runs_are_counted(dsn):
+    with psycopg.connect(dsn) as conn:
+        asked_before = add_certification(conn, "certified")
+        record_baseline(conn, asked_before, "llama3", 23, ANSWERS, fingerprint="prompts-v1")
+        add_certification(conn, "certified")  # certified before identity baselines existed: no row
+        add_certification(conn, "not_certified")
+        assert last_baseline(conn, "llama3", ("certified",), "prompts-v2") is None
+        assert last_baseline(conn, "llama3", ("certified",), "prompts-v1").certification_id == asked_before
+        assert passed_runs(conn, "llama3", ("certified",)) == 2
+        assert passed_runs(conn, "mistral-7b", ("certified",)) == 0

@@ -8,7 +8,9 @@ import psycopg
 
 from tests.conftest import dump_tables
 from vllm_gate.contract import Mode, required_checks
-from vllm_gate.gate import GateRun, Registry, finish
+from vllm_gate.gate import GateRun, IdentityRecord, Registry, finish
+from vllm_gate.registry.baselines import last_baseline
+from vllm_gate.registry.role import mark_role, registry_role
 from vllm_gate.secret import Secret
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR
@@ -95,3 +97,42 @@ def test_an_unreachable_registry_fails_the_decision_without_its_password(postgre
     assert run.decision_failed
     assert run.decision[-1].startswith("REGISTRATION FAILED: cannot reach the registry at postgresql://gate:***@")
     assert "Wr0ng-pw" not in " ".join(run.decision)
+
+
+IDENTITY = IdentityRecord(30, [("Say hello.", "hello there")], fingerprint="fp")
+
+
+def test_a_certification_stores_its_identity_baseline_with_its_row_and_marks_the_registry_production(dsn):
+    run = run_with(Registry(Secret(dsn), "the registry"))
+    run.engine_observed = True
+    run.identity = IDENTITY
+    finished(run)
+    assert run.settle().certified
+    with psycopg.connect(dsn) as conn:
+        baseline = last_baseline(conn, "llama3", ("certified",), "fp")
+        assert baseline is not None
+        assert (baseline.canary_prompt_tokens, baseline.answers) == (30, IDENTITY.answers)
+        assert registry_role(conn) == "production"
+
+
+def test_a_run_that_did_not_pass_stores_no_baseline_and_says_so(dsn):
+    run = run_with(Registry(Secret(dsn), "the registry"), passed_all=False)
+    run.identity = IDENTITY
+    finished(run)
+    assert "no identity baseline stored: only a passed run's measurements become one" in run.decision
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM identity_baselines").fetchone()[0] == 0
+
+
+def test_a_certification_never_registers_in_the_rehearsal_registry(dsn):
+    with psycopg.connect(dsn) as conn:
+        mark_role(conn, "rehearsal")
+    before = dump_tables(dsn)
+    run = run_with(Registry(Secret(dsn), "the registry"))
+    run.engine_observed = True
+    run.identity = IDENTITY
+    finished(run)
+    assert run.decision_failed
+    assert any(line.startswith("REGISTRATION FAILED: ") and "is marked as a rehearsal registry" in line
+               for line in run.decision), run.decision
+    assert dump_tables(dsn) == before

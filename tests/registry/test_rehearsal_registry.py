@@ -94,7 +94,8 @@ def test_a_database_with_certified_runs_is_refused_before_anything_is_written(em
                          (migration.version, migration.name))
         conn.commit()
         add_certification(conn, "certified")
-    with pytest.raises(NotARehearsalRegistry, match=r"as the rehearsal registry: it holds 1 certified certification"):
+    with pytest.raises(NotARehearsalRegistry, match=r"as the rehearsal registry: it holds 1 certification\(s\) of "
+                                                     r"runs that were not rehearsals"):
         RehearsalRegistry(empty_dsn).start()
     with psycopg.connect(empty_dsn) as conn:
         assert [m.version for m in pending(conn)] == [3]
@@ -146,12 +147,12 @@ def test_the_local_registry_keeps_a_baseline_across_runs(state_dir):
     with first, psycopg.connect(first.dsn.reveal()) as conn:
         assert registry_role(conn) == "rehearsal"
         cert_id = add_certification(conn, "rehearsal_passed")
-        record_baseline(conn, cert_id, "llama3", 31, ANSWERS)
+        record_baseline(conn, cert_id, "llama3", 31, ANSWERS, fingerprint="fp")
     data = first.directory / "data"
     assert not (data / "postmaster.pid").exists()  # stopped, not just left behind
     second = local_registry(state_dir)
     with second, psycopg.connect(second.dsn.reveal()) as conn:
-        found = last_baseline(conn, "llama3", ("rehearsal_passed",))
+        found = last_baseline(conn, "llama3", ("rehearsal_passed",), "fp")
     assert (found.certification_id, found.canary_prompt_tokens, found.answers) == (cert_id, 31, ANSWERS)
     assert (data / "PG_VERSION").exists()
 

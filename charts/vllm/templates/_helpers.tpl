@@ -163,7 +163,6 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 - {{ .Values.sim.interTokenLatency | quote }}
 - --inter-token-latency-std-dev
 - {{ .Values.sim.interTokenLatencyStdDev | quote }}
-{{- include "vllm.simModelArgs" . }}
 {{- else }}
 - {{ $m.id | quote }}
 - --served-model-name
@@ -185,23 +184,14 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 {{- end }}
 
 {{/*
-The simulated model's flags (scripts/vllm-sim, the stand-in, only), each where it differs from the
-stand-in's default: llm-d-inference-sim refuses unknown flags, so its image still starts with the defaults.
+The simulated model (engine: sim) as pod annotations, never as container args: only the project's stand-in
+(scripts/vllm-sim) plays it, and the llm-d image a real cluster runs refuses flags it does not know. The local
+cluster's data plane turns them into the stand-in's --chat-template, --eos-after and --answer-salt
+(vllm_gate.sim.STANDIN_ANNOTATIONS); the llm-d image ignores them.
 */}}
-{{- define "vllm.simModelArgs" -}}
+{{- define "vllm.simModelAnnotations" -}}
 {{- $sim := .Values.sim }}
-{{- if ne ($sim.chatTemplate | default "none") "none" }}
-- --chat-template
-- {{ $sim.chatTemplate | quote }}
-{{- end }}
-{{- if and (hasKey $sim "eosAfter") (ne (int64 $sim.eosAfter) 24) }}
-- --eos-after
-- {{ include "vllm.int" $sim.eosAfter }}
-{{- end }}
-{{- with $sim.answerSalt }}
-- --answer-salt
-- {{ . | quote }}
-{{- end }}
+{{- toYaml (dict "vllm-gate/sim-chat-template" (dig "chatTemplate" "none" $sim) "vllm-gate/sim-eos-after" (dig "eosAfter" 24 $sim | int64 | toString) "vllm-gate/sim-answer-salt" (dig "answerSalt" "" $sim)) }}
 {{- end }}
 
 {{/*

@@ -210,7 +210,8 @@ class DataPlane:
         log = self._dir / f"sim-{namespace}-{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         try:
-            proc = start_process(sim_binary(), sim_args_from_pod(list(container.args or []), port), log)
+            args = sim_args_from_pod(list(container.args or []), port, pod.metadata.annotations)
+            proc = start_process(sim_binary(), args, log)
         except GateError as exc:
             self._failed(key, f"could not start: {exc.summary}", ran_s=0)
             return

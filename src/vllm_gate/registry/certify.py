@@ -35,7 +35,7 @@ def _insert(conn: psycopg.Connection, cert: Certification) -> int:
     return int(row[0])
 
 
-REGISTERING_VERDICTS = ("certified", "rehearsal_passed")  # the latter only ever in a throwaway registry
+REGISTERING_VERDICTS = ("certified", "rehearsal_passed")  # the latter only ever in the rehearsal registry
 
 
 def register_certified(conn: psycopg.Connection, mapping: Mapping, cert: Certification) -> int:

@@ -55,10 +55,11 @@ def _production_reason(conn: psycopg.Connection) -> str | None:
         return "it is marked as a production registry"
     with conn.transaction():
         exists = conn.execute("SELECT to_regclass('certifications') IS NOT NULL").fetchone()
-        row = conn.execute("SELECT count(*) FROM certifications WHERE verdict = 'certified'").fetchone() \
+        # Any run that was not a rehearsal (certified, failed, partial, interrupted) was a production one.
+        row = conn.execute("SELECT count(*) FROM certifications WHERE verdict NOT LIKE 'rehearsal\\_%'").fetchone() \
             if exists and exists[0] else None
-    certified = int(row[0]) if row else 0
-    return f"it holds {certified} certified certification(s)" if certified else None
+    production = int(row[0]) if row else 0
+    return f"it holds {production} certification(s) of runs that were not rehearsals" if production else None
 
 
 def claim_for_rehearsals(conn: psycopg.Connection, where: str | None = None) -> None:
