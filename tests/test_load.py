@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
+import re
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require
-from vllm_gate.load import RequestSample, percentile, run_load
+from vllm_gate.load import LoadFailed, RequestSample, percentile, read_samples, run_load
 from vllm_gate.sim import SimServer
 from vllm_gate.slo import load_stats, slo_names, slo_verdict
 from vllm_gate.spec import Load, Slos
@@ -149,5 +152,56 @@ def test_interrupting_the_load_leaves_no_locust_process(tmp_path: Path):
 
     with SimServer(model="m", ttft_ms=10, itl_ms=1) as sim, pytest.raises(KeyboardInterrupt):
         run_load(sim.url, "m", short({"kind": "users", "users": 1, "duration_s": 60}), tmp_path, interrupt)
+    assert pids, "no Locust child process was found while the load ran"
+    assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+
+
+def test_a_half_written_last_line_is_left_for_the_next_read_while_locust_writes(tmp_path: Path):
+    path = tmp_path / "samples.jsonl"
+    whole = json.dumps({"start": 1.0, "ttft_s": 0.1, "itl_s": [0.02], "e2e_s": 0.2, "prompt_tokens": 16,
+                        "output_tokens": 2, "error": None})
+    path.write_text(whole + "\n" + whole[:40])  # Locust is in the middle of its second line
+    assert len(read_samples(path, while_written=True)) == 1
+    with pytest.raises(LoadFailed, match=rf"^{re.escape(str(path))} line 2 is not a whole sample \(JSONDecodeError"):
+        read_samples(path)  # after Locust exited, a broken line is an error that names it
+    path.write_text(whole + "\n" + whole + "\n")
+    assert len(read_samples(path, while_written=True)) == 2
+
+
+def test_a_reader_polling_while_lines_are_appended_in_pieces_never_fails(tmp_path: Path):
+    path = tmp_path / "samples.jsonl"
+    line = json.dumps({"start": 1.0, "ttft_s": 0.1, "itl_s": [0.02] * 50, "e2e_s": 0.2, "prompt_tokens": 16,
+                       "output_tokens": 51, "error": None}) + "\n"
+    stop = threading.Event()
+
+    def append_in_pieces() -> None:
+        with path.open("a") as f:
+            for _ in range(200):
+                for piece in (line[:100], line[100:300], line[300:]):
+                    f.write(piece)
+                    f.flush()
+            stop.set()
+
+    path.touch()
+    writer = threading.Thread(target=append_in_pieces)
+    writer.start()
+    seen = 0
+    while not stop.is_set():
+        counted = len(read_samples(path, while_written=True))
+        assert counted >= seen
+        seen = counted
+    writer.join(10)
+    assert len(read_samples(path)) == 200
+
+
+def test_an_exception_inside_the_polling_loop_leaves_no_locust_process(tmp_path: Path):
+    pids: list[int] = []
+
+    def broken_progress(_message: str) -> None:
+        pids.extend(locust_children())
+        raise RuntimeError("the progress writer broke")  # e.g. a closed terminal
+
+    with SimServer(model="m", ttft_ms=10, itl_ms=1) as sim, pytest.raises(RuntimeError):
+        run_load(sim.url, "m", short({"kind": "users", "users": 1, "duration_s": 60}), tmp_path, broken_progress)
     assert pids, "no Locust child process was found while the load ran"
     assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []

@@ -69,15 +69,27 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def read_samples(path: Path) -> list[RequestSample]:
-    samples = []
+def read_samples(path: Path, *, while_written: bool = False) -> list[RequestSample]:
+    """The samples Locust wrote, one JSON object a line.
+
+    ``while_written``: Locust is still appending, so a last line without its newline is being written and is
+    left for the next read. Otherwise every line must be whole: a broken one fails naming it.
+    """
+    samples: list[RequestSample] = []
     if not path.exists():
         return samples
-    for line in path.read_text().splitlines():
-        if line.strip():
+    text = path.read_text()
+    if while_written:
+        text = text[:text.rfind("\n") + 1]
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             r = json.loads(line)
             samples.append(RequestSample(r["start"], r["ttft_s"], list(r["itl_s"]), r["e2e_s"],
                                          r["prompt_tokens"], r["output_tokens"], r["error"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LoadFailed(f"{path} line {number} is not a whole sample ({type(exc).__name__}: {exc})") from None
     return samples
 
 
@@ -130,7 +142,7 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
                 time.sleep(0.2)
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
                     last = time.monotonic()
-                    done = read_samples(samples_path)
+                    done = read_samples(samples_path, while_written=True)
                     errors = sum(1 for s in done if not s.ok)
                     progress(f"load {served_model}: {len(done)} requests, {errors} errors, "
                              f"{last - started:.0f}/{duration:.0f} s")
