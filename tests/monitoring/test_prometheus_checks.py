@@ -68,6 +68,17 @@ def exporter(stack: Stack) -> Iterator[RecordedDcgmExporter]:
     exporter.stop()
 
 
+def _load_read_from(stack: Stack, tmp_path: Path, exporter: RecordedDcgmExporter):
+    """A load test whose GPU readings come from ``exporter`` (a planted fault) through Prometheus."""
+    exporter.start()
+    try:
+        stack.serve_dcgm(exporter)
+        assert dcgm.wait_for_series(stack.prom, NS, POD, DISCOVERY_S)
+        return _load(stack, tmp_path, DcgmSource(stack.prom, NS, 1, recorded=True))
+    finally:
+        exporter.stop()
+
+
 def _load(stack: Stack, tmp_path: Path, source: DcgmSource | None = None):
     load = Load.model_validate({"profile": {"kind": "users", "users": 3, "duration_s": 5},
                                 "prompt_tokens": 16, "output_tokens": 8})
@@ -144,13 +155,7 @@ def test_recorded_gpu_series_busy_under_load_without_xid(stack: Stack, exporter:
 
 def test_zero_utilization_under_load_fails(stack: Stack, tmp_path: Path):
     idle = RecordedDcgmExporter(lambda: [stack.pod], busy=lambda _pod: False)  # planted: a GPU doing nothing
-    idle.start()
-    try:
-        stack.serve_dcgm(idle)
-        assert dcgm.wait_for_series(stack.prom, NS, POD, DISCOVERY_S)
-        _run, watched = _load(stack, tmp_path, DcgmSource(stack.prom, NS, 1, recorded=True))
-    finally:
-        idle.stop()
+    _run, watched = _load_read_from(stack, tmp_path, idle)
     problems = checks.gpu_busy(watched, stack.pods)
     assert problems
     assert all(p.startswith(f"pod {NS}/{POD}: ") for p in problems), problems
@@ -161,13 +166,7 @@ def test_a_non_zero_xid_during_the_run_fails_naming_it(stack: Stack, tmp_path: P
     card = load_recorded()
     faulty = dataclasses.replace(card, load=tuple(dataclasses.replace(r, xid=79.0) for r in card.load))
     exporter = RecordedDcgmExporter(lambda: [stack.pod], recorded=faulty)  # planted: XID 79 under load
-    exporter.start()
-    try:
-        stack.serve_dcgm(exporter)
-        assert dcgm.wait_for_series(stack.prom, NS, POD, DISCOVERY_S)
-        _run, watched = _load(stack, tmp_path, DcgmSource(stack.prom, NS, 1, recorded=True))
-    finally:
-        exporter.stop()
+    _run, watched = _load_read_from(stack, tmp_path, exporter)
     problems = checks.gpu_xid(watched, stack.pods)
     assert len(problems) == 1
     assert problems[0].startswith(f"pod {NS}/{POD}: ")

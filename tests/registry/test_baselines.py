@@ -20,15 +20,20 @@ def add_certification(conn: psycopg.Connection, verdict: str, model: str = "llam
     return int(row[0])
 
 
+def migrate_to_2(conn: psycopg.Connection) -> None:
+    """Make the database a registry as migrations 1 and 2 left it (before identity baselines)."""
+    conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                 " applied_at timestamptz NOT NULL DEFAULT now())")
+    for migration in available_migrations()[:2]:
+        conn.execute(migration.sql)
+        conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                     (migration.version, migration.name))
+    conn.commit()
+
+
 def test_migration_3_applies_to_a_registry_migrated_to_2_and_keeps_its_rows(empty_dsn):
     with psycopg.connect(empty_dsn) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                     " applied_at timestamptz NOT NULL DEFAULT now())")
-        for migration in available_migrations()[:2]:
-            conn.execute(migration.sql)
-            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                         (migration.version, migration.name))
-        conn.commit()
+        migrate_to_2(conn)
         old = add_certification(conn, "certified")
         assert [m.version for m in migrate(conn)] == [3]
         assert pending(conn) == []

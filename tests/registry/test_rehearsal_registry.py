@@ -13,13 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.registry.test_baselines import ANSWERS, add_certification
+from tests.registry.test_baselines import ANSWERS, add_certification, migrate_to_2
 from vllm_gate.pgserver import DataDirUnreachable, PostgresServer
 from vllm_gate.ports import port_open
 from vllm_gate.registry import rehearsal
 from vllm_gate.registry.baselines import last_baseline, record_baseline
 from vllm_gate.registry.db import redact_dsn
-from vllm_gate.registry.migrate import available_migrations, pending
+from vllm_gate.registry.migrate import pending
 from vllm_gate.registry.rehearsal import (
     DSN_ENV,
     IsTheRehearsalRegistry,
@@ -86,13 +86,7 @@ def test_a_production_marked_database_is_refused_and_left_as_it_was(dsn):
 def test_a_database_with_certified_runs_is_refused_before_anything_is_written(empty_dsn):
     # A production registry from before migration 3: refused unmigrated and unmarked, as it was found.
     with psycopg.connect(empty_dsn) as conn:
-        conn.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
-                     " applied_at timestamptz NOT NULL DEFAULT now())")
-        for migration in available_migrations()[:2]:
-            conn.execute(migration.sql)
-            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                         (migration.version, migration.name))
-        conn.commit()
+        migrate_to_2(conn)
         add_certification(conn, "certified")
     with pytest.raises(NotARehearsalRegistry, match=r"as the rehearsal registry: it holds 1 certification\(s\) of "
                                                      r"runs that were not rehearsals"):
