@@ -14,8 +14,10 @@ from kubernetes import client
 from tests.conftest import require
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.contract import known_checks
 from vllm_gate.sim import SimServer
-from vllm_gate.tools import PROJECT_ROOT
+from vllm_gate.spec import load_spec
+from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
 
 SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
@@ -175,7 +177,7 @@ def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytest
     timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
     assert timeouts[0] == str(2400 + 900)
     assert set(timeouts[1:]) == {"default"}
-    assert len(timeouts) == 26
+    assert len(timeouts) == len(known_checks(load_spec("llama3", MODELS_DIR).slo))  # every check, once
 
 
 def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pytest.Pytester):
