@@ -1,8 +1,28 @@
-"""The Locust load test meets every SLO of the spec."""
+"""The Locust load test meets every SLO of the spec, and has not fallen behind the last passed run."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from fixtures.state import BASELINE_PROPERTY
+from vllm_gate.regression import regression_problems
 
 
 def test_slo(gate_load, gate_run, slo_name):
     result = next(r for r in gate_run.slo_results if r.name == slo_name)
     assert result.passed, result.line()
+
+
+def test_no_regression_against_the_last_passed_run(gate_load, gate_run, gate_last_run, gate_spec, record_property):
+    if gate_last_run.no_history:
+        pytest.skip(gate_last_run.no_history)
+    now = {r.name: r.measured for r in gate_run.slo_results}
+    if gate_last_run.past is None:
+        record_property(BASELINE_PROPERTY, f"nothing to compare with ({gate_last_run.past_from}); this run's "
+                                           "numbers are recorded if it passes")
+        return
+    problems = regression_problems(now, gate_run.image(), datetime.now(UTC), gate_last_run.past,
+                                   gate_last_run.past_from, gate_spec.regression)
+    assert not problems, "; ".join(problems)

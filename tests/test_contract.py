@@ -97,7 +97,7 @@ def test_all_passed_without_seeing_vllm_on_real_nodes_is_not_certified():
 
 
 def test_every_slo_of_the_spec_is_a_required_check():
-    slo_checks = [cid for cid in REQUIRED if cid.startswith("load/")]
+    slo_checks = [cid for cid in REQUIRED if cid.startswith("load/test_slo")]
     assert slo_checks == [f"load/test_slo[{name}]" for name in ("ttft p50", "ttft p95", "ttft p99", "itl p50",
                                                                   "itl p95", "itl p99", "e2e p95", "e2e p99",
                                                                   "error rate", "min output tokens/s", "goodput")]
@@ -149,3 +149,12 @@ def test_a_first_run_that_records_identity_baselines_can_certify_and_is_shown_as
         run.record(outcome.check, outcome.outcome, outcome.message)
     assert run.suites()["identity"] == "baseline"
     assert run.suites()["health"] == "passed"
+
+
+def test_the_regression_check_is_required_unless_the_user_says_no_compare_last():
+    check = "load/test_no_regression_against_the_last_passed_run"
+    assert check in REQUIRED
+    without = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True, real_gpus=True,
+                              compare_last=False)
+    assert set(REQUIRED) - set(without) == {check}
+    assert check not in required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=True, real_gpus=True)

@@ -26,6 +26,8 @@ from vllm_gate.tools import PROJECT_ROOT, require_tool
 
 SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=5"]
+# Short answers: many requests even in a 5 s load test, so throughput compares steadily from run to run.
+STEADY = ["--set", "load.output_tokens=16"]
 CLUSTER_TOOLS = ("kwokctl", "kube-apiserver", "helm", "kubectl", "vllm-sim-standin")
 GATE_TIMEOUT_S = 420
 
@@ -83,8 +85,9 @@ def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_pat
         assert "GPU telemetry: recorded telemetry (H100 capture, test data, not a live GPU) in Prometheus" in text
 
 
-def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(tmp_path):
-    first = run_gate(tmp_path, *SHORT_LOAD)
+def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(
+        tmp_path, rehearsal_registry):
+    first = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
     assert "suite identity: baseline" in output
@@ -98,12 +101,30 @@ def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_
     assert "Baseline recorded" in report  # the check's row, not "Passed"
     assert "baseline recorded if this run passes" in report
 
-    second = run_gate(tmp_path, *SHORT_LOAD)
+    second = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output
     assert "suite identity: passed" in output
+    assert "suite load: passed" in output  # its SLO numbers compared with the first run's
     assert "BASELINE RECORDED" not in output
     assert "identity: drift: 5 of 5 answers match the baseline exactly; mean similarity 1.000" in output
+
+    # Planted: the simulator's TTFT raised (a slower engine) while every SLO still passes.
+    slower = run_gate(tmp_path, *SHORT_LOAD, *STEADY, "-k", "load", "--set", "rehearsal.ttft_ms=180",
+                      "--set", "rehearsal.ttft_std_ms=20")
+    output = slower.stdout + slower.stderr
+    assert slower.returncode == 1, output
+    assert "SLO PASS ttft p95" in output
+    assert re.search(r"FAILED load/test_no_regression_against_the_last_passed_run: AssertionError: ttft p95 "
+                     r"regressed \+\d+% \(allowed \+20%\): [\d.]+ now \(\d{4}-\d\d-\d\d \d\d:\d\d UTC, "
+                     r"simulator: vllm-sim-standin\) vs [\d.]+ at the last passed rehearsal \(certification 2\)",
+                     output), output
+    history = subprocess.run([str(Path(sys.executable).with_name("ias-admin")), "--database-url", rehearsal_registry,
+                              "model", "history", "llama3"], capture_output=True, text=True, timeout=60, check=True)
+    lines = history.stdout.splitlines()
+    assert [line.split()[3:5] for line in lines[:3]] == [["#1", "rehearsal_passed"], ["#2", "rehearsal_passed"],
+                                                         ["#3", "rehearsal_failed"]], history.stdout
+    assert all("ttft p95 " in line and "vllm-0.1.0" in line for line in lines[:3]), history.stdout
 
     # Planted: the model's answers changed (a vLLM upgrade), nothing else: only the drift check fails.
     changed = run_gate(tmp_path, "-k", "identity", "--set", "rehearsal.answer_salt=v0.12")

@@ -47,6 +47,7 @@ class Check:
     needs_containers: bool = False  # exercised only where the cluster runs containers (not KWOK's fake pods)
     needs_gpu: bool = False  # required only where real GPUs serve real vLLM (a rehearsal's are recorded or absent)
     needs_baseline: bool = False  # compares with a baseline in the run's registry: an --endpoint-url run has none
+    compares_last: bool = False  # against the last passed run: not required when the user says --no-compare-last
     per_slo: bool = False  # one check per SLO of the spec (the test is parametrized by SLO name)
 
     def ids(self, slos: Slos) -> list[str]:
@@ -81,6 +82,7 @@ CHECKS: tuple[Check, ...] = (
     Check("gpu", "test_gpu_busy_under_load", needs_cluster=True, needs_gpu=True),
     Check("gpu", "test_no_xid_errors_during_the_run", needs_cluster=True, needs_gpu=True),
     Check("load", "test_slo", per_slo=True),
+    Check("load", "test_no_regression_against_the_last_passed_run", needs_baseline=True, compares_last=True),
     Check("registration", "test_registry_is_migrated", needs_cluster=True),
     Check("registration", "test_registry_accepts_the_row", needs_cluster=True),
     Check("registration", "test_backend_url_names_the_service", needs_cluster=True),
@@ -97,12 +99,14 @@ def check_id(path: str | PurePath, name: str) -> str:
     return f"{PurePath(path).stem.removeprefix('test_')}/{name}"
 
 
-def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool, real_gpus: bool) -> list[str]:
+def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool, real_gpus: bool,
+                    compare_last: bool = True) -> list[str]:
     """Every check a run must pass to pass, known before collection and selection."""
     return [cid for check in CHECKS
             if (deployed_by_gate or not (check.needs_cluster or check.needs_baseline))
             and (runs_containers or not check.needs_containers)
             and (real_gpus or not check.needs_gpu)
+            and (compare_last or not check.compares_last)
             for cid in check.ids(slos)]
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import yaml
 
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, required_checks
@@ -20,6 +24,7 @@ from vllm_gate.render import helm_client
 from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
 from vllm_gate.spec import ModelSpec
+from vllm_gate.tools import CHART_DIR
 
 # Worst first. "baseline": the check had nothing to compare with yet and recorded what it measured.
 OUTCOME_ORDER = ("failed", "blocked", "baseline", "passed", "skipped")
@@ -87,6 +92,8 @@ class GateRun:
     telemetry: list[str] = field(default_factory=list)  # which Prometheus and GPU source the checks read
     identity: IdentityRecord | None = None  # stored with a passed run as the next run's baseline
     gpu_recorded: bool = False  # the gpu suite read recorded telemetry (test data), not a live GPU
+    cluster_key: str | None = None  # the same cluster across runs (regressions compare only there)
+    compare_last: bool = True  # --no-compare-last: the regression check is not required
     containers: bool = True  # whether the cluster runs the pods' containers (False on KWOK)
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
@@ -114,7 +121,8 @@ class GateRun:
         """Set the required checks from what this run is and what its cluster can show."""
         real_gpus = bool(self.capabilities and self.capabilities.real_gpus) and self.mode is Mode.CERTIFICATION
         self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
-                                        runs_containers=self.containers, real_gpus=real_gpus)
+                                        runs_containers=self.containers, real_gpus=real_gpus,
+                                        compare_last=self.compare_last)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""
@@ -130,7 +138,8 @@ class GateRun:
 
     def not_shown(self) -> list[str]:
         limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
-        return [*limits, *NOT_BUILT]
+        skipped = [] if self.compare_last else ["regression against the last passed run: --no-compare-last"]
+        return [*limits, *skipped, *NOT_BUILT]
 
     def settle(self) -> Verdict:
         """Decide the verdict once, from what has been recorded so far."""
@@ -149,7 +158,17 @@ class GateRun:
             "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
             "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
             "telemetry": list(self.telemetry),
+            # What a later run compares with (--compare-last) and ias-admin model history shows.
+            "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
+            "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,
         }
+
+    def image(self) -> str:
+        """What served: the simulator in a rehearsal, else the spec's image (with its digest when pinned)."""
+        if self.simulated:
+            return self.simulated
+        image = self.spec.image
+        return f"{image.repository}:{image.tag}" + (f"@{image.digest}" if image.digest else "")
 
     def mapping(self) -> Mapping:
         spec = self.spec
@@ -163,6 +182,13 @@ class GateRun:
         return Certification(model_name=self.spec.name, cluster=self.cluster, started_at=self.started_at,
                              finished_at=datetime.now(UTC), verdict=self.settle().record_as,
                              summary=self.summary(), report_path=str(self.report_path))
+
+
+@functools.cache
+def chart_version() -> str:
+    """The chart every run deploys, as ``name-version`` (Chart.yaml)."""
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    return f"{chart['name']}-{chart['version']}"
 
 
 def _left_behind(run: GateRun) -> Release | None:

@@ -327,6 +327,14 @@ class Identity(StrictModel):
     drift: Drift = Field(default_factory=Drift)
 
 
+class Regression(StrictModel):
+    """How far a run may fall behind the last passed one on the same cluster (--compare-last)."""
+
+    latency_p95_increase: float = Field(0.20, gt=0, description="TTFT, ITL and end-to-end p95 may grow by this "
+                                                                 "share.")
+    throughput_decrease: float = Field(0.15, gt=0, lt=1, description="Output tokens/s may drop by this share.")
+
+
 class UsersProfile(StrictModel):
     kind: Literal["users"] = "users"
     users: int = Field(ge=1, strict=True, description="Concurrent streaming users.")
@@ -383,6 +391,7 @@ class ModelSpec(StrictModel):
     load: Load
     rehearsal: Rehearsal = Field(description="The simulator's latency profile for rehearsals (engine: sim).")
     identity: Identity = Field(default_factory=Identity)
+    regression: Regression = Field(default_factory=Regression)
 
     @property
     def served_name(self) -> str:

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
+from psycopg.types.json import Jsonb
 
 from tests.conftest import dump_tables
 from tests.registry.test_redaction import FORMS, WRONG, leaks, server_dsn
@@ -187,3 +189,23 @@ def test_password_never_printed_by_any_command(postgres, dsn):
         ("model", "add", *flags(GOOD)), ("model", "remove", "nope"),
     )]
     assert all(postgres.password not in out for out in outputs)
+
+
+def test_history_lists_each_run_with_its_verdict_image_chart_and_slo_values(dsn):
+    with psycopg.connect(dsn) as conn:
+        for verdict, image, ttft in (("certified", "vllm/vllm-openai:v0.11.0", 71.5),
+                                     ("not_certified", "vllm/vllm-openai:v0.12.0", 140.25)):
+            summary = {"image": image, "chart": "vllm-0.1.0", "cluster_key": "existing:gpu-pool",
+                       "slo_values": {"ttft p95": ttft, "min output tokens/s": 333.0}}
+            conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict, summary)"
+                         " VALUES ('llama3', 'pool', now(), now(), %s, %s)", (verdict, Jsonb(summary)))
+    shown = invoke(dsn, "model", "history", "llama3")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert len(lines) == 2
+    assert "#1  certified  vllm/vllm-openai:v0.11.0  vllm-0.1.0  existing:gpu-pool  ttft p95 71.5" in lines[0]
+    assert "#2  not_certified  vllm/vllm-openai:v0.12.0" in lines[1]
+    assert "ttft p95 140.2" in lines[1]
+    rows = json.loads(invoke(dsn, "model", "history", "llama3", "--json").output)
+    assert [(r["verdict"], r["slo"]["ttft p95"]) for r in rows] == [("certified", 71.5), ("not_certified", 140.25)]
+    assert invoke(dsn, "model", "history", "mistral-7b").output == "no certification of mistral-7b recorded\n"

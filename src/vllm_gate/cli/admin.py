@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from vllm_gate.cli.errors import ActionFailed, InvalidInput
 from vllm_gate.errors import GateError
 from vllm_gate.registry import db, mappings
+from vllm_gate.registry.history import history
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.migrate import migrate
 from vllm_gate.secret import Secret
@@ -197,6 +198,31 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         return
     for key, value in _jsonable(row).items():
         click.echo(f"{key}: {value}")
+
+
+HISTORY_METRICS = ("ttft p95", "itl p95", "e2e p95", "min output tokens/s")
+
+
+@model.command(name="history")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, oldest first.")
+@click.pass_context
+def history_(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Show a model's certification history: date, verdict, image, chart, key SLO values."""
+    with _registry(ctx) as conn:
+        runs = history(conn, name)
+    if as_json:
+        click.echo(json.dumps([{"certification": r.certification_id, "finished_at": r.finished_at.isoformat(),
+                                "verdict": r.verdict, "image": r.image, "chart": r.chart, "cluster": r.cluster_key,
+                                "slo": r.slo_values} for r in runs], indent=2))
+        return
+    if not runs:
+        click.echo(f"no certification of {name} recorded")
+        return
+    for r in runs:
+        values = ", ".join(f"{m} {r.slo_values[m]:.4g}" for m in HISTORY_METRICS if m in r.slo_values)
+        click.echo(f"{r.finished_at:%Y-%m-%d %H:%M} UTC  #{r.certification_id}  {r.verdict}  {r.image or '-'}  "
+                   f"{r.chart or '-'}  {r.cluster_key or '-'}  {values or 'no SLO values'}")
 
 
 @model.command(name="update")

@@ -1,0 +1,51 @@
+"""A model's certification history: what each run measured, for regression checks and ``ias-admin model history``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+
+@dataclass(frozen=True)
+class PastRun:
+    """One recorded run of a model, as its certification row's summary holds it."""
+
+    certification_id: int
+    finished_at: datetime
+    verdict: str
+    image: str | None
+    chart: str | None
+    cluster_key: str | None
+    slo_values: dict[str, float]  # SLO name -> measured value (ms, tok/s, share)
+
+
+def _past(row: tuple[Any, ...]) -> PastRun:
+    cert_id, finished_at, verdict, summary = row
+    summary = summary or {}
+    values = {name: float(value) for name, value in (summary.get("slo_values") or {}).items() if value is not None}
+    return PastRun(int(cert_id), finished_at, verdict, summary.get("image"), summary.get("chart"),
+                   summary.get("cluster_key"), values)
+
+
+def last_run(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str) -> PastRun | None:
+    """The newest run of ``model`` on ``cluster_key`` whose verdict is one of ``verdicts`` and that measured SLOs."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT id, finished_at, verdict, summary FROM certifications"
+            " WHERE model_name = %s AND verdict = ANY(%s) AND summary->>'cluster_key' = %s"
+            " AND summary ? 'slo_values' ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (model, list(verdicts), cluster_key),
+        ).fetchone()
+    return _past(row) if row else None
+
+
+def history(conn: psycopg.Connection, model: str) -> list[PastRun]:
+    """Every recorded run of ``model``, oldest first."""
+    with conn.transaction():
+        rows = conn.execute("SELECT id, finished_at, verdict, summary FROM certifications WHERE model_name = %s"
+                            " ORDER BY finished_at, id", (model,)).fetchall()
+    return [_past(row) for row in rows]

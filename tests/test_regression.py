@@ -1,0 +1,46 @@
+"""Tonight's numbers against the last passed run's: each regression beyond the spec's tolerance is named."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from vllm_gate.registry.history import PastRun
+from vllm_gate.regression import regression_problems
+from vllm_gate.spec import Regression
+
+THEN = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
+NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+PAST = PastRun(7, THEN, "certified", "vllm/vllm-openai:v0.11.0", "vllm-0.1.0", "existing:gpu-pool",
+               {"ttft p95": 100.0, "itl p95": 30.0, "e2e p95": 3000.0, "min output tokens/s": 400.0})
+DEFAULT = Regression()
+
+
+def test_numbers_within_the_tolerances_pass():
+    now = {"ttft p95": 119.0, "itl p95": 30.0, "e2e p95": 3500.0, "min output tokens/s": 341.0}
+    assert regression_problems(now, "vllm/vllm-openai:v0.12.0", NOW, PAST, "the last certification", DEFAULT) == []
+
+
+@pytest.mark.parametrize(("metric", "value", "change"), [
+    ("ttft p95", 130.0, "+30%"), ("itl p95", 40.0, "+33%"), ("e2e p95", 3700.0, "+23%"),
+    ("min output tokens/s", 280.0, "-30%"),
+])
+def test_a_regression_names_the_metric_both_values_and_both_runs(metric, value, change):
+    now = {**PAST.slo_values, metric: value}
+    (problem,) = regression_problems(now, "vllm/vllm-openai:v0.12.0", NOW, PAST, "the last certification",
+                                     DEFAULT)
+    name = metric.removeprefix("min ")
+    allowed = "-15%" if metric.startswith("min") else "+20%"
+    assert problem == (f"{name} regressed {change} (allowed {allowed}): {value:.4g} now (2026-11-27 02:00 UTC, "
+                       f"vllm/vllm-openai:v0.12.0) vs {PAST.slo_values[metric]:.4g} at the last certification "
+                       "(2026-11-26 02:00 UTC, vllm/vllm-openai:v0.11.0)")
+
+
+def test_faster_or_stronger_is_never_a_regression_and_the_spec_sets_the_tolerance():
+    better = {"ttft p95": 50.0, "itl p95": 10.0, "e2e p95": 1000.0, "min output tokens/s": 900.0}
+    assert regression_problems(better, "x", NOW, PAST, "the last", DEFAULT) == []
+    strict = Regression(latency_p95_increase=0.05, throughput_decrease=0.01)
+    slower = {**PAST.slo_values, "ttft p95": 110.0}
+    assert [p.split(" regressed")[0] for p in regression_problems(slower, "x", NOW, PAST, "the last", strict)] == [
+        "ttft p95"]
