@@ -109,6 +109,7 @@ def test_runs_the_gate_against_the_existing_cluster(workflow) -> None:
     assert ("--cluster", "existing") in pairs
     assert ("--kubeconfig", "$KUBECONFIG_FILE") in pairs
     assert ("--model", "$MODEL") in pairs
+    assert "--require-certification" in argv  # a passed rehearsal must not turn the nightly green
     assert certify["env"]["MODEL"] == "${{ matrix.model }}"
     # Never on the command line, where `ps` shows it: the gate reads both from the environment.
     assert "--database-url" not in argv

@@ -35,6 +35,8 @@ class Kind(StrEnum):
 HEADLINE_NAMES = 5  # missing checks named in the headline; the reasons list every one
 # Exit status per verdict kind: 0, 1 and 2 keep pytest's meanings; 6 is pytest's first unused code.
 EXIT_CODES = {Kind.PASSED: 0, Kind.FAILED: 1, Kind.INTERRUPTED: 2, Kind.PARTIAL: 6}
+# A passed rehearsal or endpoint run under --require-certification (a nightly certification job).
+NOT_A_CERTIFICATION_EXIT = 7
 
 
 @dataclass(frozen=True)
