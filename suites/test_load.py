@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from fixtures.state import BASELINE_PROPERTY
@@ -23,6 +21,9 @@ def test_no_regression_against_the_last_passed_run(gate_load, gate_run, gate_las
         record_property(BASELINE_PROPERTY, f"nothing to compare with ({gate_last_run.past_from}); this run's "
                                            "numbers are recorded if it passes")
         return
-    problems = regression_problems(now, gate_run.image(), datetime.now(UTC), gate_last_run.past,
+    problems = regression_problems(now, gate_run.image(), gate_run.started_at, gate_last_run.past,
                                    gate_last_run.past_from, gate_spec.regression)
+    compared = ", ".join(f"{name} {value:.4g} (was {gate_last_run.past.slo_values[name]:.4g})"
+                         for name, value in now.items() if name in gate_last_run.past.slo_values)
+    gate_run.telemetry.append(f"regression: against {gate_last_run.past_from}: {compared}")
     assert not problems, "; ".join(problems)

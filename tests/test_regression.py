@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -44,3 +45,13 @@ def test_faster_or_stronger_is_never_a_regression_and_the_spec_sets_the_toleranc
     slower = {**PAST.slo_values, "ttft p95": 110.0}
     assert [p.split(" regressed")[0] for p in regression_problems(slower, "x", NOW, PAST, "the last", strict)] == [
         "ttft p95"]
+
+
+def test_no_data_now_or_nothing_comparable_is_a_problem_never_a_pass():
+    nan_now = {**PAST.slo_values, "ttft p95": math.nan}
+    assert regression_problems(nan_now, "x", NOW, PAST, "the last certification", DEFAULT) == [
+        "ttft p95: no data in this run, nothing to compare with the last certification"]
+    other_slos = PastRun(8, THEN, "certified", "x", "c", "k", {"goodput": 1.0})
+    (problem,) = regression_problems({"ttft p95": 70.0}, "x", NOW, other_slos, "the last certification", DEFAULT)
+    assert problem.startswith("no metric of ttft p95, itl p95, e2e p95, min output tokens/s measured both now and at "
+                              "the last certification")

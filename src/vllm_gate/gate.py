@@ -15,11 +15,13 @@ from vllm_gate.cluster.base import Capabilities
 from vllm_gate.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, required_checks
 from vllm_gate.deploy import Release, current_revision, remove_created_namespace, roll_back
 from vllm_gate.errors import GateError
+from vllm_gate.load import RequestSample
 from vllm_gate.registry import db
 from vllm_gate.registry.baselines import record_baseline
 from vllm_gate.registry.certify import Certification, record_outcome, register_certified
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.role import mark_role
+from vllm_gate.regression import load_fingerprint
 from vllm_gate.render import helm_client
 from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
@@ -86,6 +88,7 @@ class GateRun:
     registry: Registry = NO_REGISTRY
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     slo_results: list[SloResult] = field(default_factory=list)
+    samples: list[RequestSample] = field(default_factory=list)  # the load test's raw samples, for the report
     interrupted: str | None = None  # how the session did not end normally
     cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
     preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
@@ -161,6 +164,7 @@ class GateRun:
             # What a later run compares with (--compare-last) and ias-admin model history shows.
             "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
             "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,
+            "load_fingerprint": load_fingerprint(self.spec.load),
         }
 
     def image(self) -> str:

@@ -59,14 +59,19 @@ def parse(text: str) -> Scrape:
     return Scrape(families)
 
 
-def scrape(url: str, timeout_s: float = 10) -> Scrape:
+def fetch(url: str, timeout_s: float = 10) -> str:
+    """The server's /metrics text."""
     try:
         response = httpx.get(f"{url}/metrics", timeout=timeout_s)
     except httpx.TransportError as exc:
         raise EndpointError(f"GET {url}/metrics: no answer ({type(exc).__name__})") from None
     if response.status_code != 200:
         raise EndpointError(f"GET {url}/metrics answered {response.status_code}")
-    return parse(response.text)
+    return response.text
+
+
+def scrape(url: str, timeout_s: float = 10) -> Scrape:
+    return parse(fetch(url, timeout_s))
 
 
 def family_problems(scraped: Scrape) -> list[str]:

@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from vllm_gate.registry.history import PastRun
-from vllm_gate.spec import Regression
+from vllm_gate.spec import Load, Regression
 
 # The SLO results compared, and whether larger is worse (latency) or better (throughput).
 LATENCY_METRICS = ("ttft p95", "itl p95", "e2e p95")
 THROUGHPUT_METRICS = ("min output tokens/s",)
 
 
+def load_fingerprint(load: Load) -> str:
+    """What the numbers depend on besides the engine (profile, prompt and output lengths): only equal ones compare."""
+    return hashlib.sha256(load.model_dump_json().encode()).hexdigest()[:16]
+
+
 def _run(when: datetime, image: str | None) -> str:
-    return f"{when:%Y-%m-%d %H:%M} UTC, {image or 'image unknown'}"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M} UTC, {image or 'image unknown'}"
 
 
 def regression_problems(now: Mapping[str, float], now_image: str, now_at: datetime, past: PastRun,
                         past_from: str, tolerance: Regression) -> list[str]:
-    """Name each metric that moved past the spec's tolerance, with both values and both runs."""
+    """Name each metric that moved past the spec's tolerance, with both values and both runs.
+
+    A metric measured in both runs is compared; one without data now (NaN) is a problem; one the past run did not
+    measure (another SLO set) is left out; nothing comparable at all is a problem, never a pass.
+    """
     problems = []
+    compared = 0
     then = _run(past.finished_at, past.image)
     for name in (*LATENCY_METRICS, *THROUGHPUT_METRICS):
-        if name not in now or name not in past.slo_values or past.slo_values[name] <= 0:
+        if name not in now:
             continue
+        if not math.isfinite(now[name]):
+            problems.append(f"{name}: no data in this run, nothing to compare with {past_from}")
+            continue
+        if name not in past.slo_values or past.slo_values[name] <= 0:
+            continue
+        compared += 1
         before, after = past.slo_values[name], now[name]
         change = after / before - 1
         latency = name in LATENCY_METRICS
@@ -33,4 +51,7 @@ def regression_problems(now: Mapping[str, float], now_image: str, now_at: dateti
             problems.append(f"{name.removeprefix('min ')} regressed {change:+.0%} (allowed {allowed:+.0%}): "
                             f"{after:.4g} now ({_run(now_at, now_image)}) vs {before:.4g} at {past_from} "
                             f"({then})")
+    if not compared and not problems:
+        problems.append(f"no metric of {', '.join((*LATENCY_METRICS, *THROUGHPUT_METRICS))} measured both now and "
+                        f"at {past_from}: nothing compared")
     return problems

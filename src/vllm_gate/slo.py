@@ -76,10 +76,14 @@ class SloResult:
     passed: bool
     unit: str
 
+    @property
+    def op(self) -> str:
+        """How measured must compare with limit: ">=" for floors (throughput, goodput), "<=" for ceilings."""
+        return ">=" if self.name.startswith(("min", "goodput")) else "<="
+
     def line(self) -> str:
         mark = "PASS" if self.passed else "FAIL"
-        op = ">=" if self.name.startswith(("min", "goodput")) else "<="
-        return f"{mark} {self.name}: {self.measured:.4g} {self.unit} (limit {op} {self.limit:g} {self.unit})"
+        return f"{mark} {self.name}: {self.measured:.4g} {self.unit} (limit {self.op} {self.limit:g} {self.unit})"
 
 
 def _latency(name: str, measured: dict[int, float], limits: Percentiles) -> list[SloResult]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -221,7 +222,8 @@ def history_(ctx: click.Context, name: str, as_json: bool) -> None:
         return
     for r in runs:
         values = ", ".join(f"{m} {r.slo_values[m]:.4g}" for m in HISTORY_METRICS if m in r.slo_values)
-        click.echo(f"{r.finished_at:%Y-%m-%d %H:%M} UTC  #{r.certification_id}  {r.verdict}  {r.image or '-'}  "
+        when = r.finished_at.astimezone(UTC)
+        click.echo(f"{when:%Y-%m-%d %H:%M} UTC  #{r.certification_id}  {r.verdict}  {r.image or '-'}  "
                    f"{r.chart or '-'}  {r.cluster_key or '-'}  {values or 'no SLO values'}")
 
 

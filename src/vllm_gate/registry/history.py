@@ -31,14 +31,16 @@ def _past(row: tuple[Any, ...]) -> PastRun:
                    summary.get("cluster_key"), values)
 
 
-def last_run(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str) -> PastRun | None:
-    """The newest run of ``model`` on ``cluster_key`` whose verdict is one of ``verdicts`` and that measured SLOs."""
+def last_run(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
+             load_fingerprint: str) -> PastRun | None:
+    """The newest run of ``model`` on ``cluster_key`` under the same load (fingerprint) with one of ``verdicts``."""
     with conn.transaction():
         row = conn.execute(
             "SELECT id, finished_at, verdict, summary FROM certifications"
             " WHERE model_name = %s AND verdict = ANY(%s) AND summary->>'cluster_key' = %s"
-            " AND summary ? 'slo_values' ORDER BY finished_at DESC, id DESC LIMIT 1",
-            (model, list(verdicts), cluster_key),
+            " AND summary->>'load_fingerprint' = %s AND summary ? 'slo_values'"
+            " ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (model, list(verdicts), cluster_key, load_fingerprint),
         ).fetchone()
     return _past(row) if row else None
 

@@ -1,0 +1,82 @@
+"""The sign-off section of the HTML report: header (verdict first), SLO table, plots, what was not shown."""
+
+from __future__ import annotations
+
+import getpass
+import html
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib import metadata
+
+from vllm_gate.contract import Kind
+from vllm_gate.gate import GateRun, chart_version
+from vllm_gate.load import RequestSample
+from vllm_gate.report import series, svg
+from vllm_gate.report.slo_table import slo_table
+from vllm_gate.report.summary import git_commit
+
+STYLE = """<style>
+.vllm-gate-signoff th { text-align: left; padding-right: 1em; vertical-align: top; }
+.vllm-gate-signoff .verdict { font-size: 1.4em; font-weight: bold; }
+.vllm-gate-signoff .passed { color: #1a7f37; } .vllm-gate-signoff .failed { color: #cf222e; }
+.vllm-gate-plots svg { margin: 0.5em 1em 0.5em 0; border: 1px solid #ddd; }
+</style>"""
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _rows(pairs: Sequence[tuple[str, object]]) -> str:
+    return "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
+
+
+def header(run: GateRun, finished_at: datetime) -> str:
+    """Verdict first with the reason of each failed or missing check, then what ran where, by whom and how long."""
+    verdict = run.settle()
+    state = "passed" if verdict.kind is Kind.PASSED else "failed"
+    spec, release = run.spec, run.release
+    revision = f" (revision pinned: {spec.image.digest})" if spec.image.digest else ""
+    pairs: list[tuple[str, object]] = [
+        ("model", f"{spec.name}: {spec.display_name}"), ("upstream id", f"{spec.model_id}{revision}"),
+        ("image", run.image()), ("chart", chart_version()),
+        ("Helm release", f"{release.namespace}/{release.name} revision {release.revision}" if release else "none"),
+        ("cluster", run.cluster), ("context", run.context or "-"),
+        ("GPU type", f"{spec.resources.gpus} x {spec.resources.gpu_type} per pod"),
+        ("gate", f"vllm-gate {metadata.version('vllm-gate')} ({git_commit() or 'no git checkout'})"),
+        ("run by", f"{getpass.getuser()} on {socket.gethostname()}"),
+        ("when", f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC, "
+                 f"{(finished_at - run.started_at).total_seconds():.0f} s"),
+    ]
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in verdict.reasons)
+    return (f'<div class="vllm-gate-signoff"><p class="verdict {state}">{_e(verdict.headline)}</p>'
+            f"{f'<ul>{reasons}</ul>' if reasons else ''}<table>{_rows(pairs)}</table></div>")
+
+
+def plots(samples: Sequence[RequestSample]) -> str:
+    """TTFT, ITL and end-to-end latency distributions; latency, request rate, tokens/s and errors over the run."""
+    latency = series.latency_values(samples)
+    timeline = series.over_time(samples)
+    figures = [svg.histogram("TTFT distribution", latency["ttft"]), svg.histogram("ITL distribution", latency["itl"]),
+               svg.histogram("End-to-end latency distribution", latency["e2e"]),
+               svg.time_series("Latency p50 over the run", timeline[series.LATENCY_P50], "ms"),
+               svg.time_series("Requests/s over the run", timeline[series.REQUESTS], "req/s"),
+               svg.time_series("Output tokens/s over the run", timeline[series.OUTPUT_TOKENS], "tok/s"),
+               svg.time_series("Errors/s over the run", timeline[series.ERRORS], "err/s")]
+    return f'<div class="vllm-gate-plots">{"".join(figures)}</div>'
+
+
+def sign_off(run: GateRun, samples: Sequence[RequestSample]) -> str:
+    """The whole section pytest-html puts above its results table (self-contained: no external URL)."""
+    verdict = run.settle()
+    skipped = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "skipped"]
+    baselines = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "baseline"]
+    lists = [("Skipped checks", skipped), ("Baselines recorded", baselines), ("Not shown by this run",
+                                                                            list(verdict.not_shown)),
+             ("Telemetry and evidence", list(run.telemetry)), ("Decision", list(run.decision))]
+    sections = "".join(f"<h3>{_e(title)}</h3><ul>{''.join(f'<li>{_e(x)}</li>' for x in items)}</ul>"
+                       for title, items in lists if items)
+    slo = f"<h3>SLOs</h3>{slo_table(run.slo_results)}" if run.slo_results else "<p>No load test ran.</p>"
+    return (f"{STYLE}<h2>vllm-gate verdict and sign-off</h2>{header(run, datetime.now(UTC))}{slo}"
+            f"{plots(samples) if samples else ''}{sections}")

@@ -1,0 +1,60 @@
+"""``summary.json``: what a run decided, for CI systems and scripts (schema: summary.schema.json, version 1)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from importlib.resources import files
+from typing import Any
+
+from vllm_gate.gate import GateRun, chart_version
+from vllm_gate.tools import PROJECT_ROOT
+
+SCHEMA_VERSION = 1
+
+
+def schema() -> dict[str, Any]:
+    return json.loads(files("vllm_gate.report").joinpath("summary.schema.json").read_text())
+
+
+def git_commit() -> str | None:
+    """The gate's own commit, or None outside a git checkout."""
+    try:
+        proc = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() or None if proc.returncode == 0 else None
+
+
+def model_summary(run: GateRun, finished_at: datetime) -> dict[str, Any]:
+    """One model's object (the schema's ``model``)."""
+    verdict = run.settle()
+    release = run.release
+    return {
+        "name": run.spec.name, "model_id": run.spec.model_id,
+        "verdict": {"kind": verdict.kind.value, "mode": verdict.mode.value, "headline": verdict.headline,
+                    "certified": verdict.certified, "exit_code": verdict.exit_code},
+        "reasons": list(verdict.reasons),
+        "checks": {o.check: {"outcome": o.outcome, "message": o.message, "required": o.check in run.required}
+                   for o in run.outcomes.values() if not o.check.startswith("setup/")},
+        "slo": [{"name": r.name, "measured": r.measured if math.isfinite(r.measured) else None, "limit": r.limit,
+                 "unit": r.unit, "passed": r.passed} for r in run.slo_results],
+        "image": run.image(), "chart": chart_version(),
+        "release": ({"name": release.name, "namespace": release.namespace, "revision": release.revision}
+                    if release else None),
+        "cluster": {"description": run.cluster, "key": run.cluster_key},
+        "started_at": run.started_at.isoformat(), "finished_at": finished_at.isoformat(),
+        "duration_s": round((finished_at - run.started_at).total_seconds(), 1),
+        "not_shown": list(verdict.not_shown), "telemetry": list(run.telemetry), "decision": list(run.decision),
+    }
+
+
+def run_summary(runs: list[GateRun]) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {"schema_version": SCHEMA_VERSION, "gate_version": metadata.version("vllm-gate"),
+            "git_commit": git_commit(), "generated_at": now.isoformat(),
+            "models": [model_summary(run, now) for run in runs]}

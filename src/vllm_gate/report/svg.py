@@ -1,0 +1,167 @@
+"""Inline SVG plots as strings: self-contained (no URL but the namespace, no script) and deterministic."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from html import escape
+
+from vllm_gate.load import percentile
+
+WIDTH, HEIGHT = 640, 320
+EMPTY_WIDTH, EMPTY_HEIGHT = 320, 60
+LEFT, TOP = 70, 40  # room for the y labels and the title
+BOTTOM, SERIES_BOTTOM = 75, 40  # four rows of histogram ticks; a time axis and its name
+RIGHT, LEGEND_RIGHT = 20, 170
+TICK_ROW = 13
+COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
+
+
+def _num(value: float) -> str:
+    return f"{value:.4g}"
+
+
+def _at(value: float) -> str:
+    """A coordinate, rounded so that the same input always gives the same text."""
+    return f"{value:.1f}"
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{_num(value)} {unit}".rstrip()
+
+
+def _svg(title: str, points: int, width: int, height: int, body: list[str]) -> str:
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}" role="img" class="vllm-gate-plot" data-points="{points}" '
+            f'font-family="sans-serif" font-size="11">')
+    heading = (f'<text class="heading" x="{width / 2:g}" y="20" text-anchor="middle" font-size="14" '
+               f'font-weight="bold">{escape(title)}</text>')
+    return "\n".join([head, f"<title>{escape(title)}</title>", heading, *body, "</svg>"])
+
+
+def _empty(title: str) -> str:
+    note = (f'<text class="empty" x="{EMPTY_WIDTH / 2:g}" y="45" text-anchor="middle" '
+            f'fill="#666">no samples</text>')
+    return _svg(title, 0, EMPTY_WIDTH, EMPTY_HEIGHT, [note])
+
+
+def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> tuple[float, float]:
+    """Slope and offset mapping [lo, hi] onto [out_lo, out_hi]; lo < hi."""
+    slope = (out_hi - out_lo) / (hi - lo)
+    return slope, out_lo - slope * lo
+
+
+def bin_counts(values: Sequence[float], bins: int) -> list[int]:
+    """How many values fall in each of ``bins`` equal bins from min to max (the last bin holds the max).
+
+    All values equal: one bin holding them all.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be at least 1, not {bins}")
+    if not values:
+        return []
+    lo, hi = min(values), max(values)
+    if hi == lo:
+        return [len(values)]
+    counts = [0] * bins
+    width = (hi - lo) / bins
+    for value in values:
+        # min() keeps the max, and any rounding just below a bin edge, inside the last bin.
+        counts[min(int((value - lo) / width), bins - 1)] += 1
+    return counts
+
+
+def histogram(title: str, values_ms: Sequence[float], unit: str = "ms", bins: int = 30) -> str:
+    """A latency distribution: one bar per bin, ticks at min, median, p95 and max, counts on the y axis."""
+    values = [v for v in values_ms if math.isfinite(v)]  # a NaN or infinity has no place on an axis
+    if not values:
+        return _empty(title)
+    counts = bin_counts(values, bins)
+    lo, hi = min(values), max(values)
+    x_lo, x_hi = (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)  # one value: a bar of width 1 around it
+    x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, TOP, HEIGHT - BOTTOM
+    xs, xc = _scale(x_lo, x_hi, x0, x1)
+    top = max(counts)
+    width = (x_hi - x_lo) / len(counts)
+    body = ['<g class="bars" fill="#4c78a8">']
+    for i, count in enumerate(counts):
+        left, right = x_lo + i * width, x_lo + (i + 1) * width
+        height = (y1 - y0) * count / top
+        body.append(f'<rect x="{_at(xs * left + xc)}" y="{_at(y1 - height)}" width="{_at(xs * width)}" '
+                    f'height="{_at(height)}" data-count="{count}"><title>{escape(_num(left))}–'
+                    f'{escape(_with_unit(right, unit))}: {count}</title></rect>')
+    body.append("</g>")
+    body += _axes(x0, x1, y0, y1)
+    body += [f'<text x="{x0 - 6}" y="{_at(y1 + 4)}" text-anchor="end">0</text>',
+             f'<text x="{x0 - 6}" y="{_at(y0 + 4)}" text-anchor="end">{top}</text>',
+             f'<text x="16" y="{_at((y0 + y1) / 2)}" text-anchor="middle" '
+             f'transform="rotate(-90 16 {_at((y0 + y1) / 2)})">count</text>']
+    ticks = (("min", lo, "start"), ("p50", percentile(values, 50), "middle"),
+             ("p95", percentile(values, 95), "middle"), ("max", hi, "end"))
+    for row, (name, value, anchor) in enumerate(ticks, 1):
+        # One row each, so ticks close together never print over one another.
+        x, label_y = _at(xs * value + xc), y1 + row * TICK_ROW
+        dash = ' stroke-dasharray="4 3"' if name in ("p50", "p95") else ""
+        top_y = y0 if dash else y1
+        body += [f'<line class="tick" x1="{x}" y1="{top_y}" x2="{x}" y2="{label_y - 10}" stroke="#333"{dash}/>',
+                 f'<text class="tick-label" x="{x}" y="{label_y}" text-anchor="{anchor}">'
+                 f'{name} {escape(_with_unit(value, unit))}</text>']
+    return _svg(title, len(values), WIDTH, HEIGHT, body)
+
+
+def _axes(x0: float, x1: float, y0: float, y1: float) -> list[str]:
+    return [f'<line class="axis" x1="{x0}" y1="{y1}" x2="{x1}" y2="{y1}" stroke="#333"/>',
+            f'<line class="axis" x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>']
+
+
+def time_series(title: str, points: Sequence[tuple[float, float]], unit: str) -> str:
+    """One line over time: x in seconds since the start, y labelled with its min and max."""
+    return multi_series(title, {title: points}, unit)
+
+
+def multi_series(title: str, series: Mapping[str, Sequence[tuple[float, float]]], unit: str) -> str:
+    """Several lines over time on one y axis, with a legend when there is more than one."""
+    finite = {name: sorted((x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y))
+              for name, pts in series.items()}
+    xs_all = [x for pts in finite.values() for x, _ in pts]
+    ys_all = [y for pts in finite.values() for _, y in pts]
+    if not xs_all:
+        return _empty(title)
+    legend = len(finite) > 1
+    x0, x1, y0, y1 = LEFT, WIDTH - (LEGEND_RIGHT if legend else RIGHT), TOP, HEIGHT - SERIES_BOTTOM
+    x_lo, x_hi = min(0.0, *xs_all), max(xs_all)
+    if x_hi == x_lo:
+        x_hi = x_lo + 1
+    y_min, y_max = min(ys_all), max(ys_all)
+    y_lo, y_hi = (y_min, y_max) if y_max > y_min else (y_min - 1, y_max + 1)  # flat: the line mid-height
+    xs, xc = _scale(x_lo, x_hi, x0, x1)
+    ys, yc = _scale(y_lo, y_hi, y1, y0)
+    body = _axes(x0, x1, y0, y1)
+    for i, (name, pts) in enumerate(finite.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        coords = [(_at(xs * x + xc), _at(ys * y + yc)) for x, y in pts]
+        body.append(f'<g class="series" data-name="{escape(name)}" data-points="{len(pts)}">')
+        if len(coords) == 1:
+            body.append(f'<circle cx="{coords[0][0]}" cy="{coords[0][1]}" r="2.5" fill="{colour}"/>')
+        elif coords:
+            line = " ".join(f"{x},{y}" for x, y in coords)
+            body.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+        body.append("</g>")
+        if legend:
+            ly = y0 + 16 * i
+            body += [f'<rect x="{x1 + 12}" y="{ly}" width="10" height="10" fill="{colour}"/>',
+                     f'<text class="legend" x="{x1 + 28}" y="{ly + 9}">{escape(name)}</text>']
+    y_labels = ([("flat", y_min)] if y_min == y_max else [("max", y_max), ("min", y_min)])
+    for name, value in y_labels:
+        # Name and value on two lines: the left margin is too narrow for both on one.
+        y = ys * value + yc
+        body += [f'<text class="y-label" x="{x0 - 6}" y="{_at(y + 4)}" text-anchor="end">{name}</text>',
+                 f'<text class="y-label" x="{x0 - 6}" y="{_at(y + 16)}" text-anchor="end">'
+                 f'{escape(_with_unit(value, unit))}</text>']
+    for value, anchor in ((x_lo, "start"), (x_hi, "end")):
+        x = _at(xs * value + xc)
+        body.append(f'<text class="tick-label" x="{x}" y="{y1 + TICK_ROW}" text-anchor="{anchor}">'
+                    f'{_num(value)} s</text>')
+    body.append(f'<text x="{(x0 + x1) / 2:g}" y="{y1 + 2 * TICK_ROW}" text-anchor="middle">'
+                f'seconds since start</text>')
+    return _svg(title, len(xs_all), WIDTH, HEIGHT, body)

@@ -1,0 +1,35 @@
+"""The run a regression check compares with: the newest passed one of the model, on the same cluster, same load."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from vllm_gate.registry.history import history, last_run
+
+
+def add(conn: psycopg.Connection, verdict: str, cluster_key: str, load: str, ttft: float, model: str = "llama3",
+        at: str = "2026-11-26 02:00+00") -> int:
+    summary = {"cluster_key": cluster_key, "load_fingerprint": load, "image": "img", "chart": "vllm-0.1.0",
+               "slo_values": {"ttft p95": ttft}}
+    row = conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict, summary)"
+                       " VALUES (%s, 'c', %s, %s, %s, %s) RETURNING id",
+                       (model, at, at, verdict, Jsonb(summary))).fetchone()
+    conn.commit()
+    return int(row[0])
+
+
+def test_only_the_newest_passed_run_on_this_cluster_under_this_load_is_compared(dsn):
+    with psycopg.connect(dsn) as conn:
+        wanted = add(conn, "certified", "existing:https://pool:6443", "L1", 70.0, at="2026-11-25 02:00+00")
+        add(conn, "certified", "existing:https://other:6443", "L1", 10.0)  # another cluster
+        add(conn, "not_certified", "existing:https://pool:6443", "L1", 500.0)  # a failed run
+        add(conn, "rehearsal_passed", "existing:https://pool:6443", "L1", 20.0)  # a rehearsal
+        add(conn, "certified", "existing:https://pool:6443", "L2", 30.0)  # another load profile
+        add(conn, "certified", "existing:https://pool:6443", "L1", 40.0, model="mistral-7b")
+        past = last_run(conn, "llama3", ("certified",), "existing:https://pool:6443", "L1")
+        assert past is not None
+        assert (past.certification_id, past.slo_values) == (wanted, {"ttft p95": 70.0})
+        assert last_run(conn, "llama3", ("certified",), "existing:https://pool:6443", "L3") is None
+        assert [r.verdict for r in history(conn, "llama3")] == ["certified", "certified", "not_certified",
+                                                                 "rehearsal_passed", "certified"]
