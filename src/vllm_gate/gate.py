@@ -89,6 +89,7 @@ class GateRun:
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     slo_results: list[SloResult] = field(default_factory=list)
     samples: list[RequestSample] = field(default_factory=list)  # the load test's raw samples, for the report
+    image_ids: tuple[str, ...] = ()  # the image digests the model's pods actually ran (from the kubelets)
     interrupted: str | None = None  # how the session did not end normally
     cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
     preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
@@ -168,11 +169,12 @@ class GateRun:
         }
 
     def image(self) -> str:
-        """What served: the simulator in a rehearsal, else the spec's image (with its digest when pinned)."""
+        """What served: the simulator in a rehearsal, else the spec's image and the digest the pods actually ran."""
         if self.simulated:
             return self.simulated
         image = self.spec.image
-        return f"{image.repository}:{image.tag}" + (f"@{image.digest}" if image.digest else "")
+        named = f"{image.repository}:{image.tag}" + (f"@{image.digest}" if image.digest else "")
+        return f"{named} (ran {', '.join(self.image_ids)})" if self.image_ids else named
 
     def mapping(self) -> Mapping:
         spec = self.spec

@@ -19,6 +19,7 @@ class Serving:
     containers_run: bool = True  # False on KWOK nodes or without image IDs: no helm test pod can run there
     names: tuple[str, ...] = ()  # the pods, not terminating
     container: str = ""  # the model server's container (the pod's first)
+    image_ids: tuple[str, ...] = ()  # what the kubelets report they ran (digests), where containers ran
 
     @property
     def real(self) -> bool:
@@ -57,8 +58,10 @@ def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
     elif unrun:
         # Positive evidence, whatever the nodes are called: a kubelet that ran the image reports its ID.
         findings.append(f"pod {', '.join(unrun)} reports no image ID (no container image ran)")
+    image_ids = sorted({cs.image_id for p in pods for cs in p.status.container_statuses or [] if cs.image_id})
     return Serving(len(pods), "; ".join(findings) or None, containers_run=not (fake or unrun),
-                   names=tuple(sorted(p.metadata.name for p in pods)), container=pods[0].spec.containers[0].name)
+                   names=tuple(sorted(p.metadata.name for p in pods)), container=pods[0].spec.containers[0].name,
+                   image_ids=tuple(image_ids))
 
 
 def _ran_an_image(pod: client.V1Pod) -> bool:

@@ -61,3 +61,11 @@ def test_a_summary_that_breaks_the_schema_is_refused_naming_what(plant, path):
     plant(summary)
     with pytest.raises(jsonschema.ValidationError, match=path):
         validator().validate(summary)
+
+
+def test_a_certifications_image_is_the_specs_and_the_digest_its_pods_actually_ran():
+    run = GateRun(spec=SPEC, cluster="pool", capabilities=None, report_path=Path("r.html"))
+    assert run.image() == "vllm/vllm-openai:v0.11.0"
+    run.image_ids = ("docker.io/vllm/vllm-openai@sha256:" + "a" * 64,)
+    assert run.image() == f"vllm/vllm-openai:v0.11.0 (ran docker.io/vllm/vllm-openai@sha256:{'a' * 64})"
+    assert run_summary([run])["models"][0]["image"] == run.image()
