@@ -15,8 +15,9 @@ mkdir -p "$tools" "$cache"
 step() { printf '\n==> %s\n' "$*"; }
 
 # PostgreSQL 15 is the registry's server and Prometheus 2.42 watches the local cluster (tests start throwaway
-# servers of both from the Debian binaries; the packaged services are not used).
-apt_packages=(postgresql prometheus iproute2)
+# servers of both from the Debian binaries; the packaged services are not used). Chromium opens the sign-off
+# report headless in tests/report/test_report_in_browser.py (offline, no console errors, every plot drawn).
+apt_packages=(postgresql prometheus iproute2 chromium)
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()
   for p in "${apt_packages[@]}"; do

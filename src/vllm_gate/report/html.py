@@ -16,10 +16,16 @@ from vllm_gate.report import series, svg
 from vllm_gate.report.slo_table import slo_table
 from vllm_gate.report.summary import git_commit
 
+# pytest-html greys its body text and collapses table spacing: a page to sign needs dark text and spaced columns.
 STYLE = """<style>
+.vllm-gate { color: #1f2328; }
 .vllm-gate-signoff th { text-align: left; padding-right: 1em; vertical-align: top; }
 .vllm-gate-signoff .verdict { font-size: 1.4em; font-weight: bold; }
 .vllm-gate-signoff .passed { color: #1a7f37; } .vllm-gate-signoff .failed { color: #cf222e; }
+.vllm-gate-slo th, .vllm-gate-slo td { padding: 0.2em 0.6em; text-align: right; border-bottom: 1px solid #eee; }
+.vllm-gate-slo th:first-child { text-align: left; }
+.vllm-gate-slo td.result { font-weight: bold; } .vllm-gate-slo td.pass { color: #1a7f37; }
+.vllm-gate-slo td.fail { color: #cf222e; }
 .vllm-gate-plots svg { margin: 0.5em 1em 0.5em 0; border: 1px solid #ddd; }
 </style>"""
 
@@ -78,5 +84,5 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample]) -> str:
     sections = "".join(f"<h3>{_e(title)}</h3><ul>{''.join(f'<li>{_e(x)}</li>' for x in items)}</ul>"
                        for title, items in lists if items)
     slo = f"<h3>SLOs</h3>{slo_table(run.slo_results)}" if run.slo_results else "<p>No load test ran.</p>"
-    return (f"{STYLE}<h2>vllm-gate verdict and sign-off</h2>{header(run, datetime.now(UTC))}{slo}"
-            f"{plots(samples) if samples else ''}{sections}")
+    return (f'{STYLE}<div class="vllm-gate"><h2>vllm-gate verdict and sign-off</h2>{header(run, datetime.now(UTC))}'
+            f"{slo}{plots(samples) if samples else ''}{sections}</div>")

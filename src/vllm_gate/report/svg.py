@@ -14,6 +14,7 @@ LEFT, TOP = 70, 40  # room for the y labels and the title
 BOTTOM, SERIES_BOTTOM = 75, 40  # four rows of histogram ticks; a time axis and its name
 RIGHT, LEGEND_RIGHT = 20, 170
 TICK_ROW = 13
+CHAR_WIDTH = 7  # at most, for one character of an 11 px sans-serif label
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 
@@ -43,6 +44,16 @@ def _empty(title: str) -> str:
     note = (f'<text class="empty" x="{EMPTY_WIDTH / 2:g}" y="45" text-anchor="middle" '
             f'fill="#666">no samples</text>')
     return _svg(title, 0, EMPTY_WIDTH, EMPTY_HEIGHT, [note])
+
+
+def _fit(anchor: str, x: float, label: str) -> str:
+    """Anchor a centred label near the plot's left or right edge to that edge, so none of it is cut off."""
+    if anchor != "middle":
+        return anchor
+    half = len(label) * CHAR_WIDTH / 2
+    if x + half > WIDTH:
+        return "end"
+    return "start" if x - half < 0 else anchor
 
 
 def _scale(lo: float, hi: float, out_lo: float, out_hi: float) -> tuple[float, float]:
@@ -100,12 +111,14 @@ def histogram(title: str, values_ms: Sequence[float], unit: str = "ms", bins: in
              ("p95", percentile(values, 95), "middle"), ("max", hi, "end"))
     for row, (name, value, anchor) in enumerate(ticks, 1):
         # One row each, so ticks close together never print over one another.
-        x, label_y = _at(xs * value + xc), y1 + row * TICK_ROW
+        x, label_y = xs * value + xc, y1 + row * TICK_ROW
+        label = f"{name} {_with_unit(value, unit)}"
         dash = ' stroke-dasharray="4 3"' if name in ("p50", "p95") else ""
         top_y = y0 if dash else y1
-        body += [f'<line class="tick" x1="{x}" y1="{top_y}" x2="{x}" y2="{label_y - 10}" stroke="#333"{dash}/>',
-                 f'<text class="tick-label" x="{x}" y="{label_y}" text-anchor="{anchor}">'
-                 f'{name} {escape(_with_unit(value, unit))}</text>']
+        body += [f'<line class="tick" x1="{_at(x)}" y1="{top_y}" x2="{_at(x)}" y2="{label_y - 10}" '
+                 f'stroke="#333"{dash}/>',
+                 f'<text class="tick-label" x="{_at(x)}" y="{label_y}" text-anchor="{_fit(anchor, x, label)}">'
+                 f'{escape(label)}</text>']
     return _svg(title, len(values), WIDTH, HEIGHT, body)
 
 
