@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.state import BASELINE_PROPERTY
 from vllm_gate import identity
 
 
-def _baseline_recorded(record_property, gate_identity, what: str) -> None:
+def _baseline_recorded(gate_baseline, gate_identity, what: str) -> None:
     if gate_identity.no_baseline:
         pytest.skip(gate_identity.no_baseline)
-    record_property(BASELINE_PROPERTY, f"{what}: nothing to compare with ({gate_identity.baseline_from}); "
-                                       "baseline recorded if this run passes")
+    gate_baseline(f"{what}: nothing to compare with ({gate_identity.baseline_from}); baseline recorded if this run "
+                  "passes")
 
 
-def test_canary_prompt_tokens_match_the_model(gate_identity, gate_spec, gate_run, record_property):
+def test_canary_prompt_tokens_match_the_model(gate_identity, gate_spec, gate_run, gate_baseline):
     measured = gate_identity.record.canary_prompt_tokens
     # A pinned count is the real model's: a rehearsal's simulator compares with the rehearsal registry instead.
     pinned = gate_spec.identity.canary.prompt_tokens if gate_run.simulated is None else None
@@ -26,7 +25,7 @@ def test_canary_prompt_tokens_match_the_model(gate_identity, gate_spec, gate_run
         problems = identity.canary_problems(measured, baseline.canary_prompt_tokens,
                                             f"{gate_identity.baseline_from} took")
     else:
-        _baseline_recorded(record_property, gate_identity, f"canary prompt tokens {measured}")
+        _baseline_recorded(gate_baseline, gate_identity, f"canary prompt tokens {measured}")
         return
     assert not problems, "; ".join(problems)
 
@@ -38,10 +37,10 @@ def test_answers_stop_within_the_bound(gate_endpoint, gate_spec):
     assert not problems, "; ".join(problems)
 
 
-def test_answers_have_not_drifted(gate_identity, gate_spec, gate_run, record_property):
+def test_answers_have_not_drifted(gate_identity, gate_spec, gate_run, gate_baseline):
     answers = gate_identity.record.answers
     if gate_identity.baseline is None:
-        _baseline_recorded(record_property, gate_identity, f"{len(answers)} answers at temperature 0")
+        _baseline_recorded(gate_baseline, gate_identity, f"{len(answers)} answers at temperature 0")
         return
     report = identity.compare_answers(gate_identity.baseline.answers, answers)
     gate_run.telemetry.append(f"identity: drift: {report.line()} (against {gate_identity.baseline_from})")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.state import BASELINE_PROPERTY
 from vllm_gate.regression import regression_problems
 
 
@@ -13,13 +12,13 @@ def test_slo(gate_load, gate_run, slo_name):
     assert result.passed, result.line()
 
 
-def test_no_regression_against_the_last_passed_run(gate_load, gate_run, gate_last_run, gate_spec, record_property):
+def test_no_regression_against_the_last_passed_run(gate_load, gate_run, gate_last_run, gate_spec, gate_baseline):
     if gate_last_run.no_history:
         pytest.skip(gate_last_run.no_history)
     now = {r.name: r.measured for r in gate_run.slo_results}
     if gate_last_run.past is None:
-        record_property(BASELINE_PROPERTY, f"nothing to compare with ({gate_last_run.past_from}); this run's "
-                                           "numbers are recorded if it passes")
+        gate_baseline(f"nothing to compare with ({gate_last_run.past_from}); this run's numbers are recorded if "
+                      "it passes")
         return
     problems = regression_problems(now, gate_run.image(), gate_run.started_at, gate_last_run.past,
                                    gate_last_run.past_from, gate_spec.regression)
