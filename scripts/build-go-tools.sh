@@ -4,10 +4,22 @@
 # into .tools/bin. A binary already built for the same version and sources is reused.
 set -euo pipefail
 
-KUBE_VERSION=v1.35.4   # control plane; staging modules replaced by v0.35.4 in scripts/kube/go.mod
+KUBE_VERSION=v1.35.4   # control plane, kubelet, kube-proxy; staging modules replaced by v0.35.4 in scripts/kube/go.mod
 ETCD_VERSION=v3.6.5    # the etcd server k8s.io/kubernetes v1.35.4 pins
 KWOK_VERSION=v0.8.0
 SIM_VERSION=v0.9.2     # github.com/llm-d/llm-d-inference-sim
+# The real node's container runtime. v2, not Debian's containerd 1.6: 1.x is end of life, Kubernetes
+# 1.36 drops support for it, and with 1.6 the 1.35 kubelet already logs `RuntimeConfig ... Unimplemented`.
+# v2.2.9: the newest patch of the 2.2 line, which the feasibility run (shared notes) used.
+CONTAINERD_VERSION=v2.2.9
+# NetworkPolicy enforcer. v2.1.0 is the only version the proxy serves, and security advisories are
+# published for it: it runs only inside the local cluster's node namespace, with --run-firewall alone
+# (no BGP routing, no service proxy), i.e. only as the NetworkPolicy enforcer of a throwaway cluster.
+KUBE_ROUTER_VERSION=v2.1.0
+# Cluster DNS (pods resolve Service names); the proxy serves v1.14.3 and newer. v1.14.7 is built on
+# client-go v0.35.4, like the control plane; its default plugin set includes kubernetes, errors,
+# health, ready, cache, loop and forward.
+COREDNS_VERSION=v1.14.7
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.tools/bin"
@@ -15,15 +27,18 @@ cache="${VLLM_GATE_CACHE:-$HOME/.cache/vllm-gate}/go-tools"
 mkdir -p "$tools" "$cache"
 export GOFLAGS=-mod=readonly CGO_ENABLED=0
 
-# Print a heartbeat while a slow build runs, so CI logs show it is alive.
+# Print a heartbeat every 30 s while a slow build runs, so CI logs show it is alive. Polls each
+# second so that a quick build neither waits nor is timed to the next heartbeat.
 with_progress() {
   local what=$1; shift
   local start=$SECONDS
   "$@" &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
-    kill -0 "$pid" 2>/dev/null && echo "    ... $what: $((SECONDS - start)) s"
+    sleep 1
+    if (( (SECONDS - start) % 30 == 0 )) && kill -0 "$pid" 2>/dev/null; then
+      echo "    ... $what: $((SECONDS - start)) s"
+    fi
   done
   wait "$pid"
   echo "    $what built in $((SECONDS - start)) s"
@@ -38,14 +53,14 @@ link_all() { local dir=$1; shift; for n in "$@"; do ln -sf "$dir/$n" "$tools/$n"
 build_kube() {
   local dir="$cache/kube-$KUBE_VERSION-$(source_hash "$root/scripts/kube")"
   if [ ! -f "$dir/.complete" ]; then
-    echo "  kube-apiserver, kube-controller-manager, kube-scheduler $KUBE_VERSION (cold: ~25 min on 2 cores)"
+    echo "  kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy $KUBE_VERSION (cold: ~25 min on 2 cores)"
     local v=k8s.io/component-base/version
     local ld="-s -w -X $v.gitVersion=$KUBE_VERSION -X $v.gitMajor=1 -X $v.gitMinor=35"
     ld+=" -X $v.gitTreeState=clean -X $v.buildDate=2026-01-01T00:00:00Z"
-    (cd "$root/scripts/kube" && with_progress "control plane" go build -trimpath -ldflags "$ld" -o "$dir/" ./cmd/...)
+    (cd "$root/scripts/kube" && with_progress "kube" go build -trimpath -ldflags "$ld" -o "$dir/" ./cmd/...)
     touch "$dir/.complete"
   fi
-  link_all "$dir" kube-apiserver kube-controller-manager kube-scheduler
+  link_all "$dir" kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 }
 
 build_etcd() {
@@ -100,9 +115,69 @@ build_sim() {
   link_all "$standin" vllm-sim-standin
 }
 
+# Static (CGO_ENABLED=0): the btrfs, devmapper and ZFS snapshotters need cgo and are not used (overlayfs
+# is). Tags as upstream's static release; the shim, like upstream's, also drops gRPC (it speaks ttrpc).
+build_containerd() {
+  local dir="$cache/containerd-$CONTAINERD_VERSION"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  containerd, containerd-shim-runc-v2, ctr $CONTAINERD_VERSION"
+    local p=github.com/containerd/containerd/v2
+    local ld="-s -w -X $p/version.Version=$CONTAINERD_VERSION -X $p/version.Package=$p"
+    local tags="urfave_cli_no_docs osusergo netgo static_build no_btrfs no_devmapper no_zfs"
+    GOBIN="$dir" GOFLAGS= with_progress containerd go install -trimpath -tags "$tags" -ldflags "$ld" \
+      "$p/cmd/containerd@$CONTAINERD_VERSION" "$p/cmd/ctr@$CONTAINERD_VERSION"
+    GOBIN="$dir" GOFLAGS= with_progress containerd-shim-runc-v2 go install -trimpath -tags "$tags no_grpc" \
+      -ldflags "$ld" "$p/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION"
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" containerd containerd-shim-runc-v2 ctr
+}
+
+build_kube_router() {
+  local dir="$cache/kube-router-$KUBE_ROUTER_VERSION"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  kube-router $KUBE_ROUTER_VERSION"
+    local v=github.com/cloudnativelabs/kube-router/v2/pkg/version
+    GOBIN="$dir" GOFLAGS= with_progress kube-router go install -trimpath \
+      -ldflags "-s -w -X $v.Version=$KUBE_ROUTER_VERSION -X $v.BuildDate=2026-01-01T00:00:00Z" \
+      "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" kube-router
+}
+
+build_coredns() {
+  local dir="$cache/coredns-$COREDNS_VERSION"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  coredns $COREDNS_VERSION"
+    GOBIN="$dir" GOFLAGS= with_progress coredns go install -trimpath -ldflags "-s -w" \
+      "github.com/coredns/coredns@$COREDNS_VERSION"
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" coredns
+}
+
+# The node images' own programs (scripts/node-tools): the sandbox process and the probe pods' client.
+build_node_tools() {
+  local dir="$cache/node-tools-$(source_hash "$root/scripts/node-tools")"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  vg-pause, vg-http-probe (scripts/node-tools)"
+    for n in pause http-probe; do
+      (cd "$root/scripts/node-tools" && with_progress "vg-$n" go build -trimpath -ldflags "-s -w" \
+        -o "$dir/vg-$n" "./cmd/$n")
+    done
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" vg-pause vg-http-probe
+}
+
 build_sim
+build_node_tools
 build_kwok
 build_etcd
 build_kube
+build_containerd
+build_kube_router
+build_coredns
 echo "  tools in $tools: $(ls "$tools" | tr '\n' ' ')"
 du -shL "$tools" | awk '{print "  size on disk: " $1}'

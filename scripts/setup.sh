@@ -17,7 +17,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # PostgreSQL 15 is the registry's server and Prometheus 2.42 watches the local cluster (tests start throwaway
 # servers of both from the Debian binaries; the packaged services are not used). Chromium opens the sign-off
 # report headless in tests/report/test_report_in_browser.py (offline, no console errors, every plot drawn).
-apt_packages=(postgresql prometheus iproute2 chromium)
+# The local cluster's real node: runc under containerd, the CNI plugins (bridge, host-local, portmap,
+# loopback in /usr/lib/cni), and the tools kube-proxy and kube-router drive (iptables, ipset, conntrack,
+# nftables). containerd itself is built by scripts/build-go-tools.sh (v2; Debian's is 1.6).
+apt_packages=(postgresql prometheus iproute2 chromium
+              runc containernetworking-plugins iptables ipset conntrack nftables)
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -63,7 +67,7 @@ PY
 fi
 echo "helm $("$tools/helm" version --short), kubectl $("$tools/kubectl" version --client | sed -n 1p)"
 
-step "Go-built tools (control plane, KWOK, simulator)"
+step "Go-built tools (control plane, node, KWOK, simulator)"
 scripts/build-go-tools.sh
 
 step "done: activate with '. .venv/bin/activate'"

@@ -1,11 +1,11 @@
-"""The model is private: ClusterIP only, no routes, no host networking, a NetworkPolicy for the router."""
+"""The model is private: ClusterIP only, no routes, no host networking, a NetworkPolicy for the router, enforced."""
 
 from __future__ import annotations
 
 import pytest
 from kubernetes import client
 
-from vllm_gate import exposure
+from vllm_gate import exposure, policy_probe
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +33,15 @@ def test_network_policy_admits_only_router_and_monitoring(kube_api, core, gate_s
                                    _request_timeout=15).items[0]
     allowed = exposure.AllowedIngress.for_spec(gate_spec)
     assert exposure.network_policy_problems(kube_api, gate_spec.namespace, pod.metadata.labels, allowed) == []
+
+
+def test_network_policy_is_enforced(kube_api, gate_release, gate_spec):
+    # The active probe (vllm_gate.policy_probe): a pod with the router's labels reaches the model, one without is
+    # refused; both run, so a probe that cannot connect at all fails too.
+    if not gate_release.containers:  # the cluster's capabilities, and what the deploy actually saw
+        pytest.skip("this cluster runs no containers (KWOK pods are only scheduled): no probe pod can run, so "
+                    "whether the NetworkPolicy is enforced (a pod without the router's labels refused) was not "
+                    "exercised")
+    probe = policy_probe.probe_network_policy(kube_api, gate_spec)
+    if probe.problems:
+        pytest.fail("NetworkPolicy enforcement: " + "\n".join(probe.problems), pytrace=False)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.cluster.local import LOCAL_NODE_ENV, GpuPool, LocalCluster
 from vllm_gate.pgserver import PostgresServer
 from vllm_gate.registry.migrate import migrate
 from vllm_gate.spec import ModelSpec, load_spec
@@ -20,6 +20,12 @@ _db_counter = itertools.count()
 pytest_plugins = ["pytester"]
 
 ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
+
+# Gate runs and `vllm-gate cluster up` started by these tests use KWOK nodes only unless a test asks for the real
+# node: on it every undo waits out the pods' graceful shutdown and the namespace controller (about a minute). The
+# real node has tests of its own (tests/cluster/test_real_node*.py, the real-node gate run in test_gate_runs.py),
+# and `.ci/run`'s `pytest suites/` rehearses on it.
+os.environ.setdefault(LOCAL_NODE_ENV, "kwok")
 
 
 def require(tool: str) -> None:
@@ -32,12 +38,15 @@ LOCAL_CLUSTER_TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-contro
 
 
 def running_local_cluster(prefix: str, pool: GpuPool | None = None, *, data_plane: bool = True,
+                          real_node: bool | None = False,
                           progress: Callable[[str], None] = lambda _m: None) -> Iterator[LocalCluster]:
-    """Yield a started local cluster named for this test process, stopped afterwards (``yield from`` it)."""
+    """Yield a started local cluster named for this test process, stopped afterwards (``yield from`` it).
+    KWOK-only unless ``real_node`` (the KWOK behaviours these tests plant need KWOK nodes; the real node has
+    tests of its own in tests/cluster/test_real_node.py and the gate runs use it)."""
     for tool in LOCAL_CLUSTER_TOOLS:
         require(tool)
     local = LocalCluster(name=f"{prefix}-{os.getpid()}", pool=pool or GpuPool(nodes=1), data_plane=data_plane,
-                         progress=progress)
+                         real_node=real_node, progress=progress)
     local.start()
     try:
         yield local

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate.contract import CHECKS, Kind, Mode, Outcome, decide, known_checks, required_checks
+from vllm_gate.contract import CHECKS, NOT_BUILT, Kind, Mode, Outcome, check_id, decide, known_checks, required_checks
 from vllm_gate.gate import GateRun
 from vllm_gate.spec import load_spec
 from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
@@ -119,11 +119,41 @@ def test_the_contract_lists_exactly_the_checks_in_suites(pytester: pytest.Pytest
         p.stem.removeprefix("test_") for p in (PROJECT_ROOT / "suites").glob("test_*.py")}
 
 
-def test_helm_test_is_required_only_where_the_cluster_runs_containers():
+def test_with_several_models_each_model_has_exactly_the_contracts_checks(pytester: pytest.Pytester, tmp_path):
+    """The same invariant in a run of every model: each check once per model, its id the contract's without [model]."""
+    kubeconfig = tmp_path / "kubeconfig"  # read for its context only: collection reaches no cluster
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: pool\ncontexts:\n- name: pool\n"
+                          "  context: {cluster: pool, user: u}\nclusters:\n- name: pool\n  cluster: "
+                          "{server: 'https://127.0.0.1:9'}\nusers:\n- name: u\n  user: {}\n")
+    result = pytester.runpytest_subprocess(str(PROJECT_ROOT / "suites"), "-p", "no:cacheprovider", "--rootdir",
+                                           str(PROJECT_ROOT), "--collect-only", "-q", "--model", "all", "--cluster",
+                                           "existing", "--kubeconfig", str(kubeconfig))
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    collected: dict[str, list[str]] = {}
+    for line in result.outlines:
+        if "::" in line:
+            path, _, name = line.partition("::")
+            model = name.partition("[")[2].removesuffix("]")
+            model = next(m for m in ("llama3", "mistral-7b") if model == m or model.startswith(f"{m}-"))
+            collected.setdefault(model, []).append(check_id(path, name, model))
+    assert sorted(collected) == ["llama3", "mistral-7b"]
+    for model, checks in collected.items():
+        assert sorted(checks) == sorted(known_checks(load_spec(model, MODELS_DIR).slo)), model
+
+
+def test_checks_that_run_pods_are_required_only_where_the_cluster_runs_containers():
     on_kwok = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=False, real_gpus=True)
-    assert "health/test_helm_test_passes" in REQUIRED
-    assert "health/test_helm_test_passes" not in on_kwok
-    assert set(REQUIRED) - set(on_kwok) == {"health/test_helm_test_passes"}
+    pods = {"health/test_helm_test_passes", "exposure/test_network_policy_is_enforced"}
+    assert pods <= set(REQUIRED)
+    assert set(REQUIRED) - set(on_kwok) == pods
+
+
+def test_the_network_policy_probe_is_required_wherever_the_gate_deployed_onto_containers():
+    probe = "exposure/test_network_policy_is_enforced"
+    assert probe in required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True, real_gpus=False)
+    assert probe not in required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=True, real_gpus=True)
+    # Built: no verdict lists enforcement as not built any more (the check's own outcome says what was shown).
+    assert not [line for line in NOT_BUILT if "NetworkPolicy" in line]
 
 
 def test_gpu_checks_are_required_only_on_real_gpus_and_monitoring_wherever_the_gate_deployed():

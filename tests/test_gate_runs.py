@@ -19,18 +19,21 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import jsonschema
+import psycopg
 import pytest
 import yaml
 from kubernetes import client
 
+from tests.cluster.test_real_node import skip_unless_node_can_run
 from tests.conftest import dump_tables, require, running_local_cluster
+from tests.report.chromium import open_page
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.contract import known_checks
+from vllm_gate.contract import known_checks, model_param_id
 from vllm_gate.gate import chart_version
 from vllm_gate.ports import free_port, port_open
 from vllm_gate.report.summary import schema
-from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT, require_tool
+from vllm_gate.spec import available, load_spec
+from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT, find_tool, require_tool
 
 SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=5"]
@@ -53,9 +56,9 @@ def _tools() -> None:
         require(tool)
 
 
-def gate_command(tmp_path: Path, *args: str) -> list[str]:
+def gate_command(tmp_path: Path, *args: str, model: str = "llama3") -> list[str]:
     return [sys.executable, "-m", "pytest", SUITES, "-p", "no:cacheprovider", "--rootdir", str(PROJECT_ROOT),
-            "--model", "llama3", "--cluster", "local", "--gate-report", str(tmp_path / "report.html"), *args]
+            "--model", model, "--cluster", "local", "--gate-report", str(tmp_path / "report.html"), *args]
 
 
 def gate_env(**extra: str) -> dict[str, str]:
@@ -63,9 +66,104 @@ def gate_env(**extra: str) -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
-def run_gate(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(gate_command(tmp_path, *args), capture_output=True, text=True, timeout=GATE_TIMEOUT_S,
-                          env=gate_env(**env), cwd=PROJECT_ROOT, check=False)
+def run_gate(tmp_path: Path, *args: str, model: str = "llama3", **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(gate_command(tmp_path, *args, model=model), capture_output=True, text=True,
+                          timeout=GATE_TIMEOUT_S * (2 if model == "all" else 1), env=gate_env(**env),
+                          cwd=PROJECT_ROOT, check=False)
+
+
+def node_names(model: str) -> set[str]:
+    """Every check of ``model`` as a test name in a run of several models: test_x[llama3], test_slo[llama3-...]."""
+    names = set()
+    for check in known_checks(load_spec(model, MODELS_DIR).slo):
+        test, _, param = check.split("/", 1)[1].partition("[")
+        names.add(f"{test}[{model_param_id(model, param.removesuffix(']') or None)}]")
+    return names
+
+
+def registry_rows(dsn: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The rehearsal registry's certifications (model, verdict) in the order recorded, and the registered models."""
+    with psycopg.connect(dsn) as conn:
+        certifications = conn.execute("SELECT model_name, verdict FROM certifications ORDER BY id").fetchall()
+        registered = [row[0] for row in conn.execute("SELECT name FROM model_mappings ORDER BY name")]
+    return certifications, registered
+
+
+def test_every_model_in_one_run_is_deployed_checked_and_decided_before_the_next(tmp_path, rehearsal_registry):
+    require("chromium")
+    models = available(MODELS_DIR)
+    assert models == ["llama3", "mistral-7b"]
+    result = run_gate(tmp_path, *SHORT_LOAD, "-v", model="all")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # Two verdicts, each under its model.
+    for model in models:
+        assert re.search(rf"^model {model} on local \(.*\):\n  REHEARSAL PASSED \(simulator: vllm-sim-standin\) — not "
+                         "a certification$", output, re.M), output
+        assert re.search(rf"^  {model}: REHEARSAL PASSED .* \(\d+ s\)$", output, re.M), output
+    # Per-model node ids; every check of llama3 ran before the first of mistral-7b, whose deploy came only after
+    # llama3 was registered (in the rehearsal registry) and undone.
+    ran = re.findall(r"^suites/test_\w+\.py::(test_\w+\[[^\]]+\]) (?:PASSED|SKIPPED|BASELINE)", output, re.M)
+    assert set(ran) == node_names("llama3") | node_names("mistral-7b"), output
+    assert ["llama3" if "[llama3" in name else "mistral-7b" for name in ran] == (
+        ["llama3"] * len(node_names("llama3")) + ["mistral-7b"] * len(node_names("mistral-7b"))), ran
+    assert "suites/test_load.py::test_slo[mistral-7b-ttft p95] PASSED" in output
+    order = [output.index(line) for line in (
+        "vllm-gate: llama3: uninstalled ias-production/llama3", "vllm-gate: llama3: registered llama3 -> ",
+        "helm: mistral-7b revision 1", "vllm-gate: mistral-7b: uninstalled ias-production/mistral-7b",
+        "vllm-gate: mistral-7b: registered mistral-7b -> ")]
+    assert order == sorted(order), output
+    assert registry_rows(rehearsal_registry) == (
+        [("llama3", "rehearsal_passed"), ("mistral-7b", "rehearsal_passed")], ["llama3", "mistral-7b"])
+    # One report: an overview, then a section per model with its own verdict, SLO table and plots.
+    report = (tmp_path / "report.html").read_text()
+    assert report.count('class="vllm-gate-signoff"') == 2
+    assert report.count('class="vllm-gate-slo"') == 2
+    assert "vllm-gate: 2 models, one after another" in report
+    assert report.index('id="vllm-gate-llama3"') < report.index('id="vllm-gate-mistral-7b"')
+    opened = open_page(str(find_tool("chromium")), tmp_path / "report.html", tmp_path / "browser")
+    assert (opened.console, opened.requests) == ([], [])
+    headings = [h["text"] for h in opened.facts["headings"]]  # as drawn, top to bottom
+    assert headings[:4] == ["vllm-gate sign-off: llama3, mistral-7b", "Summary",
+                            "vllm-gate: 2 models, one after another", "vllm-gate verdict and sign-off: llama3"]
+    assert headings.index("vllm-gate verdict and sign-off: mistral-7b") < headings.index("Environment")
+    # One summary.json with an object per model; one JUnit XML listing every check of each model.
+    evidence = tmp_path / "report"
+    summary = json.loads((evidence / "summary.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(summary)
+    llama3, mistral = summary["models"]
+    assert (llama3["name"], mistral["name"]) == ("llama3", "mistral-7b")
+    assert llama3["verdict"]["kind"] == mistral["verdict"]["kind"] == "passed"
+    assert llama3["finished_at"] <= mistral["started_at"]  # one after another, not side by side
+    assert llama3["release"]["name"] == "llama3"
+    cases = [case.get("name") for case in ElementTree.parse(evidence / "junit.xml").iter("testcase")]  # noqa: S314 (the JUnit XML this test just had pytest write)
+    assert sorted(cases) == sorted(node_names("llama3") | node_names("mistral-7b"))
+    for model in models:  # each model's own evidence
+        assert yaml.safe_load((evidence / model / "values.yaml").read_text())["engine"] == "sim"
+        assert len((evidence / model / "samples.jsonl").read_text().splitlines()) > 0
+        assert "Scheduled" in (evidence / model / "events.txt").read_text()
+
+
+def test_a_model_that_fails_does_not_stop_or_taint_the_next_and_the_run_fails(tmp_path, rehearsal_registry):
+    # Planted: llama3 (first) asks for a GPU type the pool lacks; the --set names it, so mistral-7b keeps its own.
+    result = run_gate(tmp_path, *SHORT_LOAD, "--set", "llama3:resources.gpu_type=h100-sxm",
+                      "--require-certification", model="all")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output  # the worst model's code: a failure beats a passed rehearsal's 7
+    assert re.search(r"^model llama3 on local \(.*\):\n  REHEARSAL FAILED \(simulator: vllm-sim-standin\)", output,
+                     re.M), output
+    assert "preflight: 1 pod of (1 nvidia.com/gpu + 4 cpu + 20Gi memory) needed, but no schedulable node has " \
+           "gpu-type=h100-sxm" in output
+    assert re.search(r"^model mistral-7b on local \(.*\):\n  REHEARSAL PASSED \(simulator: vllm-sim-standin\)",
+                     output, re.M), output
+    assert "vllm-gate: llama3: the gate deployed nothing in this run: nothing rolled back" in output
+    assert registry_rows(rehearsal_registry) == (
+        [("llama3", "rehearsal_failed"), ("mistral-7b", "rehearsal_passed")], ["mistral-7b"])
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(summary)
+    assert [(m["name"], m["verdict"]["kind"], m["verdict"]["exit_code"]) for m in summary["models"]] == [
+        ("llama3", "failed", 1), ("mistral-7b", "passed", 0)]
+    assert summary["models"][0]["release"] is None
 
 
 def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_path, dsn):
@@ -106,6 +204,23 @@ def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_pat
     assert "vllm:request_success_total" in (evidence / "metrics-after.txt").read_text()  # made by the first success
     assert yaml.safe_load((evidence / "values.yaml").read_text())["engine"] == "sim"
     assert "Scheduled" in (evidence / "events.txt").read_text()
+
+
+def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_for_real(tmp_path, rehearsal_registry):
+    skip_unless_node_can_run()
+    result = run_gate(tmp_path, *SHORT_LOAD, VLLM_GATE_LOCAL_NODE="real")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
+    assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
+    assert re.search(r"pod llama3-vllm-\S+ on node real-0 \(its kubelet ran the container\)", output), output
+    junit = ElementTree.parse(tmp_path / "report" / "junit.xml")  # noqa: S314 (the JUnit XML this test just had pytest write)
+    helm_test = next(case for case in junit.iter("testcase") if case.get("name") == "test_helm_test_passes")
+    assert list(helm_test) == [], "helm test did not pass for real (skipped or failed)"
+    assert "suite monitoring: passed" in output
+    events = (tmp_path / "report" / "events.txt").read_text()
+    assert re.search(r"Successfully assigned ias-production/llama3-vllm-\S+ to real-0", events), events
+    assert "Started" in events  # the kubelet started the container
 
 
 def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(

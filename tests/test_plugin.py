@@ -133,7 +133,8 @@ def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(ga
     token = "hf_" + "Q" * 34
     monkeypatch.setenv("HF_TOKEN", token)
     # The local cluster stands in for the GPU pool; its data plane answers for the vLLM pod.
-    local = LocalCluster(name=f"existing-{os.getpid()}", pool=GpuPool(nodes=1), progress=lambda _m: None)
+    local = LocalCluster(name=f"existing-{os.getpid()}", pool=GpuPool(nodes=1), real_node=False,
+                         progress=lambda _m: None)
     local.start()
     try:
         result = gate("--model", "llama3", "--cluster", "existing", "--kubeconfig", str(local.kubeconfig),
@@ -162,17 +163,21 @@ def pytest_collection_finish(session):
 '''
 
 
-def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytester: pytest.Pytester, tmp_path):
-    """pytest-timeout's 900 s would kill a real first deploy (llama3 allows 1800 s to download and load)."""
+def collect_on_a_pool(pytester: pytest.Pytester, tmp_path, *args: str) -> pytest.RunResult:
+    """``pytest suites/ --collect-only`` against an existing cluster that collection never reaches."""
     pytester.makepyfile(show_timeouts=SHOW_TIMEOUTS)
     kubeconfig = tmp_path / "kubeconfig"  # read for its context only: collection reaches no cluster
     kubeconfig.write_text("apiVersion: v1\nkind: Config\ncurrent-context: pool\ncontexts:\n- name: pool\n"
                           "  context: {cluster: pool, user: u}\nclusters:\n- name: pool\n  cluster: "
                           "{server: 'https://127.0.0.1:9'}\nusers:\n- name: u\n  user: {}\n")
-    result = pytester.runpytest_subprocess(SUITES, "-p", "no:cacheprovider", "-p", "show_timeouts", "--rootdir",
-                                           str(PROJECT_ROOT), "--collect-only", "-q", "-s", "--model", "llama3",
-                                           "--cluster", "existing", "--kubeconfig", str(kubeconfig),
-                                           "--set", "startup.timeout_s=2400")
+    return pytester.runpytest_subprocess(SUITES, "-p", "no:cacheprovider", "-p", "show_timeouts", "--rootdir",
+                                         str(PROJECT_ROOT), "--collect-only", "-q", "-s", "--cluster", "existing",
+                                         "--kubeconfig", str(kubeconfig), *args)
+
+
+def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytester: pytest.Pytester, tmp_path):
+    """pytest-timeout's 900 s would kill a real first deploy (llama3 allows 1800 s to download and load)."""
+    result = collect_on_a_pool(pytester, tmp_path, "--model", "llama3", "--set", "startup.timeout_s=2400")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
     assert timeouts[0] == str(2400 + 900)
@@ -190,3 +195,47 @@ def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pyte
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*suites/test_extra.py::test_new_check is not in the certification contract: add "
                                  "it to CHECKS in src/vllm_gate/contract.py*"])
+
+
+def test_several_models_are_checked_one_after_another_each_check_once_per_model(pytester: pytest.Pytester, tmp_path):
+    result = collect_on_a_pool(pytester, tmp_path, "--model", "all", "--set", "mistral-7b:startup.timeout_s=2400")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    collected = [line.split(" ", 1)[1].rsplit(" ", 1)[0] for line in result.outlines if line.startswith("TIMEOUT ")]
+    checks = len(known_checks(load_spec("llama3", MODELS_DIR).slo))
+    # Every check of llama3, then every check of mistral-7b (each in file and definition order): never interleaved.
+    assert ["llama3" if "[llama3" in nodeid else "mistral-7b" for nodeid in collected] == (
+        ["llama3"] * checks + ["mistral-7b"] * checks), collected
+    assert collected[:checks] == [nodeid.replace("[mistral-7b", "[llama3") for nodeid in collected[checks:]]
+    assert "suites/test_health.py::test_chat_completion[llama3]" in collected
+    assert "suites/test_load.py::test_slo[mistral-7b-ttft p95]" in collected
+    # Each model's deploying test gets that model's startup budget.
+    timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
+    assert (timeouts[0], timeouts[checks]) == (str(1800 + 900), str(2400 + 900))
+    assert set(timeouts[1:checks] + timeouts[checks + 1:]) == {"default"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "all", "--endpoint-url", "http://127.0.0.1:9"],
+     "*--endpoint-url checks one server, so one model; --model chose 2: llama3, mistral-7b*"),
+    (["--model", "llama3", "--set", "mistral-7b:resources.gpus=2"],
+     "*--set mistral-7b:resources.gpus=2: 'mistral-7b' is not a model of this run (models: llama3)*"),
+], ids=["endpoint with several models", "set for a model not in the run"])
+def test_a_run_of_several_models_refuses_what_it_cannot_do_before_anything(gate, args, message):
+    result = gate(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_the_environment_rows_move_below_the_verdict_and_stay_redacted(gate, sim, tmp_path):
+    result = gate("--model", "llama3", "--endpoint-url", sim.url, *SHORT_LOAD, "-k", "health",
+                  "--metadata", "SECRET_BUILD_TOKEN", "planted-metadata-value", "--metadata", "Build", "nightly-42",
+                  "-o", "environment_table_redact_list=^SECRET_")
+    assert result.ret == 6, result.stdout.str()  # -k health: partial
+    report = (tmp_path / "report.html").read_text()
+    assert "planted-metadata-value" not in report
+    # pytest-html's own table (drawn above the summary) is empty; the rows follow the sign-off.
+    assert "&#34;environment&#34;: {}" in report
+    environment = report.index('<h3>Environment</h3>')
+    assert report.index("ENDPOINT CHECKS PARTIAL") < environment
+    assert "<tr><th>SECRET_BUILD_TOKEN</th><td>***</td></tr>" in report[environment:]
+    assert "<tr><th>Build</th><td>nightly-42</td></tr>" in report[environment:]

@@ -44,7 +44,8 @@ The simulated model, for checks of tokenizer, chat template, stopping and answer
   answers        a request with temperature 0 or a seed gets words that depend only on the
                  rendered prompt, the seed and --answer-salt: every process answers it alike.
 --chat-template, --eos-after and --answer-salt are the stand-in's own: llm-d-inference-sim
-refuses them.
+refuses them. In a pod they come from its vllm-gate/sim-* annotations, which the chart mounts as a
+downward API file (--pod-annotations-file); flags given on the command line win.
 
 Flags:
 `
@@ -93,6 +94,8 @@ func parseFlags(args []string) (*config, error) {
 		"without ignore_eos, answers stop after this many tokens; 0: never (stand-in only)")
 	fs.StringVar(&c.answerSalt, "answer-salt", "",
 		"changes every temperature-0 or seeded answer: a planted model change (stand-in only)")
+	annotationsFile := fs.String("pod-annotations-file", defaultPodAnnotationsFile,
+		"the pod's annotations (downward API); vllm-gate/sim-* set the stand-in's flags not given (stand-in only)")
 	fs.IntVar(&c.ignoredTP, "tensor-parallel-size", 1, "accepted and ignored, as vLLM's")
 	fs.BoolVar(&c.ignoredEager, "enforce-eager", false, "accepted and ignored, as vLLM's")
 	fs.BoolVar(&c.ignoredPrefix, "enable-prefix-caching", false, "accepted and ignored, as vLLM's")
@@ -101,6 +104,9 @@ func parseFlags(args []string) (*config, error) {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := applyPodAnnotations(fs, *annotationsFile); err != nil {
 		return nil, err
 	}
 	if c.model == "" {

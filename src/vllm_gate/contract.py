@@ -71,6 +71,7 @@ CHECKS: tuple[Check, ...] = (
     Check("exposure", "test_no_ingress_or_route_reaches_the_service", needs_cluster=True),
     Check("exposure", "test_no_host_network_or_host_port", needs_cluster=True),
     Check("exposure", "test_network_policy_admits_only_router_and_monitoring", needs_cluster=True),
+    Check("exposure", "test_network_policy_is_enforced", needs_cluster=True, needs_containers=True),
     Check("metrics", "test_required_vllm_metric_families_are_exposed"),
     Check("metrics", "test_server_counters_grew_by_what_the_client_measured"),
     Check("identity", "test_canary_prompt_tokens_match_the_model", needs_baseline=True),
@@ -90,14 +91,23 @@ CHECKS: tuple[Check, ...] = (
     Check("registration", "test_backend_url_names_the_service", needs_cluster=True),
 )
 # What no run of the gate shows yet: every verdict lists it as not shown, never as passed.
-NOT_BUILT: tuple[str, ...] = (
-    "NetworkPolicy enforcement: the active probe (a pod without the router's labels refused, one with them "
-    "admitted) is not built yet; only the policy objects were checked",
-)
+NOT_BUILT: tuple[str, ...] = ()
 
 
-def check_id(path: str | PurePath, name: str) -> str:
-    """The contract's id of a collected test: ``health/test_chat_completion``, ``load/test_slo[ttft p95]``."""
+def model_param_id(model: str, param: str | None = None) -> str:
+    """A test's id in a run of several models: ``llama3``, or ``llama3-ttft p95`` beside another parameter."""
+    return model if param is None else f"{model}-{param}"
+
+
+def check_id(path: str | PurePath, name: str, model: str | None = None) -> str:
+    """The contract's id of a collected test: ``health/test_chat_completion``, ``load/test_slo[ttft p95]``.
+
+    ``model``: the test's model in a run of several models, dropped from its id (``test_chat_completion[llama3]``,
+    ``test_slo[llama3-ttft p95]``, see model_param_id): every model has the same checks.
+    """
+    if model is not None:
+        alone, first = f"[{model_param_id(model)}]", f"[{model_param_id(model, '')}"
+        name = name.removesuffix(alone) if name.endswith(alone) else name.replace(first, "[", 1)
     return f"{PurePath(path).stem.removeprefix('test_')}/{name}"
 
 

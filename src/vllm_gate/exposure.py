@@ -118,7 +118,7 @@ def _show(selector: client.V1LabelSelector) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def _show_peer(peer: client.V1NetworkPolicyPeer) -> str:
+def show_peer(peer: client.V1NetworkPolicyPeer) -> str:
     parts = [f"podSelector {_show(peer.pod_selector)}"] if peer.pod_selector is not None else []
     if peer.namespace_selector is not None:
         parts.append(f"namespaceSelector {_show(peer.namespace_selector)}")
@@ -173,7 +173,7 @@ def _is_prometheus(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allo
 def _monitoring_peer_problem(peer: client.V1NetworkPolicyPeer, policy_namespace: str,
                              allowed: AllowedIngress) -> str | None:
     """Why a peer aimed at Prometheus (its namespace or its labels) admits more than the Prometheus pods."""
-    shown, monitoring = _show_peer(peer), allowed.monitoring_namespace
+    shown, monitoring = show_peer(peer), allowed.monitoring_namespace
     prometheus = dict(allowed.prometheus_labels)
     namespace = _peer_namespace(peer, policy_namespace)
     if peer.pod_selector is None:
@@ -199,7 +199,7 @@ def _peer_problem(peer: client.V1NetworkPolicyPeer, policy_namespace: str, allow
     if _is_router(peer, policy_namespace, allowed) or _is_prometheus(peer, policy_namespace, allowed) or \
             _is_test_pod(peer, policy_namespace, allowed):
         return None
-    shown = _show_peer(peer)
+    shown = show_peer(peer)
     if peer.namespace_selector is not None and _show(peer.namespace_selector) == "{}":
         return f"peer {shown}: an empty namespaceSelector admits every namespace"
     if problem := _monitoring_peer_problem(peer, policy_namespace, allowed):
@@ -228,7 +228,7 @@ def _sources(rule: client.V1NetworkPolicyIngressRule) -> str:
     """Whom a rule admits, for naming it beside a port it opens too wide."""
     if not rule.var_from:
         return "every source"
-    return "; ".join("ipBlock " + peer.ip_block.cidr if peer.ip_block is not None else "peer " + _show_peer(peer)
+    return "; ".join("ipBlock " + peer.ip_block.cidr if peer.ip_block is not None else "peer " + show_peer(peer)
                      for peer in rule.var_from)
 
 
@@ -262,7 +262,8 @@ def _covers_pods(peer: client.V1NetworkPolicyPeer, policy_namespace: str, labels
     return in_namespace and label_selector_matches(peer.pod_selector or client.V1LabelSelector(), labels)
 
 
-def _covers_serving_port(port: client.V1NetworkPolicyPort, allowed: AllowedIngress) -> bool:
+def covers_serving_port(port: client.V1NetworkPolicyPort, allowed: AllowedIngress) -> bool:
+    """Does the port entry include the serving port (by number, by name, in a range, or every port)?"""
     if port.protocol not in (None, "TCP"):
         return False
     if port.port is None or port.port in (allowed.serving_port, allowed.port_name):
@@ -276,7 +277,7 @@ def _admits(policy: client.V1NetworkPolicy, allowed: AllowedIngress, labels: Map
     """Can pods with ``labels`` in ``namespace`` reach the serving port through some rule of the policy?"""
     own = policy.metadata.namespace
     return any((not rule.var_from or any(_covers_pods(peer, own, labels, namespace) for peer in rule.var_from))
-               and (not rule.ports or any(_covers_serving_port(port, allowed) for port in rule.ports))
+               and (not rule.ports or any(covers_serving_port(port, allowed) for port in rule.ports))
                for rule in policy.spec.ingress or [])
 
 

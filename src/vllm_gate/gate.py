@@ -23,6 +23,7 @@ from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.role import mark_role
 from vllm_gate.regression import load_fingerprint
 from vllm_gate.render import helm_client
+from vllm_gate.report.artifacts import artifacts_dir
 from vllm_gate.secret import Secret
 from vllm_gate.slo import SloResult, slo_names
 from vllm_gate.spec import ModelSpec
@@ -79,7 +80,9 @@ class GateRun:
     simulated: str | None = None  # what answered in place of vLLM on real nodes (a rehearsal)
     engine_observed: bool = False  # the gate saw vLLM pods on real nodes
     required: list[str] = field(default_factory=list)
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # reset when its first check starts
+    finished_at: datetime | None = None  # when its decision was made (None: not decided yet)
+    evidence_dir: Path | None = None  # where its evidence goes; None: beside the report (reports/<run>/)
     release: Release | None = None
     attempt: Attempt | None = None  # set before the first change to the cluster
     kubeconfig: Path | None = None  # of the cluster the release is in: the undo acts there and nowhere else
@@ -102,6 +105,16 @@ class GateRun:
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
     decision_failed: bool = False
+
+    @property
+    def evidence(self) -> Path:
+        """This model's evidence directory: ``reports/<run>/``, or ``reports/<run>/<model>/`` beside other models."""
+        return self.evidence_dir or artifacts_dir(self.report_path)
+
+    @property
+    def duration_s(self) -> float:
+        """From its first check to its decision (to now while undecided)."""
+        return ((self.finished_at or datetime.now(UTC)) - self.started_at).total_seconds()
 
     def record(self, check: str, outcome: str, message: str) -> None:
         """Record one phase of a check; the worst phase (failed > blocked > passed > skipped) decides."""

@@ -20,6 +20,7 @@ class Serving:
     names: tuple[str, ...] = ()  # the pods, not terminating
     container: str = ""  # the model server's container (the pod's first)
     image_ids: tuple[str, ...] = ()  # what the kubelets report they ran (digests), where containers ran
+    placement: tuple[str, ...] = ()  # one line per pod: its node, and whether a kubelet ran it there
 
     @property
     def real(self) -> bool:
@@ -59,9 +60,13 @@ def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
         # Positive evidence, whatever the nodes are called: a kubelet that ran the image reports its ID.
         findings.append(f"pod {', '.join(unrun)} reports no image ID (no container image ran)")
     image_ids = sorted({cs.image_id for p in pods for cs in p.status.container_statuses or [] if cs.image_id})
+    placement = tuple(f"pod {p.metadata.name} on " + (
+        f"KWOK node {p.spec.node_name} (only scheduled there; a simulator process answered for it)"
+        if p.spec.node_name in fake else f"node {p.spec.node_name} (its kubelet ran the container)")
+        for p in sorted(pods, key=lambda p: p.metadata.name))
     return Serving(len(pods), "; ".join(findings) or None, containers_run=not (fake or unrun),
                    names=tuple(sorted(p.metadata.name for p in pods)), container=pods[0].spec.containers[0].name,
-                   image_ids=tuple(image_ids))
+                   image_ids=tuple(image_ids), placement=placement)
 
 
 def _ran_an_image(pod: client.V1Pod) -> bool:

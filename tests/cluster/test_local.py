@@ -132,7 +132,8 @@ def _children(name: str) -> list[int]:
 
 
 def test_stop_leaves_no_process_and_frees_the_ports():
-    local = LocalCluster(name=f"stop-{os.getpid()}", pool=GpuPool(nodes=1), progress=lambda _m: None)
+    local = LocalCluster(name=f"stop-{os.getpid()}", pool=GpuPool(nodes=1), real_node=False,
+                         progress=lambda _m: None)
     local.start()
     assert httpx.get(f"{local.prometheus_url}/-/ready", timeout=5).status_code == 200
     pids = component_pids(local.name) + _children(local.name)
@@ -152,7 +153,8 @@ def test_cluster_is_cleaned_up_when_its_owner_dies(sig):
     # SIGINT ignored, so the owner restores the terminal behaviour itself.
     script = ("import signal, time; signal.signal(signal.SIGINT, signal.default_int_handler); "
               "from vllm_gate.cluster.local import LocalCluster, GpuPool; "
-              f"c = LocalCluster(name={name!r}, pool=GpuPool(nodes=1)); c.start(); print('up', flush=True); "
+              f"c = LocalCluster(name={name!r}, pool=GpuPool(nodes=1), real_node=False); c.start(); "
+              "print('up', flush=True); "
               "time.sleep(300)")
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
     try:

@@ -38,7 +38,7 @@ def cluster() -> Iterator[LocalCluster]:
     for tool in TOOLS:
         require(tool)
     local = LocalCluster(name=f"preflight-{os.getpid()}", pool=GpuPool(nodes=2, gpus_per_node=1),
-                         data_plane=False, progress=lambda _m: None)
+                         data_plane=False, real_node=False, progress=lambda _m: None)
     local.start()
     try:
         wait_nodes_untainted(api_client(local.kubeconfig, local.context))

@@ -51,7 +51,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     if shutil.which("prometheus") is None:
         pytest.skip("prometheus (Debian package) not installed: run scripts/setup.sh")
     with SimServer(model=MODEL, ttft_ms=20, itl_ms=5) as sim, LocalPrometheus(tmp_path) as prometheus:
-        pod = ServedPod(NS, POD, "vllm", "gpu-0", 1, sim.port)
+        pod = ServedPod(NS, POD, "vllm", "gpu-0", 1, f"127.0.0.1:{sim.port}")
         prometheus.set_targets(MODEL_JOB, [(f"127.0.0.1:{sim.port}", {"namespace": NS, "pod": POD,
                                                                       "container": "vllm"})])
         stack = Stack(prometheus, Prometheus(prometheus.url), sim, pod, ModelPods(NS, (POD,), "vllm", MODEL))

@@ -44,7 +44,11 @@ FACTS = """(() => {
     header[text(row.querySelector('th'))] = text(row.querySelector('td'));
   }
   const slo = document.querySelector('table.vllm-gate-slo');
+  // Every heading a reader sees, top to bottom, with where it was drawn (hidden ones have no box).
+  const headings = [...document.querySelectorAll('h1, h2, h3')].filter(h => h.getClientRects().length > 0)
+    .map(h => ({text: text(h), top: box(h).top}));
   return {
+    headings,
     verdict: verdict && {text: text(verdict), box: box(verdict)},
     header: headerTable && {fields: header, box: box(headerTable)},
     slo: slo && {rows: [...slo.querySelectorAll('tbody tr')].map(r => [...r.children].map(text)), box: box(slo)},

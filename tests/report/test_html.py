@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from tests.report.test_summary import a_run
+from tests.report.test_summary import a_run, two_runs
 from vllm_gate.load import RequestSample
-from vllm_gate.report.html import sign_off
+from vllm_gate.report.html import environment, overview, sign_off
 
 SAMPLES = [RequestSample(1000.0 + i * 0.25, 0.06 + (i % 5) * 0.005, [0.02, 0.025, 0.03], 0.2 + (i % 3) * 0.01, 16,
                          4, None) for i in range(40)] + [RequestSample(1005.0, None, [], 0.05, None, None, "HTTP 500")]
@@ -38,3 +38,29 @@ def test_a_run_without_a_load_test_says_so_and_draws_nothing():
     page = sign_off(a_run(), [])
     assert "<svg" not in page
     assert "SLOs" in page  # a_run has SLO results of its own
+
+
+def test_several_models_get_an_overview_of_verdicts_and_times_then_a_section_each():
+    llama3, mistral = two_runs(42, 7)
+    mistral.record("health/test_health_endpoint_answers_200", "failed", "HTTP 503")
+    page = overview([llama3, mistral]) + sign_off(llama3, SAMPLES) + sign_off(mistral, [])
+    rows = re.findall(r'<tr><th scope="row"><a href="#([^"]+)">([^<]+)</a></th><td class="(\w+)">([^<]+)</td>'
+                      r"<td>[^<]+</td><td>(\d+) s</td></tr>", page)
+    assert rows == [("vllm-gate-llama3", "llama3", "failed", llama3.settle().headline, "42"),
+                    ("vllm-gate-mistral-7b", "mistral-7b", "failed", mistral.settle().headline, "7")]
+    assert mistral.settle().headline.startswith("REHEARSAL FAILED")  # its own verdict, not llama3's partial one
+    assert llama3.settle().headline.startswith("REHEARSAL PARTIAL")
+    # Each link leads to that model's own section, headed by its name and verdict, in the order they ran.
+    sections = re.findall(r'<div class="vllm-gate" id="([^"]+)"><h2>vllm-gate verdict and sign-off: ([^<]+)</h2>'
+                          r'<div class="vllm-gate-signoff"><p class="verdict \w+">([^<]+)</p>', page)
+    assert sections == [("vllm-gate-llama3", "llama3", llama3.settle().headline),
+                        ("vllm-gate-mistral-7b", "mistral-7b", mistral.settle().headline)]
+    assert "42 s</td>" in sign_off(llama3, [])  # the header's "when" says how long it took too
+
+
+def test_the_environment_rows_are_escaped_and_their_mappings_listed():
+    table = environment({"Python": "3.11.7", "Plugins": {"html": "4.2.0", "timeout": "2.4.0"},
+                         "BUILD": "<script>x</script>"})
+    assert "<tr><th>Plugins</th><td>html 4.2.0, timeout 2.4.0</td></tr>" in table
+    assert "<script>" not in table
+    assert "&lt;script&gt;x&lt;/script&gt;" in table

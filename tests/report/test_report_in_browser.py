@@ -142,6 +142,12 @@ def test_the_gate_report_opens_offline_with_its_header_slo_table_and_every_plot(
     assert opened.facts["header"]["fields"]["model"].startswith(f"{SPEC.name}: ")
     assert opened.facts["header"]["fields"]["upstream id"].startswith(SPEC.model_id)
     assert sim.url in opened.facts["header"]["fields"]["cluster"]
+    # The verdict comes first: pytest-html's Environment rows are moved below the sign-off, not drawn above it.
+    top = opened.facts["verdict"]["box"]["top"]
+    headings = opened.facts["headings"]
+    assert [h["text"] for h in headings if h["top"] < top] == [
+        f"vllm-gate sign-off: {SPEC.name}", "Summary", f"vllm-gate verdict and sign-off: {SPEC.name}"]
+    assert "Environment" in [h["text"] for h in headings if h["top"] > top]
 
 
 def test_the_sign_off_section_alone_draws_every_label_inside_its_plot(chromium: str, tmp_path: Path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from datetime import timedelta
 from pathlib import Path
 
 import jsonschema
@@ -28,6 +30,16 @@ def a_run() -> GateRun:
     run.record("gpu/test_pod_has_the_gpus_it_asked_for", "skipped", "recorded telemetry")
     run.slo_results = [SloResult("ttft p95", 75.5, 600, True, "ms"), SloResult("goodput", math.nan, 0.95, False, "")]
     return run
+
+
+def two_runs(first_s: float, second_s: float) -> tuple[GateRun, GateRun]:
+    """llama3 then mistral-7b, one after the other, taking ``first_s`` and ``second_s``."""
+    first = a_run()
+    second = dataclasses.replace(a_run(), spec=load_spec("mistral-7b", MODELS_DIR))
+    first.finished_at = first.started_at + timedelta(seconds=first_s)
+    second.started_at = first.finished_at
+    second.finished_at = second.started_at + timedelta(seconds=second_s)
+    return first, second
 
 
 def validator() -> jsonschema.Draft202012Validator:
@@ -61,6 +73,16 @@ def test_a_summary_that_breaks_the_schema_is_refused_naming_what(plant, path):
     plant(summary)
     with pytest.raises(jsonschema.ValidationError, match=path):
         validator().validate(summary)
+
+
+def test_a_run_of_several_models_holds_one_object_each_with_its_own_times():
+    first, second = two_runs(30, 12.5)
+    summary = run_summary([first, second])
+    validator().validate(summary)
+    assert [(m["name"], m["model_id"], m["duration_s"]) for m in summary["models"]] == [
+        ("llama3", "meta-llama/Meta-Llama-3-8B-Instruct", 30.0), ("mistral-7b", "mistralai/Mistral-7B-Instruct-v0.3",
+                                                               12.5)]
+    assert summary["models"][0]["finished_at"] == summary["models"][1]["started_at"]
 
 
 def test_a_certifications_image_is_the_specs_and_the_digest_its_pods_actually_ran():

@@ -184,10 +184,19 @@ not know (--gpu-memory-utilization, --host, ...), so engine: sim gets only the o
 {{- end }}
 
 {{/*
+Where engine: sim mounts the pod's annotations (file "annotations", the downward API format): the stand-in's
+default --pod-annotations-file (scripts/vllm-sim/podinfo.go) is this directory's "annotations".
+*/}}
+{{- define "vllm.simPodInfoDir" -}}
+/etc/vllm-gate/podinfo
+{{- end }}
+
+{{/*
 The simulated model (engine: sim) as pod annotations, never as container args: only the project's stand-in
-(scripts/vllm-sim) plays it, and the llm-d image a real cluster runs refuses flags it does not know. The local
-cluster's data plane turns them into the stand-in's --chat-template, --eos-after and --answer-salt
-(vllm_gate.sim.STANDIN_ANNOTATIONS); the llm-d image ignores them.
+(scripts/vllm-sim) plays it, and the llm-d image a real cluster runs refuses flags it does not know. The stand-in
+reads them in its container from a downward API file (vllm.simPodInfoDir) as defaults for its --chat-template,
+--eos-after and --answer-salt; a host-side data plane passes them as those flags (vllm_gate.sim.STANDIN_ANNOTATIONS).
+The llm-d image ignores both.
 */}}
 {{- define "vllm.simModelAnnotations" -}}
 {{- $sim := .Values.sim }}

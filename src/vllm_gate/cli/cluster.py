@@ -14,7 +14,7 @@ from kubernetes import client
 
 from vllm_gate.cli.errors import ActionFailed
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import STATE_ROOT, destroy, owner_pid, pid_alive
+from vllm_gate.cluster.local import LOCAL_NODE_ENV, LOCAL_NODES, STATE_ROOT, destroy, owner_pid, pid_alive
 from vllm_gate.cluster.supervisor import state_file
 
 __all__ = ["cluster"]
@@ -37,7 +37,9 @@ def cluster() -> None:
 @cluster.command()
 @click.option("--name", default="vllm-gate", show_default=True)
 @click.option("--gpu-nodes", type=click.IntRange(min=1), default=2, show_default=True)
-def up(name: str, gpu_nodes: int) -> None:
+@click.option("--node", type=click.Choice(list(LOCAL_NODES)), default="auto", show_default=True,
+              envvar=LOCAL_NODE_ENV, help="Its real node: auto (where this machine can), real (required), kwok (none).")
+def up(name: str, gpu_nodes: int, node: str) -> None:
     """Start the cluster in the background and print its kubeconfig."""
     if _owner(name):
         raise ActionFailed(f"local cluster {name} is already running; see: vllm-gate cluster status --name {name}")
@@ -46,7 +48,7 @@ def up(name: str, gpu_nodes: int) -> None:
     state.unlink(missing_ok=True)
     with (STATE_ROOT / f"{name}.log").open("ab") as log:
         subprocess.Popen([sys.executable, "-m", "vllm_gate.cluster.supervisor", "--name", name,
-                          "--gpu-nodes", str(gpu_nodes)], stdout=log, stderr=subprocess.STDOUT,
+                          "--gpu-nodes", str(gpu_nodes), "--node", node], stdout=log, stderr=subprocess.STDOUT,
                          stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + UP_TIMEOUT_S
     click.echo(f"starting local cluster {name} ...", err=True)

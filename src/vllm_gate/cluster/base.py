@@ -14,7 +14,9 @@ class Capabilities:
     """What a cluster can show; the suites skip (with this reason) what it cannot."""
 
     real_gpus: bool
-    enforces_network_policy: bool | None  # None: unknown until an active probe says
+    # None: unknown until the active probe (exposure/test_network_policy_is_enforced) says; it runs wherever pods
+    # run, whatever this says, and fails when it cannot tell. False: no CNI enforces it here (KWOK only).
+    enforces_network_policy: bool | None
     pulls_images: bool
     engine: Literal["vllm", "sim"]
     limits: str = ""  # one line: what this cluster cannot show

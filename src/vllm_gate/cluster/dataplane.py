@@ -1,4 +1,6 @@
-"""The local cluster's data plane: a simulator per Ready model pod, reached through a KWOK PortForward."""
+"""The local cluster's data plane: a simulator per Ready model pod on a KWOK node, reached through a KWOK
+PortForward; a pod on the real node runs its own container, and is published to the host's Prometheus through a
+``kubectl port-forward`` (the host is outside the pod network, where the release's NetworkPolicy refuses it)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from vllm_gate.cluster.gpu_nodes import GPU_RESOURCE
 from vllm_gate.cluster.prometheus import MODEL_JOB, LocalPrometheus
 from vllm_gate.errors import GateError
 from vllm_gate.exits import exit_text
+from vllm_gate.portforward import PortForward
 from vllm_gate.ports import free_port
 from vllm_gate.sim import sim_args_from_pod, sim_binary, start_process, stop_process
 
@@ -63,7 +66,7 @@ class ServedPod:
     container: str
     node: str
     gpus: int
-    port: int
+    address: str  # host:port of its HTTP server, reachable from this machine
 
 
 @dataclass
@@ -97,13 +100,19 @@ class DataPlane:
     """
 
     def __init__(self, api: client.ApiClient, cluster_dir: Path, progress: Callable[[str], None],
-                 prometheus: LocalPrometheus | None = None) -> None:
+                 prometheus: LocalPrometheus | None = None, real_nodes: frozenset[str] = frozenset(),
+                 kubeconfig: Path | None = None, context: str | None = None) -> None:
+        """``real_nodes``: nodes whose kubelet runs the pods for real (no simulator here; a port-forward for the
+        scrape, with ``kubeconfig`` and ``context``)."""
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._dir = cluster_dir
         self._progress = progress
         self._prometheus = prometheus
         self._sims: dict[Key, _Sim] = {}
+        self._real_nodes = real_nodes
+        self._kubeconfig, self._context = kubeconfig, context
+        self._real: dict[Key, tuple[ServedPod, PortForward]] = {}  # Ready pods on a real node
         self._failures: dict[Key, _Failures] = {}
         self._errors: dict[str, int] = {}  # the watch's own errors, counted
         self._lock = threading.Lock()  # failures() reads from another thread
@@ -120,16 +129,18 @@ class DataPlane:
             self._thread.join(15)
         for key in list(self._sims):
             self._drop(key)
+        for key in list(self._real):
+            self._real.pop(key)[1].stop()
 
     def served(self) -> list[ServedPod]:
         """The pods whose simulators run now (read from other threads: a copy)."""
-        return [sim.pod for sim in list(self._sims.values())]
+        return [sim.pod for sim in list(self._sims.values())] + [pod for pod, _ in list(self._real.values())]
 
     def _publish_targets(self) -> None:
         """Tell Prometheus where each pod's /metrics is, labelled as Kubernetes discovery would label it."""
         if self._prometheus is not None:
             self._prometheus.set_targets(MODEL_JOB, [
-                (f"127.0.0.1:{p.port}", {"namespace": p.namespace, "pod": p.pod, "container": p.container})
+                (p.address, {"namespace": p.namespace, "pod": p.pod, "container": p.container})
                 for p in self.served()])
 
     def failures(self) -> list[str]:
@@ -158,6 +169,9 @@ class DataPlane:
     def _sync(self) -> None:
         pods = self._core.list_pod_for_all_namespaces(label_selector=MODEL_POD_SELECTOR, _request_timeout=10).items
         ready = {(p.metadata.namespace, p.metadata.name): p for p in pods if _ready(p)}
+        real = {key: pod for key, pod in ready.items() if pod.spec.node_name in self._real_nodes}
+        self._sync_real(real)
+        ready = {key: pod for key, pod in ready.items() if key not in real}
         for key in set(self._sims) - set(ready):
             self._drop(key)
         for key, pod in ready.items():
@@ -167,7 +181,7 @@ class DataPlane:
                     if not sim.announced and time.monotonic() - sim.started >= STABLE_S:
                         sim.announced = True
                         self._progress(f"local cluster: simulator for pod {key[0]}/{key[1]} running again on "
-                                       f"127.0.0.1:{sim.port} after {self._failure_count(key)} failures")
+                                       f"{sim.pod.address} after {self._failure_count(key)} failures")
                     continue
                 self._drop(key)
                 self._failed(key, f"exited ({exit_text(sim.proc.returncode)}): {log_tail(sim.log, sim.log_offset)}",
@@ -177,6 +191,22 @@ class DataPlane:
                 waiting = failures is not None and time.monotonic() < failures.retry_at
             if not waiting:
                 self._serve(key, pod)
+
+    def _sync_real(self, ready: dict[Key, client.V1Pod]) -> None:
+        """A port-forward per Ready pod on a real node (its scrape address), closed when the pod goes."""
+        for key in set(self._real) - set(ready):
+            self._real.pop(key)[1].stop()
+            self._publish_targets()
+        for key, pod in ready.items():
+            if key in self._real:
+                continue
+            forward = PortForward(key[0], f"pod/{key[1]}", _container_port(pod), kubeconfig=self._kubeconfig,
+                                  context=self._context, progress=self._progress)
+            forward.start()
+            self._real[key] = (_served(pod, f"127.0.0.1:{forward.local_port}"), forward)
+            self._publish_targets()
+            self._progress(f"local cluster: pod {key[0]}/{key[1]} runs on real node {pod.spec.node_name}; "
+                           f"scraped through port-forward 127.0.0.1:{forward.local_port}")
 
     def _failure_count(self, key: Key) -> int:
         with self._lock:
@@ -205,7 +235,7 @@ class DataPlane:
     def _serve(self, key: Key, pod: client.V1Pod) -> None:
         namespace, name = key
         container = pod.spec.containers[0]
-        container_port = next((p.container_port for p in container.ports or []), 8000)
+        container_port = _container_port(pod)
         port = free_port()
         log = self._dir / f"sim-{namespace}-{name}.log"
         offset = log.stat().st_size if log.exists() else 0
@@ -220,8 +250,7 @@ class DataPlane:
             return
         # A retry is announced once it has stayed up, not on every try.
         announced = self._failure_count(key) == 0
-        gpus = int((container.resources.limits or {}).get(GPU_RESOURCE, 0)) if container.resources else 0
-        served = ServedPod(namespace, name, container.name, pod.spec.node_name or "", gpus, port)
+        served = _served(pod, f"127.0.0.1:{port}")
         self._sims[key] = _Sim(proc, port, served, log, offset, time.monotonic(), announced)
         record_child(self._dir, proc.pid)
         body = {"apiVersion": f"{PF_GROUP}/{PF_VERSION}", "kind": "PortForward",
@@ -251,6 +280,18 @@ class DataPlane:
         with contextlib.suppress(ApiException):
             self._custom.delete_namespaced_custom_object(PF_GROUP, PF_VERSION, namespace, PF_PLURAL, name,
                                                          _request_timeout=10)
+
+
+def _container_port(pod: client.V1Pod) -> int:
+    return next((p.container_port for p in pod.spec.containers[0].ports or []), 8000)
+
+
+def _served(pod: client.V1Pod, address: str) -> ServedPod:
+    """What the data plane serves for ``pod`` (its first container) at ``address``."""
+    container = pod.spec.containers[0]
+    gpus = int((container.resources.limits or {}).get(GPU_RESOURCE, 0)) if container.resources else 0
+    return ServedPod(pod.metadata.namespace, pod.metadata.name, container.name, pod.spec.node_name or "", gpus,
+                     address)
 
 
 def _times(count: int) -> str:

@@ -19,25 +19,26 @@ CONFLICT_RETRIES = 5
 
 
 def advertise_gpus(api: client.ApiClient, node_names: Sequence[str], *, gpu_type: str, gpus_per_node: int,
-                   timeout_s: float = ADVERTISE_TIMEOUT_S) -> None:
-    """Label, taint and give each node ``gpus_per_node`` nvidia.com/gpu; running it again changes nothing."""
+                   taint: bool = True, timeout_s: float = ADVERTISE_TIMEOUT_S) -> None:
+    """Label, taint (unless not ``taint``) and give each node ``gpus_per_node`` nvidia.com/gpu; running it again
+    changes nothing."""
     core = client.CoreV1Api(api)
     for name in node_names:
         try:
-            _label_and_taint(core, name, gpu_type)
+            _label_and_taint(core, name, gpu_type, taint)
             _patch_status(core, name, gpus_per_node)
         except ApiException as exc:
             raise ClusterError(f"node {name}: cannot advertise {GPU_RESOURCE}: {exc.status} {exc.reason}") from None
     _wait_allocatable(core, node_names, gpus_per_node, timeout_s)
 
 
-def _label_and_taint(core: client.CoreV1Api, name: str, gpu_type: str) -> None:
+def _label_and_taint(core: client.CoreV1Api, name: str, gpu_type: str, taint: bool) -> None:
     # Taints are a plain list (no merge key), so the patch carries the whole list; resourceVersion makes it
     # fail with 409 rather than drop a taint another controller added since the read.
     for _ in range(CONFLICT_RETRIES):
         node = core.read_node(name, _request_timeout=REQUEST_TIMEOUT_S)
         taints: list[dict[str, Any]] = core.api_client.sanitize_for_serialization(node.spec.taints or [])
-        if not any(t["key"] == GPU_TAINT["key"] and t["effect"] == GPU_TAINT["effect"] for t in taints):
+        if taint and not any(t["key"] == GPU_TAINT["key"] and t["effect"] == GPU_TAINT["effect"] for t in taints):
             taints.append(GPU_TAINT)
         body = {"metadata": {"resourceVersion": node.metadata.resource_version,
                              "labels": {"gpu-type": gpu_type, "nvidia.com/gpu.present": "true"}},

@@ -13,18 +13,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from kubernetes import client
+from kubernetes.utils import parse_quantity
 
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
 from vllm_gate.cluster.dataplane import DataPlane
 from vllm_gate.cluster.gpu_nodes import advertise_gpus
 from vllm_gate.cluster.kube import api_client, server_version
+from vllm_gate.cluster.node import NODE_KIND_LABEL, NODE_NAME, RealNode, why_not_here
+from vllm_gate.cluster.node import teardown as teardown_node
+from vllm_gate.cluster.node_config import NodeNetwork
 from vllm_gate.cluster.prometheus import DCGM_JOB, LocalPrometheus
 from vllm_gate.cluster.recorded_dcgm import RecordedDcgmExporter
-from vllm_gate.errors import ClusterError
+from vllm_gate.errors import ClusterError, GateError
+from vllm_gate.serving import KWOK_NODE_ANNOTATION
 from vllm_gate.sim import sim_name
 from vllm_gate.tools import require_tool
 
@@ -34,11 +40,16 @@ OWNER_FILE = "vllm-gate-owner.json"
 CREATE_TIMEOUT_S = 180
 NODE_READY_TIMEOUT_S = 60
 STOP_GRACE_S = 15
+# On the KWOK GPU nodes when a real node runs: the scheduler prefers the real one, KWOK takes the overflow.
+KWOK_PREFER_NOT = {"key": "vllm-gate/kwok-node", "value": "true", "effect": "PreferNoSchedule"}
 COMPONENTS = {"etcd": "etcd", "kube-apiserver": "kube-apiserver",
               "kube-controller-manager": "kube-controller-manager", "kube-scheduler": "kube-scheduler",
               "kwok-controller": "kwok"}
 
 Progress = Callable[[str], None]
+# --local-node / VLLM_GATE_LOCAL_NODE: run the real node where the machine can, require it, or KWOK nodes only.
+LOCAL_NODES: dict[str, bool | None] = {"auto": None, "real": True, "kwok": False}
+LOCAL_NODE_ENV = "VLLM_GATE_LOCAL_NODE"
 
 
 def _stderr(message: str) -> None:
@@ -87,8 +98,10 @@ def component_pids(name: str) -> list[int]:
     return pids
 
 
-def destroy(name: str) -> None:
-    """Stop every process of cluster ``name`` and remove its files; safe to call twice."""
+def destroy(name: str) -> list[str]:
+    """Stop every process of cluster ``name`` and remove its files; safe to call twice. Returns one line per
+    trace of its real node that could not be removed (the cluster's directory is then kept, for the next try)."""
+    problems = teardown_node(cluster_dir(name))
     kill_recorded_children(cluster_dir(name))
     pids = component_pids(name)
     if cluster_dir(name).exists():
@@ -101,8 +114,10 @@ def destroy(name: str) -> None:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    if not problems:
+        shutil.rmtree(cluster_dir(name), ignore_errors=True)
     (STATE_ROOT / f"{name}.kubeconfig").unlink(missing_ok=True)
+    return problems
 
 
 def owner_pid(name: str) -> int | None:
@@ -131,16 +146,18 @@ class LocalCluster:
     kind = "local"
 
     def __init__(self, name: str | None = None, pool: GpuPool | None = None, *, data_plane: bool = True,
-                 progress: Progress = _stderr) -> None:
+                 real_node: bool | None = None, progress: Progress = _stderr) -> None:
+        """``real_node``: True requires one, False never, None (the default) runs one where this machine can."""
         self.name = name or f"vllm-gate-{os.getpid()}"
         self.pool = pool or GpuPool()
         self.kubeconfig: Path | None = STATE_ROOT / f"{self.name}.kubeconfig"
         self.context: str | None = f"kwok-{self.name}"
-        self.capabilities = Capabilities(
-            real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
-            recorded_gpu_telemetry=data_plane,
-            limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod), no CNI "
-                   "(NetworkPolicy not enforced), no GPUs (GPU series are recorded H100 telemetry), no image pulls")
+        self.network = NodeNetwork()
+        self.no_real_node_because: str | None = "not wanted" if real_node is False else why_not_here(
+            self.dir, self.network)
+        if real_node and self.no_real_node_because:
+            raise ClusterError(f"local cluster {self.name}: no real node: {self.no_real_node_because}")
+        self.capabilities = self._capabilities(data_plane)
         self.prometheus_url: str | None = None
         self.version = ""
         self._progress = progress
@@ -149,10 +166,30 @@ class LocalCluster:
         self._dcgm: RecordedDcgmExporter | None = None
         self._want_data_plane = data_plane
         self._watchdog: subprocess.Popen[bytes] | None = None
+        self._node: RealNode | None = None
 
     @property
     def dir(self) -> Path:
         return cluster_dir(self.name)
+
+    @property
+    def has_real_node(self) -> bool:
+        return self.no_real_node_because is None
+
+    def _capabilities(self, data_plane: bool) -> Capabilities:
+        gpus = "no GPUs (GPU series are recorded H100 telemetry)"
+        if self.has_real_node:
+            return Capabilities(
+                real_gpus=False, enforces_network_policy=None, pulls_images=False, engine="sim",
+                runs_containers=True, recorded_gpu_telemetry=data_plane,
+                limits=f"local cluster: one real node ({sim_name()} in place of vLLM, in locally built images; "
+                       f"kubelet probes, kube-proxy, kube-router NetworkPolicy), {self.pool.nodes} KWOK GPU nodes "
+                       f"for scheduling at pool scale, {gpus}, no image pulls")
+        return Capabilities(
+            real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
+            recorded_gpu_telemetry=data_plane,
+            limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod; no real node: "
+                   f"{self.no_real_node_because}), no CNI (NetworkPolicy not enforced), {gpus}, no image pulls")
 
     def _config(self) -> Path:
         options = {
@@ -165,10 +202,29 @@ class LocalCluster:
             "etcdBinary": str(require_tool("etcd")),
             "kubectlBinary": str(require_tool("kubectl")),
         }
+        # KWOK must leave the real node (and its pods) to the kubelet.
+        patches = [{"name": "kwok-controller", "extraArgs": [
+            {"key": "manage-all-nodes", "value": "false", "override": True},
+            {"key": "manage-nodes-with-annotation-selector", "value": f"{KWOK_NODE_ANNOTATION}=fake"}]}]
+        if self.has_real_node:
+            options["kubeApiserverCertSANs"] = [self.network.host_address]
+            # Reachable beyond loopback now: RBAC and no anonymous requests, as on a real cluster.
+            options["kubeAuthorization"] = True
+            pki = self.dir / "pki"
+            patches.append({"name": "kube-apiserver", "extraArgs": [
+                # The node reaches the API server on the host end of its veth (one --bind-address, and the
+                # kubeconfig kwokctl writes and waits with names 127.0.0.1: so every address).
+                {"key": "bind-address", "value": "0.0.0.0", "override": True},  # noqa: S104 - TLS, certificates only
+                {"key": "anonymous-auth", "value": "false"},
+                # The real node by its address; KWOK's by name (kwok-controller answers for them on localhost).
+                {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
+                {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
+                {"key": "kubelet-client-key", "value": str(pki / "admin.key")}]})
         path = STATE_ROOT / f"{self.name}.kwokctl.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump({"kind": "KwokctlConfiguration",
-                                        "apiVersion": "config.kwok.x-k8s.io/v1alpha1", "options": options}))
+                                        "apiVersion": "config.kwok.x-k8s.io/v1alpha1", "options": options,
+                                        "componentsPatches": patches}))
         return path
 
     def start(self) -> None:
@@ -198,17 +254,39 @@ class LocalCluster:
         api = api_client(self.kubeconfig, self.context)
         self.version = server_version(api)
         self._create_nodes(api)
+        if self.has_real_node:
+            self._start_real_node(api)
         if self._want_data_plane:
             self._start_data_plane(api)
-        self._progress(f"local cluster {self.name}: Kubernetes {self.version}, {self.pool.nodes} GPU nodes "
-                       f"({self.pool.gpu_type}), ready in {time.monotonic() - started:.1f} s")
+        real = f" + real node {NODE_NAME}" if self.has_real_node else ""
+        self._progress(f"local cluster {self.name}: Kubernetes {self.version}, {self.pool.nodes} KWOK GPU nodes "
+                       f"({self.pool.gpu_type}){real}, ready in {time.monotonic() - started:.1f} s")
+
+    def _start_real_node(self, api: client.ApiClient) -> None:
+        server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        self._node = RealNode(self.dir, self.name, self.kubeconfig, urlsplit(server).port or 443,
+                              self.dir / "pki" / "ca.crt", gpu_type=self.pool.gpu_type,
+                              gpus=self.pool.gpus_per_node, cpus=int(self.pool.cpu),
+                              memory_bytes=int(parse_quantity(self.pool.memory)), progress=self._progress)
+        try:
+            self._node.start(api)
+        except GateError as exc:
+            problems = destroy(self.name)
+            raise ClusterError(f"local cluster {self.name}: the real node would not start: {exc.summary}",
+                               "\n".join([exc.detail, *problems]).strip()) from None
+        except (OSError, subprocess.SubprocessError) as exc:
+            problems = destroy(self.name)
+            raise ClusterError(f"local cluster {self.name}: the real node would not start: {exc}",
+                               "\n".join(problems)) from None
 
     def _start_data_plane(self, api: client.ApiClient) -> None:
         """Simulators for model pods, a real Prometheus scraping them, and recorded GPU telemetry beside them."""
         self._prometheus = LocalPrometheus(self.dir)  # kept before start(): stop() must reach a failed start too
         self._prometheus.start()
         self.prometheus_url = self._prometheus.url
-        self._data_plane = DataPlane(api, self.dir, progress=self._progress, prometheus=self._prometheus)
+        self._data_plane = DataPlane(api, self.dir, progress=self._progress, prometheus=self._prometheus,
+                                     real_nodes=frozenset([NODE_NAME]) if self.has_real_node else frozenset(),
+                                     kubeconfig=self.kubeconfig, context=self.context)
         self._dcgm = RecordedDcgmExporter(self._data_plane.served)
         self._dcgm.start()
         # Labelled as the GPU Operator's exporter pod; Prometheus renames the pod labels it serves to exported_*.
@@ -233,22 +311,25 @@ class LocalCluster:
         # Node-local disk as a GPU node has it: the model cache (an emptyDir) requests ephemeral storage.
         resources = {"cpu": pool.cpu, "memory": pool.memory, "ephemeral-storage": pool.disk, "pods": "110"}
         names = [f"gpu-{i}" for i in range(pool.nodes)]
+        # With a real node, pods go there first; these take what it cannot hold.
+        taints = [KWOK_PREFER_NOT] if self.has_real_node else []
         for name in names:
-            core.create_node({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
-                             "labels": {"kubernetes.io/hostname": name, "type": "kwok"}},
-                "status": {"capacity": resources, "allocatable": resources},
-            })
-        # One untainted CPU node for helm test hooks and probe pods.
-        cpu = {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"}
-        core.create_node({"apiVersion": "v1", "kind": "Node",
-                          "metadata": {"name": "cpu-0", "annotations": {"kwok.x-k8s.io/node": "fake"},
-                                       "labels": {"kubernetes.io/hostname": "cpu-0", "type": "kwok"}},
-                          "status": {"capacity": cpu, "allocatable": cpu}})
-        self._wait_nodes_ready(core, len(names) + 1)
+            core.create_node(self._kwok_node(name, resources, taints))
+        if not self.has_real_node:
+            # One untainted CPU node for helm test hooks and probe pods (the real node is that node when it runs).
+            cpu = {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"}
+            core.create_node(self._kwok_node("cpu-0", cpu, []))
+        self._wait_nodes_ready(core, len(names) + (0 if self.has_real_node else 1))
         # After Ready: KWOK has initialised the node status by then, and keeps the patched GPUs.
         advertise_gpus(api, names, gpu_type=pool.gpu_type, gpus_per_node=pool.gpus_per_node)
+
+    @staticmethod
+    def _kwok_node(name: str, resources: dict[str, str], taints: list[dict[str, str]]) -> dict[str, object]:
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "annotations": {KWOK_NODE_ANNOTATION: "fake"},
+                             "labels": {"kubernetes.io/hostname": name, "type": "kwok", NODE_KIND_LABEL: "kwok"}},
+                "spec": {"taints": taints},
+                "status": {"capacity": resources, "allocatable": resources}}
 
     def _wait_nodes_ready(self, core: client.CoreV1Api, count: int) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT_S
@@ -264,6 +345,10 @@ class LocalCluster:
         raise ClusterError(f"local cluster {self.name}: nodes not Ready within {NODE_READY_TIMEOUT_S} s")
 
     def stop(self) -> None:
+        if self._node is not None:
+            for problem in self._node.stop():
+                self._progress(f"local cluster {self.name}: {problem}")
+            self._node = None
         if self._data_plane is not None:
             self._data_plane.stop()  # kept: its failures() stay readable for the report
         if self._dcgm is not None:
@@ -285,5 +370,6 @@ class LocalCluster:
 
     def describe(self) -> str:
         version = f"Kubernetes {self.version}, " if self.version else ""
-        return (f"local (KWOK {self.name}, {version}{self.pool.nodes} fake "
+        real = f"real node {NODE_NAME} (containerd, fake GPUs) + " if self.has_real_node else ""
+        return (f"local ({self.name}, {version}{real}{self.pool.nodes} KWOK "
                 f"{self.pool.gpu_type} nodes x {self.pool.gpus_per_node} nvidia.com/gpu)")

@@ -23,10 +23,10 @@ from vllm_gate.monitoring.recorded import PodGpus, RecordedGpu, dcgm_exposition
 BUSY_FAMILIES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
 
-def simulator_busy(port: int) -> bool:
-    """Whether the simulator on ``port`` has requests running or waiting (its own /metrics says)."""
+def simulator_busy(address: str) -> bool:
+    """Whether the simulator at ``address`` (host:port) has requests running or waiting (its own /metrics says)."""
     try:
-        response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=0.5)
+        response = httpx.get(f"http://{address}/metrics", timeout=0.5)
         scraped = parse(response.text)
     except (httpx.HTTPError, ValueError, GateError):
         return False  # an unreachable simulator is not serving load
@@ -37,7 +37,7 @@ class RecordedDcgmExporter:
     """An HTTP server on a loopback port answering GET /metrics with recorded DCGM series."""
 
     def __init__(self, served: Callable[[], Sequence[ServedPod]], *, recorded: RecordedGpu | None = None,
-                 busy: Callable[[ServedPod], bool] = lambda pod: simulator_busy(pod.port)) -> None:
+                 busy: Callable[[ServedPod], bool] = lambda pod: simulator_busy(pod.address)) -> None:
         """``recorded``: the capture to serve (default: the packaged H100 one); ``busy``: whether a pod has load."""
         self._served = served
         self._recorded = recorded

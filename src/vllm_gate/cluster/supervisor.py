@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from vllm_gate.cluster.local import STATE_ROOT, GpuPool, LocalCluster
+from vllm_gate.cluster.local import LOCAL_NODES, STATE_ROOT, GpuPool, LocalCluster
 from vllm_gate.errors import GateError
 
 
@@ -21,13 +21,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vllm_gate.cluster.supervisor")
     parser.add_argument("--name", required=True)
     parser.add_argument("--gpu-nodes", type=int, default=2)
+    parser.add_argument("--node", choices=LOCAL_NODES, default="auto")
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    cluster = LocalCluster(args.name, GpuPool(nodes=args.gpu_nodes))
     state = state_file(args.name)
     try:
+        cluster = LocalCluster(args.name, GpuPool(nodes=args.gpu_nodes), real_node=LOCAL_NODES[args.node])
         cluster.start()
     except GateError as exc:
         state.write_text(json.dumps({"error": exc.summary}))

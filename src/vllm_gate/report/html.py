@@ -5,8 +5,7 @@ from __future__ import annotations
 import getpass
 import html
 import socket
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 
 from vllm_gate.contract import Kind
@@ -27,7 +26,13 @@ STYLE = """<style>
 .vllm-gate-slo td.result { font-weight: bold; } .vllm-gate-slo td.pass { color: #1a7f37; }
 .vllm-gate-slo td.fail { color: #cf222e; }
 .vllm-gate-plots svg { margin: 0.5em 1em 0.5em 0; border: 1px solid #ddd; }
+.vllm-gate-models th, .vllm-gate-models td, .vllm-gate-environment th, .vllm-gate-environment td {
+  padding: 0.2em 0.6em; text-align: left; vertical-align: top; border-bottom: 1px solid #eee; }
+.vllm-gate-models td.passed { color: #1a7f37; } .vllm-gate-models td.failed { color: #cf222e; }
 </style>"""
+# pytest-html draws its Environment table above the summary, where the verdict belongs: the gate moves those rows
+# below its sign-off (environment()) and hides the heading left above with nothing under it.
+HIDE_PYTEST_HTML_ENVIRONMENT = "<style>#environment-header, #environment { display: none; }</style>"
 
 
 def _e(text: object) -> str:
@@ -38,10 +43,14 @@ def _rows(pairs: Sequence[tuple[str, object]]) -> str:
     return "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in pairs)
 
 
-def header(run: GateRun, finished_at: datetime) -> str:
+def _state(run: GateRun) -> str:
+    return "passed" if run.settle().kind is Kind.PASSED else "failed"
+
+
+def header(run: GateRun) -> str:
     """Verdict first with the reason of each failed or missing check, then what ran where, by whom and how long."""
     verdict = run.settle()
-    state = "passed" if verdict.kind is Kind.PASSED else "failed"
+    state = _state(run)
     spec, release = run.spec, run.release
     revision = f" (revision pinned: {spec.image.digest})" if spec.image.digest else ""
     pairs: list[tuple[str, object]] = [
@@ -52,8 +61,7 @@ def header(run: GateRun, finished_at: datetime) -> str:
         ("GPU type", f"{spec.resources.gpus} x {spec.resources.gpu_type} per pod"),
         ("gate", f"vllm-gate {metadata.version('vllm-gate')} ({git_commit() or 'no git checkout'})"),
         ("run by", f"{getpass.getuser()} on {socket.gethostname()}"),
-        ("when", f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC, "
-                 f"{(finished_at - run.started_at).total_seconds():.0f} s"),
+        ("when", f"{run.started_at:%Y-%m-%d %H:%M:%S} UTC, {run.duration_s:.0f} s"),
     ]
     reasons = "".join(f"<li>{_e(r)}</li>" for r in verdict.reasons)
     return (f'<div class="vllm-gate-signoff"><p class="verdict {state}">{_e(verdict.headline)}</p>'
@@ -74,7 +82,7 @@ def plots(samples: Sequence[RequestSample]) -> str:
 
 
 def sign_off(run: GateRun, samples: Sequence[RequestSample]) -> str:
-    """The whole section pytest-html puts above its results table (self-contained: no external URL)."""
+    """One model's section pytest-html puts above its results table (self-contained: no external URL)."""
     verdict = run.settle()
     skipped = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "skipped"]
     baselines = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "baseline"]
@@ -84,5 +92,31 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample]) -> str:
     sections = "".join(f"<h3>{_e(title)}</h3><ul>{''.join(f'<li>{_e(x)}</li>' for x in items)}</ul>"
                        for title, items in lists if items)
     slo = f"<h3>SLOs</h3>{slo_table(run.slo_results)}" if run.slo_results else "<p>No load test ran.</p>"
-    return (f'{STYLE}<div class="vllm-gate"><h2>vllm-gate verdict and sign-off</h2>{header(run, datetime.now(UTC))}'
+    return (f'{STYLE}<div class="vllm-gate" id="{_e(section_id(run))}">'
+            f"<h2>vllm-gate verdict and sign-off: {_e(run.spec.name)}</h2>{header(run)}"
             f"{slo}{plots(samples) if samples else ''}{sections}</div>")
+
+
+def section_id(run: GateRun) -> str:
+    """The anchor of a model's section."""
+    return f"vllm-gate-{run.spec.name}"
+
+
+def overview(runs: Sequence[GateRun]) -> str:
+    """A run of several models: each model's verdict and how long it took, in the order they ran, linked."""
+    rows = "".join(f'<tr><th scope="row"><a href="#{_e(section_id(run))}">{_e(run.spec.name)}</a></th>'
+                   f'<td class="{_state(run)}">{_e(run.settle().headline)}</td>'
+                   f"<td>{run.started_at:%H:%M:%S} UTC</td><td>{run.duration_s:.0f} s</td></tr>" for run in runs)
+    return (f'{STYLE}<div class="vllm-gate"><h2>vllm-gate: {len(runs)} models, one after another</h2>'
+            '<table class="vllm-gate-models"><thead><tr><th scope="col">model</th><th scope="col">verdict</th>'
+            f'<th scope="col">started</th><th scope="col">took</th></tr></thead><tbody>{rows}</tbody></table></div>')
+
+
+def environment(rows: Mapping[str, object]) -> str:
+    """pytest-metadata's environment (Python, platform, packages, plugins, CI variables), below the sign-off."""
+    def shown(value: object) -> object:
+        return ", ".join(f"{k} {v}" for k, v in value.items()) if isinstance(value, Mapping) else value
+
+    pairs = [(key, shown(value)) for key, value in rows.items()]
+    return (f'<div class="vllm-gate"><h3>Environment</h3><table class="vllm-gate-environment">{_rows(pairs)}'
+            "</table></div>")

@@ -30,9 +30,10 @@ def git_commit() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def model_summary(run: GateRun, finished_at: datetime) -> dict[str, Any]:
-    """One model's object (the schema's ``model``)."""
+def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
+    """One model's object (the schema's ``model``); ``now`` stands in for the finish of a model not decided yet."""
     verdict = run.settle()
+    finished_at = run.finished_at or now
     release = run.release
     return {
         "name": run.spec.name, "model_id": run.spec.model_id,
@@ -54,6 +55,7 @@ def model_summary(run: GateRun, finished_at: datetime) -> dict[str, Any]:
 
 
 def run_summary(runs: list[GateRun]) -> dict[str, Any]:
+    """The whole run: one object per model, in the order they ran."""
     now = datetime.now(UTC)
     return {"schema_version": SCHEMA_VERSION, "gate_version": metadata.version("vllm-gate"),
             "git_commit": git_commit(), "generated_at": now.isoformat(),

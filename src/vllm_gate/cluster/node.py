@@ -1,0 +1,288 @@
+"""One real node beside the local control plane: containerd + runc + CNI, kubelet, kube-proxy, kube-router, CoreDNS,
+in network and mount namespaces of its own, so pods run for real and the host stays as it was."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from kubernetes import client
+
+from vllm_gate.cluster import node_cgroups
+from vllm_gate.cluster.children import record_child
+from vllm_gate.cluster.gpu_nodes import advertise_gpus
+from vllm_gate.cluster.host_state import restore_saved_sysctls, save_sysctls
+from vllm_gate.cluster.images import SANDBOX_IMAGE, build_node_images, import_node_images
+from vllm_gate.cluster.node_config import (
+    CNI_PLUGIN_DIR,
+    RUNC,
+    NodeNetwork,
+    NodePaths,
+    cni_conflist,
+    containerd_config,
+    corefile,
+    kube_proxy_config,
+    kubelet_config,
+    node_kubeconfig,
+)
+from vllm_gate.cluster.node_namespace import (
+    HARD_CODED_DIRS,
+    NodeNamespace,
+    host_link_name,
+    host_routes_overlap,
+    remove_host_link,
+)
+from vllm_gate.errors import ClusterError
+from vllm_gate.tools import find_tool, require_tool
+
+NODE_NAME = "real-0"
+NODE_DIR = "node"
+STATE_FILE = "state.json"
+SYSCTLS_FILE = "kernel-sysctls.json"
+# One real node per machine: the kernel-wide sysctls and the hard-coded host paths are shared.
+LOCK_FILE = Path("/run/lock/vllm-gate-real-node.lock")
+NODE_KIND_LABEL = "vllm-gate/node-kind"  # "real" here; KWOK nodes carry "kwok"
+BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "kubelet", "kube-proxy", "kube-router", "coredns")
+HOST_COMMANDS = ("unshare", "nsenter", "ip", "iptables", "ipset", "sysctl", "mount")
+CONTAINERD_READY_TIMEOUT_S = 30
+NODE_READY_TIMEOUT_S = 60
+DAEMON_READY_TIMEOUT_S = 30
+KUBE_ROUTER_HEALTH_PORT = 20244
+
+Progress = Callable[[str], None]
+
+
+def node_dir(cluster_dir: Path) -> Path:
+    return cluster_dir / NODE_DIR
+
+
+def why_not_here(cluster_dir: Path, network: NodeNetwork) -> str | None:
+    """Why a real node cannot run on this machine (one line), or None when it can."""
+    if os.geteuid() != 0:
+        return "not root (a kubelet and containerd need root)"
+    missing = [name for name in BINARIES if find_tool(name) is None]
+    missing += [name for name in HOST_COMMANDS if shutil.which(name) is None]
+    if not Path(RUNC).exists():
+        missing.append(RUNC)
+    if not (Path(CNI_PLUGIN_DIR) / "bridge").exists():
+        missing.append(f"CNI plugins in {CNI_PLUGIN_DIR}")
+    if missing:
+        return f"missing {', '.join(missing)} (run scripts/setup.sh)"
+    if not node_cgroups.hierarchies():
+        return "no cgroup hierarchy mounted"
+    if str(cluster_dir.resolve()).startswith(("/run/", "/var/log/")):
+        return f"the cluster directory {cluster_dir} is under /run or /var/log, which the node mounts over"
+    overlap = host_routes_overlap(network)
+    if overlap is not None:
+        return f"the host already routes part of {network.supernet} ({overlap})"
+    return None
+
+
+def teardown(cluster_dir: Path) -> list[str]:
+    """Remove every trace of the node a cluster ran, also after a crash of its owner; safe to call twice.
+    Returns one line per thing that could not be undone."""
+    ndir = node_dir(cluster_dir)
+    try:
+        state = json.loads((ndir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        state = {}
+    problems = []
+    root = state.get("cgroup_root")
+    if root:
+        alive = node_cgroups.kill_all(root)
+        if alive:
+            problems.append(f"real node: processes {sorted(alive)} would not die")
+    if state.get("host_link"):
+        remove_host_link(state["host_link"])
+    if root:
+        problems += [f"real node: cgroup {path} not removed" for path in node_cgroups.remove(root)]
+    problems += restore_saved_sysctls(ndir / SYSCTLS_FILE)
+    for path in state.get("created_dirs", []):
+        with contextlib.suppress(OSError):
+            Path(path).rmdir()  # created empty by us; only our bind mounts (inside the namespace) wrote there
+    if not problems:
+        shutil.rmtree(ndir, ignore_errors=True)
+    return problems
+
+
+class RealNode:
+    """The node: start() after the control plane is up, stop() before it goes."""
+
+    name = NODE_NAME
+
+    def __init__(self, cluster_dir: Path, cluster_name: str, admin_kubeconfig: Path, api_port: int,
+                 client_ca: Path, *, gpu_type: str, gpus: int, cpus: int, memory_bytes: int, progress: Progress,
+                 network: NodeNetwork | None = None) -> None:
+        self.network = network or NodeNetwork()
+        self.paths = NodePaths(node_dir(cluster_dir))
+        self.cluster_dir = cluster_dir
+        self.cgroup_root = f"vllm-gate-{cluster_name}"
+        self.namespace = NodeNamespace(cluster_name, self.cgroup_root, self.network)
+        self._admin_kubeconfig = admin_kubeconfig
+        self._api_server = f"https://{self.network.host_address}:{api_port}"
+        self._client_ca = client_ca
+        self._gpu_type = gpu_type
+        self._gpus = gpus
+        self._cpus = cpus
+        self._memory_bytes = memory_bytes
+        self._progress = progress
+        self._lock: IO[str] | None = None
+        self._daemons: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- start ------------------------------------------------------------------------------------------------
+
+    def start(self, api: client.ApiClient) -> None:
+        started = time.monotonic()
+        self._take_lock()
+        self.paths.dir.mkdir(parents=True, exist_ok=True)
+        save_sysctls(self.paths.dir / SYSCTLS_FILE)
+        self._record_state(created_dirs=[])
+        node_cgroups.create(self.cgroup_root)
+        self._record_state(created_dirs=self._ensure_host_dirs())
+        self._write_configs()
+        # The pool's machine, not this one: the spec's CPU and memory requests must fit as on a GPU node
+        # (the simulator itself needs little of either).
+        self.namespace.start(self.paths.kubelet_root, self.paths.cni_state, self.paths.dir / "machine",
+                             cpus=self._cpus, memory_bytes=self._memory_bytes)
+        self._progress(f"real node {NODE_NAME}: namespaces up, veth {self.namespace.host_link} "
+                       f"{self.network.host_address} <-> {self.network.node_address}; starting containerd")
+        self._start_daemon("containerd", [str(require_tool("containerd")), "--config",
+                                          str(self.paths.dir / "containerd.toml")])
+        ctr = str(require_tool("ctr"))
+        self._wait(lambda: self._inside_ok(ctr, "--address", self.paths.containerd_socket, "version"),
+                   CONTAINERD_READY_TIMEOUT_S, "containerd not answering on its socket", "containerd")
+        self._import_images()
+        self._start_daemon("kubelet", [
+            str(require_tool("kubelet")), "--config", str(self.paths.dir / "kubelet.yaml"),
+            "--kubeconfig", str(self.paths.kubeconfig), "--hostname-override", NODE_NAME,
+            "--node-ip", self.network.node_address,
+            "--node-labels", f"gpu-type={self._gpu_type},nvidia.com/gpu.present=true,{NODE_KIND_LABEL}=real"])
+        core = client.CoreV1Api(api)
+        self._wait(lambda: self._node_ready(core), NODE_READY_TIMEOUT_S, f"node {NODE_NAME} not Ready", "kubelet")
+        # Untainted: one kubelet is both the pool's real GPU node and the CPU node where helm test, probe and
+        # load pods run (the KWOK GPU nodes carry the taint).
+        advertise_gpus(api, [NODE_NAME], gpu_type=self._gpu_type, gpus_per_node=self._gpus, taint=False)
+        # After the node is registered: kube-router exits when it cannot find its Node object.
+        self._start_daemon("kube-proxy", [str(require_tool("kube-proxy")), "--config",
+                                          str(self.paths.dir / "kube-proxy.yaml")])
+        self._start_daemon("kube-router", [
+            str(require_tool("kube-router")), "--kubeconfig", str(self.paths.kubeconfig),
+            "--hostname-override", NODE_NAME, "--run-firewall=true", "--run-router=false",
+            "--run-service-proxy=false", "--enable-cni=false", "--metrics-port=0",
+            f"--health-port={KUBE_ROUTER_HEALTH_PORT}"])
+        self._start_daemon("coredns", [str(require_tool("coredns")), "-conf", str(self.paths.dir / "Corefile")])
+        probe = str(require_tool("vg-http-probe"))
+        for daemon, url in (("kube-proxy", "http://127.0.0.1:10256/healthz"),
+                            ("kube-router", f"http://127.0.0.1:{KUBE_ROUTER_HEALTH_PORT}/healthz"),
+                            ("coredns", "http://127.0.0.1:8181/ready")):
+            self._wait(lambda url=url: self._inside_ok(probe, "--timeout", "1s", url), DAEMON_READY_TIMEOUT_S,
+                       f"{daemon} not healthy ({url})", daemon)
+        self._progress(f"real node {NODE_NAME}: Ready with {self._gpus} fake nvidia.com/gpu ({self._gpu_type}) "
+                       f"in {time.monotonic() - started:.1f} s")
+
+    def _take_lock(self) -> None:
+        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+        lock = LOCK_FILE.open("a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise ClusterError("real node: another local cluster on this machine runs one "
+                               f"(lock {LOCK_FILE})") from None
+        self._lock = lock
+
+    def _record_state(self, created_dirs: list[str]) -> None:
+        state = {"cgroup_root": self.cgroup_root, "host_link": host_link_name(self.namespace.cluster_name),
+                 "created_dirs": created_dirs}
+        (self.paths.dir / STATE_FILE).write_text(json.dumps(state))
+
+    @staticmethod
+    def _ensure_host_dirs() -> list[str]:
+        """The hard-coded paths need a directory to mount on; those made here are removed at teardown."""
+        created = []
+        for path in map(Path, HARD_CODED_DIRS):
+            if not path.exists():
+                path.mkdir(parents=True)
+                created.append(str(path))
+        return created
+
+    def _write_configs(self) -> None:
+        paths, net = self.paths, self.network
+        paths.cni_conf_dir.mkdir(parents=True, exist_ok=True)
+        (paths.dir / "logs").mkdir(exist_ok=True)
+        (paths.dir / "containerd.toml").write_text(containerd_config(paths, SANDBOX_IMAGE))
+        (paths.cni_conf_dir / "10-vllm-gate.conflist").write_text(cni_conflist(net))
+        (paths.dir / "kubelet.yaml").write_text(kubelet_config(paths, net, cgroup_root=f"/{self.cgroup_root}",
+                                                               client_ca=self._client_ca))
+        (paths.dir / "kube-proxy.yaml").write_text(kube_proxy_config(paths, net, NODE_NAME))
+        (paths.dir / "Corefile").write_text(corefile(paths, net))
+        # Pods with dnsPolicy Default get this: no upstream resolver exists here.
+        (paths.dir / "resolv.conf").write_text(f"nameserver {net.node_address}\n")
+        paths.kubeconfig.write_text(node_kubeconfig(self._admin_kubeconfig, self._api_server))
+        paths.kubeconfig.chmod(0o600)
+
+    def _start_daemon(self, name: str, command: list[str]) -> None:
+        log = (self.paths.dir / "logs" / f"{name}.log").open("ab")
+        try:
+            proc = subprocess.Popen(self.namespace.enter(*command), stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=self.namespace.preexec())  # it only writes cgroup.procs before exec
+        finally:
+            log.close()
+        record_child(self.cluster_dir, proc.pid)
+        self._daemons[name] = proc
+
+    def _inside_ok(self, *command: str) -> bool:
+        proc = subprocess.run(self.namespace.enter(*command), capture_output=True, timeout=15, check=False)
+        return proc.returncode == 0
+
+    def _wait(self, ready: Callable[[], bool], timeout_s: float, what: str, daemon: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            proc = self._daemons.get(daemon)
+            if proc is not None and proc.poll() is not None:
+                raise ClusterError(f"real node: {daemon} exited ({proc.returncode}) while starting",
+                                   self.log_tail(daemon))
+            if ready():
+                return
+            time.sleep(0.3)
+        raise ClusterError(f"real node: {what} within {timeout_s:g} s", self.log_tail(daemon))
+
+    def log_tail(self, daemon: str, lines: int = 15) -> str:
+        path = self.paths.dir / "logs" / f"{daemon}.log"
+        with contextlib.suppress(OSError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def _import_images(self) -> None:
+        images = build_node_images()
+        import_node_images(images, Path(self.paths.containerd_socket), inside=self.namespace.enter())
+        self._progress(f"real node {NODE_NAME}: {len(images)} locally built images imported into containerd")
+
+    @staticmethod
+    def _node_ready(core: client.CoreV1Api) -> bool:
+        try:
+            node = core.read_node(NODE_NAME, _request_timeout=5)
+        except client.ApiException:
+            return False
+        return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+    # -- stop -------------------------------------------------------------------------------------------------
+
+    def stop(self) -> list[str]:
+        """Kill the node and its pods, remove its namespaces, cgroups and files, restore the kernel sysctls."""
+        problems = teardown(self.cluster_dir)
+        self.namespace.proc = None
+        self._daemons.clear()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+        return problems

@@ -1,0 +1,179 @@
+"""The local cluster's real node: kubelet probes, a Service through kube-proxy and CoreDNS, NetworkPolicy
+enforced by kube-router, a crashing container seen for real — and a host left exactly as it was found."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+import yaml
+from kubernetes import client
+
+from vllm_gate.cluster.host_state import network_state as host_network_state
+from vllm_gate.cluster.kube import api_client
+from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir
+from vllm_gate.cluster.node import NODE_NAME, why_not_here
+from vllm_gate.cluster.node_config import NodeNetwork
+from vllm_gate.cluster.node_namespace import host_link_name
+from vllm_gate.probe_pod import Outcome, ProbeTemplate, chart_template, run_probe
+from vllm_gate.rollout import pod_failure
+from vllm_gate.spec import load_spec
+from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
+
+NS = "real-node-test"
+ROUTER = {"app.kubernetes.io/name": "ias-router"}
+SIM_LABELS = {"app": "sim"}
+WAIT_S = 90
+
+
+def _sim_image() -> str:
+    sim = yaml.safe_load((PROJECT_ROOT / "charts" / "vllm" / "values.yaml").read_text())["sim"]["image"]
+    return f"{sim['repository']}:{sim['tag']}"
+
+
+def skip_unless_node_can_run() -> None:
+    reason = why_not_here(cluster_dir("probe"), NodeNetwork())
+    if reason:
+        pytest.skip(f"no real node on this machine ({reason}): kubelet probes, kube-proxy and NetworkPolicy "
+                    "enforcement not exercised")
+
+
+@pytest.fixture(scope="module")
+def before() -> dict[str, object]:
+    """The host's network state before any real node of this module started."""
+    skip_unless_node_can_run()
+    return host_network_state()
+
+
+@pytest.fixture(scope="module")
+def cluster(before: dict[str, object]) -> Iterator[LocalCluster]:
+    local = LocalCluster(name=f"realnode-{os.getpid()}", pool=GpuPool(nodes=1), real_node=True,
+                         progress=lambda _m: None)
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture(scope="module")
+def probe_template() -> ProbeTemplate:
+    """The chart's helm test image and security contexts, as the gate's probe pods run them."""
+    return chart_template(load_spec("llama3", MODELS_DIR, ["engine=sim"]))
+
+
+@pytest.fixture(scope="module")
+def api(cluster: LocalCluster) -> client.ApiClient:
+    api = api_client(cluster.kubeconfig, cluster.context)
+    client.CoreV1Api(api).create_namespace({"metadata": {"name": NS}})
+    return api
+
+
+def _sim_pod(name: str, *args: str, labels: dict[str, str] | None = None) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels or SIM_LABELS},
+        "spec": {
+            "automountServiceAccountToken": False, "enableServiceLinks": False, "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "sim", "image": _sim_image(), "imagePullPolicy": "Never",
+                "args": ["--model", "m", "--port", "8000", *args],
+                "ports": [{"name": "http", "containerPort": 8000}],
+                "readinessProbe": {"httpGet": {"path": "/health/ready", "port": "http"}, "periodSeconds": 1,
+                                   "failureThreshold": 1},
+            }],
+        },
+    }
+
+
+def _wait(what: str, check, timeout_s: float = WAIT_S):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"{what}: not within {timeout_s} s")
+
+
+def _ready(pod: client.V1Pod) -> bool:
+    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def _ready_endpoints(api: client.ApiClient, service: str) -> list[str]:
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        NS, label_selector=f"kubernetes.io/service-name={service}").items
+    return [a for s in slices for e in s.endpoints or [] if e.conditions and e.conditions.ready for a in e.addresses]
+
+
+def test_the_real_node_is_ready_with_fake_gpus_beside_kwok_nodes(cluster, api):
+    nodes = {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
+    real = nodes[NODE_NAME]
+    assert real.metadata.labels["vllm-gate/node-kind"] == "real"
+    assert real.metadata.labels["gpu-type"] == cluster.pool.gpu_type
+    assert real.status.allocatable["nvidia.com/gpu"] == str(cluster.pool.gpus_per_node)
+    assert real.status.node_info.container_runtime_version.startswith("containerd://2.")
+    assert {n.metadata.labels.get("vllm-gate/node-kind") for n in nodes.values()} == {"real", "kwok"}
+    assert cluster.capabilities.runs_containers
+
+
+def test_readiness_probe_gates_the_pod_and_its_endpoints(api):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service(NS, {"metadata": {"name": "slow"}, "spec": {
+        "selector": {"app": "slow"}, "ports": [{"port": 8000, "targetPort": "http"}]}})
+    core.create_namespaced_pod(NS, _sim_pod("slow", "--startup-duration", "6s", labels={"app": "slow"}))
+    running = _wait("slow pod Running", lambda: (p := core.read_namespaced_pod("slow", NS)).status.phase == "Running"
+                    and p)
+    # Running and serving 503 while it starts: the kubelet's probe holds it out of Ready and out of the endpoints.
+    assert not _ready(running)
+    assert _ready_endpoints(api, "slow") == []
+    _wait("slow pod Ready", lambda: _ready(core.read_namespaced_pod("slow", NS)))
+    assert _wait("endpoint ready", lambda: _ready_endpoints(api, "slow")) == [core.read_namespaced_pod(
+        "slow", NS).status.pod_ip]
+    events = core.list_namespaced_event(NS, field_selector="involvedObject.name=slow").items
+    assert any(e.reason == "Unhealthy" and "Readiness probe failed" in e.message for e in events)
+
+
+def test_a_crashing_container_is_crash_loop_back_off_for_the_rollout(api):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, _sim_pod("crash", "--no-such-flag", labels={"app": "crash"}))
+
+    def diagnosed() -> tuple[str, str] | None:
+        return pod_failure(core.read_namespaced_pod("crash", NS), time.time())
+
+    _reason, message = _wait("CrashLoopBackOff", lambda: (r := diagnosed()) and r[0] == "CrashLoopBackOff" and r)
+    assert "restarting failed container=sim" in message
+    status = core.read_namespaced_pod("crash", NS).status.container_statuses[0]
+    assert status.last_state.terminated.exit_code != 0  # the stand-in really exited on the unknown flag
+
+
+def test_network_policy_admits_the_router_and_refuses_other_pods_through_the_service(api, probe_template):
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(NS, _sim_pod("model"))
+    core.create_namespaced_service(NS, {"metadata": {"name": "model"}, "spec": {
+        "selector": SIM_LABELS, "ports": [{"port": 8000, "targetPort": "http"}]}})
+    _wait("model Ready", lambda: _ready(core.read_namespaced_pod("model", NS)))
+    url = f"http://model.{NS}.svc.cluster.local:8000/health"
+    # Before any policy both reach it: the refusal below is the policy's doing, not a broken probe.
+    before = run_probe(api, NS, url, labels={}, template=probe_template)
+    assert (before.outcome, before.status) == (Outcome.ANSWERED, 200), before.describe()
+    client.NetworkingV1Api(api).create_namespaced_network_policy(NS, {
+        "metadata": {"name": "model-router-only"},
+        "spec": {"podSelector": {"matchLabels": SIM_LABELS}, "policyTypes": ["Ingress"],
+                 "ingress": [{"from": [{"podSelector": {"matchLabels": ROUTER}}],
+                              "ports": [{"port": 8000, "protocol": "TCP"}]}]}})
+    # Both retry a refused connection 5 times (a new pod's address reaches kube-router a moment after it starts).
+    admitted = run_probe(api, NS, url, labels=ROUTER, template=probe_template, request_timeout_s=2, retries=5)
+    refused = run_probe(api, NS, url, labels={}, template=probe_template, request_timeout_s=2, retries=5)
+    assert refused.outcome is Outcome.NO_CONNECTION, refused.describe()
+    assert (admitted.outcome, admitted.status) == (Outcome.ANSWERED, 200), admitted.describe()
+    assert admitted.node == refused.node == NODE_NAME
+
+
+def test_the_hosts_network_is_untouched_while_the_node_runs(cluster, api, before):
+    core = client.CoreV1Api(api)
+    _wait("a pod networked", lambda: any(p.status.pod_ip for p in core.list_namespaced_pod(NS).items))
+    during = host_network_state(ignore_links=frozenset({host_link_name(cluster.name)}))
+    assert during == before
