@@ -18,6 +18,7 @@ from pathlib import Path
 from vllm_gate.cluster import node_cgroups
 from vllm_gate.cluster.children import CHILD_PIDS_FILE
 from vllm_gate.cluster.local import GpuPool, LocalCluster, component_pids
+from vllm_gate.cluster.node import cgroup_root
 
 
 def _rss_mib(pid: int) -> tuple[str, float]:
@@ -34,7 +35,7 @@ def _memory(cluster: LocalCluster) -> dict[str, float]:
     children = cluster.dir / CHILD_PIDS_FILE
     if children.exists():
         pids |= {int(line.partition(":")[0]) for line in children.read_text().split()}
-    pids |= node_cgroups.pids(f"vllm-gate-{cluster.name}")
+    pids |= node_cgroups.pids(cgroup_root(cluster.name))
     per_program: dict[str, float] = defaultdict(float)
     for pid in pids:
         name, mib = _rss_mib(pid)
@@ -55,13 +56,15 @@ def main() -> None:
             cluster = LocalCluster(name=f"bench-start-{node}-{i}", pool=GpuPool(nodes=args.gpu_nodes),
                                    real_node=node == "real", progress=lambda _m: None)
             t0 = time.perf_counter()
-            cluster.start()
-            starts.append(time.perf_counter() - t0)
-            memory = _memory(cluster)
-            totals.append(sum(memory.values()))
-            t1 = time.perf_counter()
-            cluster.stop()
-            stops.append(time.perf_counter() - t1)
+            try:
+                cluster.start()
+                starts.append(time.perf_counter() - t0)
+                memory = _memory(cluster)
+                totals.append(sum(memory.values()))
+            finally:
+                t1 = time.perf_counter()
+                cluster.stop()
+                stops.append(time.perf_counter() - t1)
             print(f"{node} run {i + 1}: start {starts[-1]:.2f} s, stop {stops[-1]:.2f} s, "
                   f"memory {totals[-1]:.0f} MiB")
             if i == 0:

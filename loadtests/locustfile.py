@@ -5,6 +5,12 @@ Run by ``vllm_gate.load`` as a separate headless Locust process; by hand it work
     locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 -u 8 -r 8 -t 60s \\
         --served-model llama3 --prompt-tokens 256 --output-tokens 128 --samples-file samples.jsonl
 
+Distributed (``vllm_gate.incluster_load``: a master and workers as pods), the workers send their records to the
+master in batches (a Locust custom message) and the master alone writes the samples file; it prints a progress
+line every few seconds, and with ``--run-seconds`` it ends the run itself: it stops the workers and waits for
+their last records before it quits (Locust's ``--run-time`` makes a master quit 0.5 s after telling the workers,
+losing what requests still in flight would record).
+
 Every streamed chunk is timestamped here: TTFT is the time to the first chunk that carries content
 (vLLM sends a role-only chunk first), ITL every gap between content chunks, token counts come from
 the usage chunk (``stream_options.include_usage``), and ``max_tokens`` + ``ignore_eos`` fix the output
@@ -14,9 +20,11 @@ length. Percentiles are computed later from these raw records, not from Locust's
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
+from collections import Counter
 from typing import Any
 
 import gevent
@@ -24,11 +32,19 @@ from gevent.lock import Semaphore
 from gevent.pool import Group
 from geventhttpclient import HTTPClient
 from locust import LoadTestShape, User, constant, events, task
+from locust.runners import MasterRunner, WorkerRunner
 
 WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
          "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor",
          "whiskey", "xray", "yankee", "zulu")
 PROFILE = json.loads(os.environ.get("VLLM_GATE_PROFILE", '{"kind": "users"}'))
+# Rate profile: this many arrival users share the rate (one per worker when distributed).
+ARRIVAL_USERS = max(1, int(os.environ.get("VLLM_GATE_ARRIVAL_USERS", "1")))
+SAMPLES_MESSAGE = "vllm_gate_samples"
+FORWARD_EVERY_S = 1.0
+PROGRESS_EVERY_S = 5.0
+PROGRESS_MARK = "vllm-gate-progress "  # a progress line: this, then a JSON object (vllm_gate.incluster_load)
+WORKERS_MARK = "vllm-gate-workers "  # at the end: records received per worker, a JSON object
 
 
 @events.init_command_line_parser.add_listener
@@ -39,36 +55,122 @@ def _options(parser: Any, **_kwargs: Any) -> None:
     parser.add_argument("--samples-file", env_var="VLLM_GATE_SAMPLES_FILE", default="samples.jsonl",
                         help="Where raw per-request records are appended (JSONL)")
     parser.add_argument("--request-timeout", env_var="VLLM_GATE_REQUEST_TIMEOUT", type=float, default=120.0)
+    parser.add_argument("--run-seconds", env_var="VLLM_GATE_RUN_SECONDS", type=float, default=0.0,
+                        help="Master only: stop the workers after this long, wait for their last records, quit")
 
 
 class Recorder:
-    """Appends one JSON line per request; shared by every user of this process."""
+    """Appends one JSON line per request; shared by every user of this process (and, on a master, every worker's
+    records as they arrive)."""
 
     def __init__(self, path: str) -> None:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115  (closed on quitting)
         self._lock = Semaphore()
+        self.written = 0
+        self.errors = 0
+        self.by_worker: Counter[str] = Counter()
 
     def write(self, record: dict[str, Any]) -> None:
         with self._lock:
             self._file.write(json.dumps(record) + "\n")
+            self.written += 1
+            self.errors += record["error"] is not None
+
+    def received(self, environment: Any, msg: Any, **_kwargs: Any) -> None:
+        """A worker's batch (master)."""
+        for record in msg.data:
+            self.write(record)
+        self.by_worker[msg.node_id] += len(msg.data)
+
+    def flush(self) -> None:
+        """Nothing is held back here: every write is a whole line, line-buffered."""
 
     def close(self) -> None:
         self._file.close()
 
 
-RECORDER: Recorder | None = None
+class Forwarder:
+    """A worker's recorder: records go to the master in batches, and the last batch when the worker stops."""
+
+    def __init__(self, runner: Any) -> None:
+        self._runner = runner
+        self._batch: list[dict[str, Any]] = []
+        gevent.spawn(self._forward_every)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._batch.append(record)
+
+    def flush(self) -> None:
+        batch, self._batch = self._batch, []
+        if batch:
+            self._runner.send_message(SAMPLES_MESSAGE, batch)
+
+    def _forward_every(self) -> None:
+        while True:
+            gevent.sleep(FORWARD_EVERY_S)
+            self.flush()
+
+    def close(self) -> None:
+        self.flush()
+
+
+RECORDER: Recorder | Forwarder | None = None
+
+
+@events.init.add_listener
+def _open(environment: Any, **_kwargs: Any) -> None:
+    global RECORDER
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        RECORDER = Forwarder(runner)
+        return
+    recorder = Recorder(environment.parsed_options.samples_file)
+    RECORDER = recorder
+    if isinstance(runner, MasterRunner):
+        runner.register_message(SAMPLES_MESSAGE, recorder.received)
+        gevent.spawn(_print_progress, environment, recorder)
 
 
 @events.test_start.add_listener
-def _open(environment: Any, **_kwargs: Any) -> None:
-    global RECORDER
-    RECORDER = Recorder(environment.parsed_options.samples_file)
+def _started(environment: Any, **_kwargs: Any) -> None:
+    seconds = getattr(environment.parsed_options, "run_seconds", 0.0)
+    if isinstance(environment.runner, MasterRunner) and seconds > 0:
+        gevent.spawn(_end_after, environment, seconds)
+
+
+@events.test_stop.add_listener
+def _stopped(**_kwargs: Any) -> None:
+    # On a worker, after its users finished their requests and before it tells the master it stopped: the master
+    # has every record before it counts the worker as stopped.
+    if RECORDER is not None:
+        RECORDER.flush()
 
 
 @events.quitting.add_listener
-def _close(**_kwargs: Any) -> None:
-    if RECORDER is not None:
-        RECORDER.close()
+def _close(environment: Any, **_kwargs: Any) -> None:
+    if RECORDER is None:
+        return
+    RECORDER.close()
+    if isinstance(RECORDER, Recorder) and isinstance(environment.runner, MasterRunner):
+        print(WORKERS_MARK + json.dumps(dict(sorted(RECORDER.by_worker.items()))), flush=True)
+
+
+def _end_after(environment: Any, seconds: float) -> None:
+    """Master: after ``seconds``, stop the workers (each sends its last records, then says it stopped), then quit."""
+    gevent.sleep(seconds)
+    environment.runner.stop()
+    environment.runner.quit()
+
+
+def _print_progress(environment: Any, recorder: Recorder) -> None:
+    started = time.monotonic()
+    while True:
+        gevent.sleep(PROGRESS_EVERY_S)
+        runner = environment.runner
+        print(PROGRESS_MARK + json.dumps({
+            "elapsed_s": round(time.monotonic() - started, 1), "state": runner.state, "requests": recorder.written,
+            "errors": recorder.errors, "workers": len(runner.clients.ready) + len(runner.clients.running) +
+            len(runner.clients.spawning), "missing": sorted(c.id for c in runner.clients.missing)}), flush=True)
 
 
 def prompt(n_tokens: int) -> str:
@@ -149,18 +251,23 @@ class ChatUser(User):
 
 
 class PoissonArrivals(User):
-    """Open loop: arrivals at ``requests_per_s`` with exponential gaps, at most ``max_users`` in flight."""
+    """Open loop: arrivals at ``requests_per_s`` with exponential gaps, at most ``max_users`` in flight.
 
-    fixed_count = 1
+    Shared by ARRIVAL_USERS users (one per worker): each draws arrivals at its share of the rate, and Poisson
+    streams add up to one at the whole rate; each holds its share of the cap on requests in flight.
+    """
+
+    fixed_count = ARRIVAL_USERS
     wait_time = constant(0)
     abstract = PROFILE.get("kind") != "rate"
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options
-        self.in_flight = Semaphore(int(PROFILE.get("max_users", 64)))
+        cap = math.ceil(int(PROFILE.get("max_users", 64)) / ARRIVAL_USERS)
+        self.in_flight = Semaphore(cap)
         self.requests = Group()
-        self.http = HTTPClient.from_url(self.host, concurrency=int(PROFILE.get("max_users", 64)),
-                                        network_timeout=opts.request_timeout, connection_timeout=10)
+        self.http = HTTPClient.from_url(self.host, concurrency=cap, network_timeout=opts.request_timeout,
+                                        connection_timeout=10)
 
     def on_stop(self) -> None:
         # Arrivals stop at the end of the run; requests already sent finish and are recorded.
@@ -175,7 +282,7 @@ class PoissonArrivals(User):
 
     @task
     def arrive(self) -> None:
-        gevent.sleep(random.expovariate(float(PROFILE["requests_per_s"])))
+        gevent.sleep(random.expovariate(float(PROFILE["requests_per_s"]) / ARRIVAL_USERS))
         if self.in_flight.acquire(blocking=False):
             self.requests.spawn(self._one)
         else:
@@ -191,12 +298,15 @@ class PoissonArrivals(User):
 if PROFILE.get("kind") == "ramp":
 
     class Ramp(LoadTestShape):
-        """Users grow linearly from start_users to end_users over duration_s, then the test stops."""
+        """Users grow linearly from start_users to end_users over duration_s, then the test stops (a master with
+        --run-seconds stops it itself, waiting for the workers' last records: the shape holds end_users)."""
 
         def tick(self) -> tuple[int, float] | None:
             t = self.get_run_time()
             duration = float(PROFILE["duration_s"])
             if t >= duration:
+                if self.runner is not None and self.runner.environment.parsed_options.run_seconds > 0:
+                    return int(PROFILE["end_users"]), 1.0
                 return None
             start, end = int(PROFILE["start_users"]), int(PROFILE["end_users"])
             users = round(start + (end - start) * t / duration)

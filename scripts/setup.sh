@@ -19,9 +19,10 @@ step() { printf '\n==> %s\n' "$*"; }
 # report headless in tests/report/test_report_in_browser.py (offline, no console errors, every plot drawn).
 # The local cluster's real node: runc under containerd, the CNI plugins (bridge, host-local, portmap,
 # loopback in /usr/lib/cni), and the tools kube-proxy and kube-router drive (iptables, ipset, conntrack,
-# nftables). containerd itself is built by scripts/build-go-tools.sh (v2; Debian's is 1.6).
+# nftables), and curl (the helm-test image is built from this host's curl, dash and grep). containerd itself
+# is built by scripts/build-go-tools.sh (v2; Debian's is 1.6).
 apt_packages=(postgresql prometheus iproute2 chromium
-              runc containernetworking-plugins iptables ipset conntrack nftables)
+              runc containernetworking-plugins iptables ipset conntrack nftables curl)
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()
   for p in "${apt_packages[@]}"; do

@@ -18,6 +18,7 @@ from vllm_gate.tools import LOADTESTS_DIR
 
 PROGRESS_EVERY_S = 5.0
 GRACE_S = 60.0  # in-flight requests finish and Locust writes its summary
+STOP_TIMEOUT_S = 30  # Locust's --stop-timeout: a request in flight at the end finishes and is recorded
 KILL_WAIT_S = 10.0
 # What the Locust child may inherit: enough to run Python and format text, nothing that can hold a secret.
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
@@ -127,7 +128,8 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
     log_path = workdir / "locust.log"
     args, duration = profile_args(load)
     command = [sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "locustfile.py"), "--headless",
-               "--host", url, "--only-summary", "--stop-timeout", "30", "--exit-code-on-error", "0", *args]
+               "--host", url, "--only-summary", "--stop-timeout", str(STOP_TIMEOUT_S), "--exit-code-on-error", "0",
+               *args]
     started = time.monotonic()
     cpu_before = os.times()
     with log_path.open("w") as log:

@@ -60,13 +60,22 @@ def observe(core: client.CoreV1Api, namespace: str, selector: str) -> Serving:
         # Positive evidence, whatever the nodes are called: a kubelet that ran the image reports its ID.
         findings.append(f"pod {', '.join(unrun)} reports no image ID (no container image ran)")
     image_ids = sorted({cs.image_id for p in pods for cs in p.status.container_statuses or [] if cs.image_id})
-    placement = tuple(f"pod {p.metadata.name} on " + (
-        f"KWOK node {p.spec.node_name} (only scheduled there; a simulator process answered for it)"
-        if p.spec.node_name in fake else f"node {p.spec.node_name} (its kubelet ran the container)")
-        for p in sorted(pods, key=lambda p: p.metadata.name))
+    placement = tuple(_placement(p, fake) for p in sorted(pods, key=lambda p: p.metadata.name))
     return Serving(len(pods), "; ".join(findings) or None, containers_run=not (fake or unrun),
                    names=tuple(sorted(p.metadata.name for p in pods)), container=pods[0].spec.containers[0].name,
                    image_ids=tuple(image_ids), placement=placement)
+
+
+def _placement(pod: client.V1Pod, kwok_nodes: list[str]) -> str:
+    """Where one pod ran, and whether a kubelet ran its containers there (the report's evidence)."""
+    node = pod.spec.node_name
+    if not node:
+        return f"pod {pod.metadata.name}: not scheduled"
+    if node in kwok_nodes:
+        return f"pod {pod.metadata.name} on KWOK node {node} (only scheduled there; no container ran)"
+    if _ran_an_image(pod):
+        return f"pod {pod.metadata.name} on node {node} (its kubelet ran the container)"
+    return f"pod {pod.metadata.name} on node {node} (no image ID reported: no container ran yet)"
 
 
 def _ran_an_image(pod: client.V1Pod) -> bool:

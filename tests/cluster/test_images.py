@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
+import py_compile
 import shutil
 import signal
 import stat
@@ -39,19 +41,23 @@ from vllm_gate.cluster.images import (
     is_static,
     list_images,
     normalized_reference,
+    spec_hash,
     static_binary_image,
     write_image,
 )
+from vllm_gate.cluster.locust_image import LOCUST_UID, default_image, locust_image, locust_version, unchecked_pyc
 from vllm_gate.errors import ClusterError
+from vllm_gate.load import read_samples
 from vllm_gate.ports import free_port
 from vllm_gate.probe_pod import Outcome, classify, curl_args
 from vllm_gate.render import render_manifests
-from vllm_gate.sim import stop_process, wait_listening
+from vllm_gate.sim import SimServer, stop_process, wait_listening
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, find_tool
+from vllm_gate.tools import LOADTESTS_DIR, MODELS_DIR, find_tool
 from vllm_gate.values import chart_values
 
 NODE_TOOLS = ("vllm-sim-standin", "vg-pause")
+LOCUST_IMAGE = normalized_reference(default_image())
 CHROOT_TIMEOUT_S = 30
 CONTAINERD_START_TIMEOUT_S = 30
 TINY = ImageSpec("example.test/tiny:1", (Entry("hello.txt", 0o644, b"hello\n"), Entry("tmp", 0o1777)),
@@ -227,7 +233,7 @@ def test_node_images_carry_the_names_the_chart_renders(node_images):
     rendered = rendered_images()
     assert rendered == chart_images()
     assert set(node_images) == {normalized_reference(rendered["sim"]), normalized_reference(rendered["tests"]),
-                                SANDBOX_IMAGE}
+                                SANDBOX_IMAGE, LOCUST_IMAGE}
 
 
 def test_every_node_image_is_a_valid_layout_named_for_containerd(node_images):
@@ -360,6 +366,77 @@ def test_the_probe_pods_curl_command_runs_in_the_curl_image(node_images, tmp_pat
         assert probe(f"{url}/health") == (Outcome.ANSWERED, 200)
         assert probe(f"{url}/no-such-path") == (Outcome.ANSWERED, 404)
     assert probe(f"http://127.0.0.1:{free_port()}/health") == (Outcome.NO_CONNECTION, None)
+
+
+def test_the_locust_image_is_named_for_the_pinned_locust_and_built_as_upstream_runs(node_images):
+    assert f"docker.io/locustio/locust:{locust_version()}" == LOCUST_IMAGE
+    config = read_layout(node_images[LOCUST_IMAGE]).config["config"]
+    # upstream: ENTRYPOINT ["locust"], USER locust (uid 1000), WORKDIR /home/locust, PYTHONUNBUFFERED=1
+    assert config["Entrypoint"] == ["locust"]
+    assert config["User"] == f"{LOCUST_UID}:{LOCUST_UID}"
+    assert config["WorkingDir"] == "/home/locust"
+    assert "PYTHONUNBUFFERED=1" in config["Env"]
+
+
+def test_the_locust_image_spec_is_the_same_from_the_same_environment():
+    # Its content hash names its tarball: two builds from one environment must agree, or the cache never hits.
+    assert spec_hash(locust_image(default_image()), host_architecture()) == \
+        spec_hash(locust_image(default_image()), host_architecture())
+
+
+def test_a_pyc_is_kept_only_for_its_own_source(tmp_path):
+    # The image's files carry mtime 0: a module's timestamp pyc becomes an unchecked hash-based one, and only when it
+    # was compiled from that very source (Python's own rule: the source's mtime and size as the pyc recorded them); a
+    # stale one is dropped (Python then compiles the source).
+    source = tmp_path / "mod.py"
+    source.write_text("VALUE = 1\n")
+    compiled = Path(py_compile.compile(str(source), doraise=True)).read_bytes()
+    converted = unchecked_pyc(compiled, source.read_bytes(), source.stat())
+    assert converted is not None
+    assert converted[4:8] == (1).to_bytes(4, "little")  # hash-based, source never checked
+    assert converted[8:16] == importlib.util.source_hash(source.read_bytes())
+    assert converted[16:] == compiled[16:]
+    source.write_text("VALUE = 22\n")  # edited after compiling: the pyc is stale
+    assert unchecked_pyc(compiled, source.read_bytes(), source.stat()) is None
+    assert unchecked_pyc(converted, source.read_bytes(), source.stat()) is None
+
+
+def locust_rootfs(node_images: dict[str, Path], into: Path) -> tuple[Path, dict[str, Any]]:
+    root, process = extract_rootfs(node_images[LOCUST_IMAGE], into)
+    (root / "dev").mkdir()  # the runtime provides /dev/null; Locust's gevent opens it
+    os.mknod(root / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    (root / "dev" / "null").chmod(0o666)
+    shutil.copyfile(LOADTESTS_DIR / "locustfile.py", root / "home" / "locust" / "locustfile.py")
+    return root, process
+
+
+def test_the_locust_image_runs_locust_headless_against_a_simulator(node_images, tmp_path):
+    # As the container would: the image's own root, user, environment and entrypoint; the simulator on the host.
+    require("vllm-sim-standin")
+    root, process = locust_rootfs(node_images, tmp_path)
+    done = run_chroot(root, process, [*process["Entrypoint"], "--version"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"locust {locust_version()} from /usr/local/lib/python3"), done.stdout
+    with SimServer(model="m", ttft_ms=20, itl_ms=2) as sim:
+        done = run_chroot(root, process, [
+            *process["Entrypoint"], "-f", "/home/locust/locustfile.py", "--headless", "--host", sim.url, "-u", "2",
+            "-r", "2", "-t", "3s", "--served-model", "m", "--prompt-tokens", "8", "--output-tokens", "4",
+            "--samples-file", "/tmp/samples.jsonl", "--only-summary", "--exit-code-on-error", "0"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    samples = read_samples(root / "tmp" / "samples.jsonl")
+    assert samples
+    assert all(s.ok and s.output_tokens == 4 for s in samples), samples[0]
+
+
+def test_the_locust_image_check_fails_when_a_library_is_missing(node_images, tmp_path):
+    # The chroot check can fail: without libstdc++ (which pyzmq's bundled libzmq needs) Locust cannot import zmq.
+    root, process = locust_rootfs(node_images, tmp_path)
+    (library,) = (root / "lib").rglob("libstdc++.so.6")
+    library.unlink()
+    done = run_chroot(root, process, [*process["Entrypoint"], "-f", "/home/locust/locustfile.py", "--headless",
+                                      "-t", "1s", "--host", "http://127.0.0.1:9"])
+    assert done.returncode != 0
+    assert "libstdc++.so.6" in done.stderr
 
 
 def test_the_sandbox_image_sleeps_until_terminated(node_images, tmp_path):

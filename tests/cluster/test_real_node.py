@@ -6,21 +6,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import yaml
 from kubernetes import client
 
-from vllm_gate.cluster.host_state import network_state as host_network_state
+from tests.cluster.host_network import host_network_state
+from vllm_gate.cluster.images import chart_images
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir
-from vllm_gate.cluster.node import NODE_NAME, why_not_here
+from vllm_gate.cluster.local import STATE_ROOT, GpuPool, LocalCluster
+from vllm_gate.cluster.node import NODE_KIND_LABEL, NODE_NAME, node_dir, why_not_here
 from vllm_gate.cluster.node_config import NodeNetwork
 from vllm_gate.cluster.node_namespace import host_link_name
 from vllm_gate.probe_pod import Outcome, ProbeTemplate, chart_template, run_probe
 from vllm_gate.rollout import pod_failure
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
+from vllm_gate.tools import MODELS_DIR
 
 NS = "real-node-test"
 ROUTER = {"app.kubernetes.io/name": "ias-router"}
@@ -29,12 +32,11 @@ WAIT_S = 90
 
 
 def _sim_image() -> str:
-    sim = yaml.safe_load((PROJECT_ROOT / "charts" / "vllm" / "values.yaml").read_text())["sim"]["image"]
-    return f"{sim['repository']}:{sim['tag']}"
+    return chart_images()["sim"]
 
 
 def skip_unless_node_can_run() -> None:
-    reason = why_not_here(cluster_dir("probe"), NodeNetwork())
+    reason = why_not_here(node_dir(STATE_ROOT, "probe"), NodeNetwork())
     if reason:
         pytest.skip(f"no real node on this machine ({reason}): kubelet probes, kube-proxy and NetworkPolicy "
                     "enforcement not exercised")
@@ -102,36 +104,48 @@ def _ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
-def _ready_endpoints(api: client.ApiClient, service: str) -> list[str]:
-    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
-        NS, label_selector=f"kubernetes.io/service-name={service}").items
-    return [a for s in slices for e in s.endpoints or [] if e.conditions and e.conditions.ready for a in e.addresses]
-
-
 def test_the_real_node_is_ready_with_fake_gpus_beside_kwok_nodes(cluster, api):
     nodes = {n.metadata.name: n for n in client.CoreV1Api(api).list_node().items}
     real = nodes[NODE_NAME]
-    assert real.metadata.labels["vllm-gate/node-kind"] == "real"
+    assert real.metadata.labels[NODE_KIND_LABEL] == "real"
     assert real.metadata.labels["gpu-type"] == cluster.pool.gpu_type
     assert real.status.allocatable["nvidia.com/gpu"] == str(cluster.pool.gpus_per_node)
     assert real.status.node_info.container_runtime_version.startswith("containerd://2.")
-    assert {n.metadata.labels.get("vllm-gate/node-kind") for n in nodes.values()} == {"real", "kwok"}
+    assert {n.metadata.labels.get(NODE_KIND_LABEL) for n in nodes.values()} == {"real", "kwok"}
+    # The pool's machine, not this one (the spec's requests must fit as on a GPU node).
+    assert real.status.capacity["cpu"] == cluster.pool.cpu
     assert cluster.capabilities.runs_containers
+
+
+def test_the_api_server_beyond_loopback_refuses_anonymous_requests(cluster):
+    # It listens on every address now (the node reaches it on its veth): no anonymous access there.
+    port = urlsplit(yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]).port
+    answer = httpx.get(f"https://{cluster.network.host_address}:{port}/api/v1/namespaces", verify=False,  # noqa: S501 - the answer's status is the point
+                       timeout=10)
+    assert answer.status_code == 401
+
+
+def _endpoints(api: client.ApiClient, service: str) -> dict[str, bool]:
+    """Each endpoint address of ``service`` and whether it is ready."""
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        NS, label_selector=f"kubernetes.io/service-name={service}").items
+    return {address: bool(e.conditions and e.conditions.ready)
+            for s in slices for e in s.endpoints or [] for address in e.addresses}
 
 
 def test_readiness_probe_gates_the_pod_and_its_endpoints(api):
     core = client.CoreV1Api(api)
     core.create_namespaced_service(NS, {"metadata": {"name": "slow"}, "spec": {
         "selector": {"app": "slow"}, "ports": [{"port": 8000, "targetPort": "http"}]}})
-    core.create_namespaced_pod(NS, _sim_pod("slow", "--startup-duration", "6s", labels={"app": "slow"}))
-    running = _wait("slow pod Running", lambda: (p := core.read_namespaced_pod("slow", NS)).status.phase == "Running"
-                    and p)
-    # Running and serving 503 while it starts: the kubelet's probe holds it out of Ready and out of the endpoints.
-    assert not _ready(running)
-    assert _ready_endpoints(api, "slow") == []
-    _wait("slow pod Ready", lambda: _ready(core.read_namespaced_pod("slow", NS)))
-    assert _wait("endpoint ready", lambda: _ready_endpoints(api, "slow")) == [core.read_namespaced_pod(
-        "slow", NS).status.pod_ip]
+    # /health/ready answers 503 for 8 s: the kubelet's probe must hold it out of Ready and the endpoints that long.
+    core.create_namespaced_pod(NS, _sim_pod("slow", "--startup-duration", "8s", labels={"app": "slow"}))
+    ip = _wait("slow pod has an address", lambda: core.read_namespaced_pod("slow", NS).status.pod_ip)
+    assert _wait("endpoint listed, not ready", lambda: _endpoints(api, "slow").get(ip) is False)
+    assert _wait("endpoint ready", lambda: _endpoints(api, "slow").get(ip))
+    pod = core.read_namespaced_pod("slow", NS)
+    started = pod.status.container_statuses[0].state.running.started_at
+    ready_at = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
+    assert (ready_at - started).total_seconds() >= 5  # not Ready while it answered 503 (8 s; kubelet's clock)
     events = core.list_namespaced_event(NS, field_selector="involvedObject.name=slow").items
     assert any(e.reason == "Unhealthy" and "Readiness probe failed" in e.message for e in events)
 
@@ -174,6 +188,7 @@ def test_network_policy_admits_the_router_and_refuses_other_pods_through_the_ser
 
 def test_the_hosts_network_is_untouched_while_the_node_runs(cluster, api, before):
     core = client.CoreV1Api(api)
-    _wait("a pod networked", lambda: any(p.status.pod_ip for p in core.list_namespaced_pod(NS).items))
+    core.create_namespaced_pod(NS, _sim_pod("networked", labels={"app": "networked"}))
+    _wait("a pod networked", lambda: _ready(core.read_namespaced_pod("networked", NS)))
     during = host_network_state(ignore_links=frozenset({host_link_name(cluster.name)}))
     assert during == before

@@ -9,65 +9,97 @@ import sys
 from pathlib import Path
 
 from tests.cli.test_cluster import cli
+from tests.cluster.host_network import host_network_state
 from tests.cluster.test_real_node import skip_unless_node_can_run
 from vllm_gate.cluster import node_cgroups
-from vllm_gate.cluster.host_state import network_state, read_sysctls
-from vllm_gate.cluster.local import cluster_dir, owner_pid, reap_orphans
+from vllm_gate.cluster.host_state import read_sysctls
+from vllm_gate.cluster.local import STATE_ROOT, cluster_dir, owner_pid, reap_orphans
+from vllm_gate.cluster.node import cgroup_root, node_dir
 from vllm_gate.cluster.node_namespace import HARD_CODED_DIRS, host_link_name
 from vllm_gate.tools import PROJECT_ROOT
 
+# Where a kubelet, containerd or the CNI plugins write on a host when not told otherwise: listed before and after.
+WATCHED_DIRS = ("/opt", "/usr/libexec", "/var/lib", *HARD_CODED_DIRS)
+WATCHED_PATHS = ("/run/containerd", "/run/netns", "/run/nri", "/run/flannel", "/etc/cni", "/etc/nri",
+                 "/var/log/pods", "/var/log/containers", "/run/lock/vllm-gate-real-node.lock")
+
+
+def _namespaces(pids: set[int]) -> set[str]:
+    """The network and mount namespaces (as 'net:[inode]') these processes live in."""
+    found = set()
+    for pid in pids:
+        for kind in ("net", "mnt"):
+            try:
+                found.add(os.readlink(f"/proc/{pid}/ns/{kind}"))
+            except OSError:
+                continue
+    return found
+
+
+def _anyone_in(namespaces: set[str]) -> list[int]:
+    """Processes still in any of ``namespaces``."""
+    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _namespaces({int(p.name)}) &
+            namespaces]
+
 
 def _host_traces(name: str) -> dict[str, object]:
-    """What a real node could leave on the host: processes, cgroups, mounts, its veth, paths, kernel sysctls."""
-    root = f"vllm-gate-{name}"
-    mounts = Path("/proc/self/mountinfo").read_text()
+    """What a real node could leave on the host: processes, cgroups, its veth, directories, kernel sysctls."""
+    root = cgroup_root(name)
     return {
         "processes": sorted(node_cgroups.pids(root)),
         "cgroups": [str(h / root) for h in node_cgroups.hierarchies() if (h / root).exists()],
-        "mounts": [line for line in mounts.splitlines() if name in line or "vllm-gate-node" in line],
         "link": subprocess.run(["ip", "link", "show", host_link_name(name)], capture_output=True,
                                check=False).returncode == 0,
-        "cluster_dir": cluster_dir(name).exists(),
-        "hard_coded_dirs": {d: Path(d).exists() and any(Path(d).iterdir()) for d in HARD_CODED_DIRS},
+        "dirs": {d: sorted(os.listdir(d)) if Path(d).is_dir() else None for d in WATCHED_DIRS},
+        "paths": [p for p in WATCHED_PATHS if Path(p).exists()],
+        "state": [str(p) for p in (cluster_dir(name), node_dir(STATE_ROOT, name)) if p.exists()],
         "kernel_sysctls": read_sysctls(),
     }
 
 
-def _assert_no_trace(name: str, found: dict[str, object]) -> None:
+def _assert_no_trace(name: str, found: dict[str, object], namespaces: set[str]) -> None:
     left = _host_traces(name)
     assert left["processes"] == []
     assert left["cgroups"] == []
-    assert left["mounts"] == []
     assert not left["link"]
-    assert not left["cluster_dir"]
-    assert left["hard_coded_dirs"] == found["hard_coded_dirs"]
+    assert left["state"] == []
+    assert left["dirs"] == found["dirs"]
+    assert left["paths"] == found["paths"]
     assert left["kernel_sysctls"] == found["kernel_sysctls"]
+    assert _anyone_in(namespaces) == []  # its namespaces (and every mount made inside them) are gone
+
+
+def _running(name: str) -> set[str]:
+    """Check the node runs (processes, cgroups, veth, the kubelet's sysctls); return its namespaces."""
+    running = _host_traces(name)
+    assert running["processes"]
+    assert running["cgroups"]
+    assert running["link"]
+    assert running["kernel_sysctls"]["kernel/panic_on_oops"] == "1"  # the kubelet's, restored below
+    namespaces = _namespaces(set(running["processes"])) - _namespaces({os.getpid()})
+    assert len(namespaces) == 2  # the node's own network and mount namespaces
+    return namespaces
 
 
 def test_cluster_down_leaves_the_host_as_found():
     skip_unless_node_can_run()
     name = f"realdown-{os.getpid()}"
-    found, network = _host_traces(name), network_state()
+    found, network = _host_traces(name), host_network_state()
     up = cli("up", "--name", name, "--gpu-nodes", "1", "--node", "real")
     try:
         assert up.returncode == 0, up.stderr
-        running = _host_traces(name)
-        assert running["processes"]
-        assert running["cgroups"]
-        assert running["link"]
-        # The kubelet set its kernel tunables while it ran (restored below).
-        assert running["kernel_sysctls"]["kernel/panic_on_oops"] == "1"
+        namespaces = _running(name)
     finally:
         down = cli("down", "--name", name)
     assert down.returncode == 0, down.stderr
-    _assert_no_trace(name, found)
-    assert network_state() == network
+    _assert_no_trace(name, found, namespaces)
+    assert host_network_state() == network
 
 
 def test_a_crashed_owner_and_watchdog_are_cleaned_up_by_the_next_start():
     skip_unless_node_can_run()
     name = f"realcrash-{os.getpid()}"
-    found, network = _host_traces(name), network_state()
+    found, network = _host_traces(name), host_network_state()
     script = ("import time; from vllm_gate.cluster.local import LocalCluster, GpuPool; "
               f"c = LocalCluster(name={name!r}, pool=GpuPool(nodes=1), real_node=True, progress=lambda m: None); "
               "c.start(); print(c._watchdog.pid, flush=True); time.sleep(300)")
@@ -75,13 +107,14 @@ def test_a_crashed_owner_and_watchdog_are_cleaned_up_by_the_next_start():
     try:
         watchdog = int(owner.stdout.readline())
         assert owner_pid(name) == owner.pid
+        namespaces = _running(name)
         os.kill(watchdog, signal.SIGKILL)  # everything of ours crashes: only the next start can clean up
         owner.kill()
         owner.wait(30)
         assert _host_traces(name)["processes"]  # the node outlived its owner ...
-        assert name in reap_orphans()  # ... until the next start reaps it
+        assert name in reap_orphans(lambda _m: None)  # ... until the next start reaps it
     finally:
         if owner.poll() is None:
             owner.kill()
-    _assert_no_trace(name, found)
-    assert network_state() == network
+    _assert_no_trace(name, found, namespaces)
+    assert host_network_state() == network

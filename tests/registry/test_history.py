@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from psycopg.types.json import Jsonb
 
-from vllm_gate.registry.history import history, last_run
+from vllm_gate.registry.history import history, last_run, recent_runs
 
 
 def add(conn: psycopg.Connection, verdict: str, cluster_key: str, load: str, ttft: float, model: str = "llama3",
@@ -33,3 +33,18 @@ def test_only_the_newest_passed_run_on_this_cluster_under_this_load_is_compared(
         assert last_run(conn, "llama3", ("certified",), "existing:https://pool:6443", "L3") is None
         assert [r.verdict for r in history(conn, "llama3")] == ["certified", "certified", "not_certified",
                                                                  "rehearsal_passed", "certified"]
+
+
+def test_the_last_n_runs_of_that_kind_come_oldest_first_and_only_those(dsn):
+    pool = "existing:https://pool:6443"
+    with psycopg.connect(dsn) as conn:
+        ids = [add(conn, "certified", pool, "L1", 70.0 + day, at=f"2026-11-{day:02d} 02:00+00") for day in range(1, 6)]
+        add(conn, "certified", "existing:https://other:6443", "L1", 10.0, at="2026-11-30 02:00+00")
+        add(conn, "not_certified", pool, "L1", 500.0, at="2026-11-30 02:00+00")
+        add(conn, "certified", pool, "L2", 30.0, at="2026-11-30 02:00+00")
+        add(conn, "certified", pool, "L1", 40.0, model="mistral-7b", at="2026-11-30 02:00+00")
+        newest = recent_runs(conn, "llama3", ("certified",), pool, "L1", 3)
+        assert [r.certification_id for r in newest] == ids[2:]
+        assert [r.slo_values["ttft p95"] for r in newest] == [73.0, 74.0, 75.0]
+        assert [r.certification_id for r in recent_runs(conn, "llama3", ("certified",), pool, "L1", 10)] == ids
+        assert recent_runs(conn, "llama3", ("rehearsal_passed",), pool, "L1", 10) == []

@@ -60,7 +60,10 @@ FACTS = """(() => {
     plots: [...document.querySelectorAll('svg.vllm-gate-plot')].map(svg => ({
       title: text(svg.querySelector('title')), points: Number(svg.getAttribute('data-points')),
       marks: svg.querySelectorAll('rect[data-count], polyline, circle').length, box: box(svg),
+      limits: svg.querySelectorAll('line.limit').length,
+      dates: [...svg.querySelectorAll('text.run-date')].map(text),
       cut: cutTexts(svg), overlapping: overlappingTexts(svg)})),
+    historyNotes: [...document.querySelectorAll('.vllm-gate-history-note')].map(text),
   };
 })()"""
 

@@ -10,13 +10,16 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import require
 from tests.report.chromium import Opened, endpoint, open_page, survivors
+from tests.report.test_history_plots import EARLIER, add, read, this_run
 from tests.report.test_html import SAMPLES
 from tests.report.test_summary import SPEC, a_run
 from vllm_gate.report import artifacts
@@ -57,8 +60,11 @@ def contrast(colour: str) -> float:
     return 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05)
 
 
-def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str]) -> list[str]:
-    """Each way the page, as the browser laid it out, fails the sign-off a release manager reads; [] when none."""
+def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str], history: Sequence[str] = ()) -> list[str]:
+    """Each way the page, as the browser laid it out, fails the sign-off a release manager reads; [] when none.
+
+    ``history``: the titles of the plots of SLOs over earlier runs expected after the load test's own.
+    """
     problems = []
     verdict, header, slo, plots = facts["verdict"], facts["header"], facts["slo"], facts["plots"]
     if verdict is None:
@@ -78,8 +84,9 @@ def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str]) -> list
         if (names := [row[0] for row in slo["rows"]]) != slos:
             problems.append(f"SLO table rows {names}, not one per SLO {slos}")
         problems += [f"SLO row {row[0]} has an empty cell: {row}" for row in slo["rows"] if not all(row)]
-    if (titles := [plot["title"] for plot in plots]) != list(PLOTS) or facts["svgs"] != len(PLOTS):
-        problems.append(f"{facts['svgs']} <svg> on the page, plots {titles}; expected {list(PLOTS)}")
+    expected = [*PLOTS, *history]
+    if (titles := [plot["title"] for plot in plots]) != expected or facts["svgs"] != len(expected):
+        problems.append(f"{facts['svgs']} <svg> on the page, plots {titles}; expected {expected}")
     for plot in plots:
         name, box = plot["title"], plot["box"]
         if plot["points"] <= 0 or plot["marks"] == 0 or box["width"] == 0 or box["height"] == 0:
@@ -89,6 +96,8 @@ def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str]) -> list
             problems.append(f"{name}: labels cut off at its edge: {plot['cut']}")
         if plot["overlapping"]:
             problems.append(f"{name}: labels drawn over one another: {plot['overlapping']}")
+        if name in history and (plot["limits"] != 1 or not plot["dates"]):
+            problems.append(f"{name}: {plot['limits']} limit lines, dates {plot['dates']}")
     problems += [f"plots {a['title']!r} and {b['title']!r} overlap" for a, b in itertools.combinations(plots, 2)
                  if _overlap(a["box"], b["box"])]
     if verdict and header and slo and plots:
@@ -148,6 +157,8 @@ def test_the_gate_report_opens_offline_with_its_header_slo_table_and_every_plot(
     assert [h["text"] for h in headings if h["top"] < top] == [
         f"vllm-gate sign-off: {SPEC.name}", "Summary", f"vllm-gate verdict and sign-off: {SPEC.name}"]
     assert "Environment" in [h["text"] for h in headings if h["top"] > top]
+    # The SLO history is read with the last passed run: this run gave no registry to read it from.
+    assert opened.facts["historyNotes"] == ["no registry holding earlier runs: no --database-url given"]
 
 
 def test_the_sign_off_section_alone_draws_every_label_inside_its_plot(chromium: str, tmp_path: Path):
@@ -157,6 +168,29 @@ def test_the_sign_off_section_alone_draws_every_label_inside_its_plot(chromium: 
     # a_run measured two SLOs only; everything else about the page is as it should be.
     assert what_is_wrong(opened.facts, run.settle().headline, slo_names(SPEC.slo)) == [
         f"SLO table rows ['ttft p95', 'goodput'], not one per SLO {slo_names(SPEC.slo)}"]
+
+
+def test_the_history_plots_open_offline_dated_with_their_limit_and_every_label_inside(chromium: str, dsn: str,
+                                                                                     tmp_path: Path):
+    with psycopg.connect(dsn) as conn:
+        for at, image, values in EARLIER:
+            add(conn, at, image, values)
+    run = this_run()
+    history = [f"{r.name}: last 3 passed rehearsals and this run" for r in run.slo_results]
+    slos = [r.name for r in run.slo_results]
+    section = sign_off(run, SAMPLES, read(dsn))
+    opened = open_page(chromium, page(section, tmp_path / "history.html"), tmp_path / "browser")
+    assert (opened.console, opened.requests) == ([], [])
+    assert what_is_wrong(opened.facts, run.settle().headline, slos, history) == []
+    shown = {plot["title"]: plot for plot in opened.facts["plots"]}
+    assert [(shown[title]["points"], shown[title]["dates"]) for title in history] == [
+        (4, ["11-24", "11-25", "11-26", "11-27"])] * 2
+    # The same page without a limit line and without dates in the first history plot is caught.
+    planted = section.replace('<line class="limit"', '<line class="gone"', 1).replace(
+        'class="run-date"', 'class="gone"', 4)
+    opened = open_page(chromium, page(planted, tmp_path / "planted.html"), tmp_path / "browser")
+    assert what_is_wrong(opened.facts, run.settle().headline, slos, history) == [
+        f"{history[0]}: 0 limit lines, dates []"]
 
 
 def test_a_page_that_logs_errors_or_reaches_for_the_network_is_caught(chromium: str, tmp_path: Path):

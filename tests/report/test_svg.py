@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from vllm_gate.load import percentile
-from vllm_gate.report.svg import bin_counts, histogram, multi_series, time_series
+from vllm_gate.report.svg import RunPoint, bin_counts, histogram, multi_series, runs_plot, time_series
 
 SVG = "{http://www.w3.org/2000/svg}"
 # Spread, skewed latencies with repeats and a long tail, fixed so every run plots the same thing.
@@ -126,3 +128,66 @@ def test_multi_series_legend_and_per_series_counts():
     assert texts(root, "legend") == list(series)
     colours = [g[0].get("stroke") for g in groups[:2]]
     assert len(set(colours)) == 2
+
+
+def runs(values: list[float], images: list[str]) -> list[RunPoint]:
+    """Earlier runs a day apart, the last one this run."""
+    start = datetime(2026, 11, 20, 2, 30, tzinfo=UTC)
+    last = len(values) - 1
+    return [RunPoint(start + timedelta(days=i), value, image, "this run" if i == last else f"run {i}",
+                     this_run=i == last) for i, (value, image) in enumerate(zip(values, images, strict=True))]
+
+
+def point_ys(root: ET.Element) -> list[float]:
+    return [float(c.get("cy")) for c in root.iter(f"{SVG}circle")]
+
+
+def test_runs_plot_draws_each_run_dated_the_limit_and_where_the_image_changed():
+    points = runs([70.0, 80.0, 75.0, 95.5], ["img-a", "img-a", "img-b", "img-b"])
+    svg = runs_plot("ttft p95", points, 600, "<=", "ms")
+    root = parsed(svg, "ttft p95", 4)
+    assert [c.get("class") for c in root.iter(f"{SVG}circle")] == ["run", "run", "run", "this-run"]
+    assert [c[0].text for c in root.iter(f"{SVG}circle")] == [
+        "run 0, 2026-11-20 02:30 UTC: 70 ms; image img-a", "run 1, 2026-11-21 02:30 UTC: 80 ms; image img-a",
+        "run 2, 2026-11-22 02:30 UTC: 75 ms; image img-b", "this run, 2026-11-23 02:30 UTC: 95.5 ms; image img-b"]
+    # Higher values are drawn higher (smaller y), the limit above them all.
+    ys = point_ys(root)
+    assert ys[3] < ys[1] < ys[2] < ys[0]
+    [limit] = [e for e in root.iter(f"{SVG}line") if e.get("class") == "limit"]
+    assert float(limit.get("y1")) < min(ys)
+    assert texts(root, "limit-label") == ["limit <= 600 ms"]
+    assert texts(root, "run-date") == ["11-20", "11-21", "11-22", "11-23"]
+    assert texts(root, "run-time") == ["02:30"] * 4
+    assert texts(root, "this-run") == ["this run"]
+    changes = [g for g in root.iter(f"{SVG}g") if g.get("class") == "image-change"]
+    assert [g[0].text for g in changes] == ["image changed to img-b"]  # only where it changed
+    assert runs_plot("ttft p95", points, 600, "<=", "ms") == svg
+
+
+def test_runs_plot_of_a_floor_draws_the_limit_below_and_leaves_out_a_run_without_data():
+    points = runs([900.0, 880.0, math.nan], ["a", "a", "a"])
+    root = parsed(runs_plot("min output tokens/s", points, 500, ">=", "tok/s"), "min output tokens/s", 2)
+    [limit] = [e for e in root.iter(f"{SVG}line") if e.get("class") == "limit"]
+    assert float(limit.get("y1")) > max(point_ys(root))
+    assert texts(root, "limit-label") == ["limit >= 500 tok/s"]
+    assert texts(root, "this-run") == []  # this run had no data: no point, no label
+    assert texts(root, "y-label") == ["900 tok/s", "500 tok/s"]
+
+
+def test_runs_plot_dates_every_kth_run_when_they_cannot_all_fit_always_this_one():
+    points = runs([float(i) for i in range(40)], ["a"] * 40)
+    root = parsed(runs_plot("ttft p95", points, 600, "<=", "ms"), "ttft p95", 40)
+    dates = texts(root, "run-date")
+    assert 1 < len(dates) < 40
+    assert dates[-1] == "12-29"  # this run's date
+    xs = [float(e.get("x")) for e in root.iter(f"{SVG}text") if e.get("class") == "run-date"]
+    assert min(b - a for a, b in itertools.pairwise(xs)) >= 7 * 5  # five characters each, none overlapping
+
+
+def test_runs_plot_escapes_images_and_units():
+    points = runs([1.0, 2.0], ["<b>a</b>", 'b & "c"'])
+    svg = runs_plot("<p95>", points, 3, "<=", "<ms>")
+    assert "<b>" not in svg
+    root = parsed(svg, "<p95>", 2)
+    assert [g[0].text for g in root.iter(f"{SVG}g") if g.get("class") == "image-change"] == [
+        'image changed to b & "c"']

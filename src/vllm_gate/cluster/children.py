@@ -10,7 +10,7 @@ from pathlib import Path
 CHILD_PIDS_FILE = "vllm-gate-children.pids"
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -23,7 +23,7 @@ def _start_time(pid: int) -> str | None:
 def record_child(cluster_dir: Path, pid: int) -> None:
     """Note a child, so a later start or the watchdog can kill it after a crash of its owner."""
     with (cluster_dir / CHILD_PIDS_FILE).open("a") as f:
-        f.write(f"{pid}:{_start_time(pid)}\n")
+        f.write(f"{pid}:{process_start_time(pid)}\n")
 
 
 def kill_recorded_children(cluster_dir: Path) -> None:
@@ -34,6 +34,6 @@ def kill_recorded_children(cluster_dir: Path) -> None:
     for line in pidfile.read_text().split():
         pid, _, started = line.partition(":")
         with contextlib.suppress(ProcessLookupError, ValueError):
-            if _start_time(int(pid)) == started:
+            if process_start_time(int(pid)) == started:
                 os.kill(int(pid), signal.SIGKILL)
     pidfile.unlink(missing_ok=True)

@@ -133,7 +133,8 @@ class DataPlane:
             self._real.pop(key)[1].stop()
 
     def served(self) -> list[ServedPod]:
-        """The pods whose simulators run now (read from other threads: a copy)."""
+        """The pods served now: those a simulator answers for and those running on a real node (read from other
+        threads: a copy)."""
         return [sim.pod for sim in list(self._sims.values())] + [pod for pod, _ in list(self._real.values())]
 
     def _publish_targets(self) -> None:

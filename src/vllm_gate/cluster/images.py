@@ -2,7 +2,8 @@
 
 The local cluster's real node runs the images the chart and the gate name, under those exact names, built here
 from local binaries: the simulator stand-in as the llm-d simulator's image, the sandbox (pause) image, and a curl
-image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's probe pods.
+image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's probe pods, and
+Locust's image (this machine's Python and Locust, cluster/locust_image.py) for the gate's in-cluster load test.
 The same inputs give the same bytes, so an image is built once and found again by its content hash.
 """
 
@@ -17,6 +18,7 @@ import platform
 import re
 import subprocess
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,7 @@ class ImageSpec:
     cmd: tuple[str, ...] = ()
     user: str = ""
     env: tuple[str, ...] = (f"PATH={DEFAULT_PATH}",)
+    workdir: str = "/"
 
 
 def cache_dir() -> Path:
@@ -137,7 +140,7 @@ def _tar(entries: Iterable[Entry]) -> bytes:
 
 
 def _image_config(spec: ImageSpec, arch: str, diff_id: str) -> dict[str, object]:
-    process: dict[str, object] = {"Env": list(spec.env), "WorkingDir": "/"}
+    process: dict[str, object] = {"Env": list(spec.env), "WorkingDir": spec.workdir}
     if spec.entrypoint:
         process["Entrypoint"] = list(spec.entrypoint)
     if spec.cmd:
@@ -174,23 +177,26 @@ def spec_hash(spec: ImageSpec, arch: str) -> str:
     """A hash of everything that goes into the tarball: equal hashes, equal bytes."""
     digest = hashlib.sha256(_canonical_json({
         "format": FORMAT_VERSION, "arch": arch, "name": spec.name, "entrypoint": spec.entrypoint, "cmd": spec.cmd,
-        "user": spec.user, "env": spec.env,
+        "user": spec.user, "env": spec.env, "workdir": spec.workdir,
         "entries": sorted([e.path.strip("/"), e.mode, e.uid, e.gid,
                            None if e.data is None else hashlib.sha256(e.data).hexdigest()] for e in spec.entries)}))
     return digest.hexdigest()[:16]
 
 
+def image_path(spec: ImageSpec, directory: Path | None = None) -> Path:
+    """Where the image's tarball is (or will be) in the cache: named for its content hash."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.name)
+    return (directory or cache_dir()) / f"{safe}-{spec_hash(spec, host_architecture())}.tar"
+
+
 def write_image(spec: ImageSpec, directory: Path | None = None) -> Path:
     """The image's tarball under the cache (``directory``), written once per content hash."""
-    arch = host_architecture()
-    directory = directory or cache_dir()
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.name)
-    path = directory / f"{safe}-{spec_hash(spec, arch)}.tar"
+    path = image_path(spec, directory)
     if path.exists():
         return path
-    directory.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_bytes(oci_layout(spec, arch))
+    partial.write_bytes(oci_layout(spec, host_architecture()))
     partial.replace(path)  # atomic: a reader never sees half a tarball
     return path
 
@@ -274,22 +280,33 @@ def curl_image(name: str) -> ImageSpec:
 
 def node_image_specs() -> list[ImageSpec]:
     """Every image the local cluster's real node needs, under the names the chart and the gate use."""
+    # Here, not at the top: locust_image builds on this module's Entry and ImageSpec.
+    from vllm_gate.cluster.locust_image import default_image, locust_image
+
     chart = chart_images()
     return [
         # The chart sets no command for engine: sim, so its args (the simulator's flags) go to the entrypoint.
         static_binary_image(chart["sim"], "vllm-sim-standin", user="65532:65532"),  # distroless nonroot, as llm-d's
         static_binary_image(SANDBOX_IMAGE, "vg-pause", user="65535:65535", install_as="/pause"),
         curl_image(chart["tests"]),
+        # The gate's in-cluster load test (vllm_gate.incluster_load): this machine's Python and Locust.
+        locust_image(default_image()),
     ]
 
 
 def build_node_images(progress: Progress = lambda _m: None, directory: Path | None = None) -> dict[str, Path]:
-    """Build (or find in the cache) every image of the node; returns full image name -> tarball."""
+    """Build (or find in the cache) every image of the node; returns full image name -> tarball. A build (not a
+    cache hit) says how long it took and how big the tarball is."""
     built: dict[str, Path] = {}
     for spec in node_image_specs():
         full = normalized_reference(spec.name)
-        path = write_image(spec, directory)
-        progress(f"image {full}: {path}")
+        path = image_path(spec, directory)
+        how = "cached"
+        if not path.exists():
+            started = time.monotonic()
+            path = write_image(spec, directory)
+            how = f"built in {time.monotonic() - started:.1f} s, {path.stat().st_size / 2**20:.1f} MiB"
+        progress(f"image {full}: {path} ({how})")
         built[full] = path
     return built
 

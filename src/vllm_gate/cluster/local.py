@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import urllib3
 import yaml
 from kubernetes import client
+from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
 from vllm_gate.cluster.base import Capabilities
@@ -24,7 +26,14 @@ from vllm_gate.cluster.children import kill_recorded_children
 from vllm_gate.cluster.dataplane import DataPlane
 from vllm_gate.cluster.gpu_nodes import advertise_gpus
 from vllm_gate.cluster.kube import api_client, server_version
-from vllm_gate.cluster.node import NODE_KIND_LABEL, NODE_NAME, RealNode, why_not_here
+from vllm_gate.cluster.node import (
+    NODE_KIND_LABEL,
+    NODE_NAME,
+    RealNode,
+    node_dir,
+    reap_orphan_nodes,
+    why_not_here,
+)
 from vllm_gate.cluster.node import teardown as teardown_node
 from vllm_gate.cluster.node_config import NodeNetwork
 from vllm_gate.cluster.prometheus import DCGM_JOB, LocalPrometheus
@@ -79,7 +88,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def kwokctl(*args: str, timeout_s: float = CREATE_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KWOK_WORKDIR": str(KWOK_WORKDIR)}
+    # No KWOK_* from the caller: they override the configuration (KWOK_KUBE_AUTHORIZATION could turn RBAC off
+    # on an API server that listens beyond loopback).
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KWOK_")}, "KWOK_WORKDIR": str(KWOK_WORKDIR)}
     return subprocess.run([str(require_tool("kwokctl")), *args], capture_output=True, text=True,
                           timeout=timeout_s, env=env, check=False)
 
@@ -100,8 +111,8 @@ def component_pids(name: str) -> list[int]:
 
 def destroy(name: str) -> list[str]:
     """Stop every process of cluster ``name`` and remove its files; safe to call twice. Returns one line per
-    trace of its real node that could not be removed (the cluster's directory is then kept, for the next try)."""
-    problems = teardown_node(cluster_dir(name))
+    trace of its real node that could not be removed (the node's own directory is then kept, for the next try)."""
+    problems = teardown_node(node_dir(STATE_ROOT, name))
     kill_recorded_children(cluster_dir(name))
     pids = component_pids(name)
     if cluster_dir(name).exists():
@@ -114,8 +125,7 @@ def destroy(name: str) -> list[str]:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    if not problems:
-        shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    shutil.rmtree(cluster_dir(name), ignore_errors=True)
     (STATE_ROOT / f"{name}.kubeconfig").unlink(missing_ok=True)
     return problems
 
@@ -128,15 +138,19 @@ def owner_pid(name: str) -> int | None:
         return None
 
 
-def reap_orphans() -> list[str]:
-    """Destroy local clusters whose owning process is gone (after a crash or kill -9)."""
+def reap_orphans(progress: Progress = _stderr) -> list[str]:
+    """Destroy local clusters (and real nodes) whose owning process is gone (after a crash or kill -9);
+    returns the names of the clusters reaped, and says what could not be undone through ``progress``."""
     reaped = []
     for owner in (KWOK_WORKDIR / "clusters").glob(f"*/{OWNER_FILE}"):
         name = owner.parent.name
         pid = owner_pid(name)
         if pid is not None and not pid_alive(pid):
-            destroy(name)
+            for problem in destroy(name):
+                progress(f"local cluster {name}: {problem}")
             reaped.append(name)
+    for line in reap_orphan_nodes(STATE_ROOT):  # a node whose cluster directory is already gone
+        progress(line)
     return reaped
 
 
@@ -153,8 +167,12 @@ class LocalCluster:
         self.kubeconfig: Path | None = STATE_ROOT / f"{self.name}.kubeconfig"
         self.context: str | None = f"kwok-{self.name}"
         self.network = NodeNetwork()
-        self.no_real_node_because: str | None = "not wanted" if real_node is False else why_not_here(
-            self.dir, self.network)
+        self._required_node = bool(real_node)
+        self.no_real_node_because: str | None = "not wanted (--local-node kwok)"
+        if real_node is not False:
+            for orphan in reap_orphans(progress):  # a crashed cluster's node would hold the lock and the routes
+                progress(f"local cluster: removed {orphan}, left behind by a process that is gone")
+            self.no_real_node_because = why_not_here(node_dir(STATE_ROOT, self.name), self.network)
         if real_node and self.no_real_node_because:
             raise ClusterError(f"local cluster {self.name}: no real node: {self.no_real_node_because}")
         self.capabilities = self._capabilities(data_plane)
@@ -208,7 +226,8 @@ class LocalCluster:
             {"key": "manage-nodes-with-annotation-selector", "value": f"{KWOK_NODE_ANNOTATION}=fake"}]}]
         if self.has_real_node:
             options["kubeApiserverCertSANs"] = [self.network.host_address]
-            # Reachable beyond loopback now: RBAC and no anonymous requests, as on a real cluster.
+            # Reachable beyond loopback now: RBAC (kwokctl's default, stated so that it stays) and no anonymous
+            # requests, as on a real cluster.
             options["kubeAuthorization"] = True
             pki = self.dir / "pki"
             patches.append({"name": "kube-apiserver", "extraArgs": [
@@ -219,7 +238,8 @@ class LocalCluster:
                 # The real node by its address; KWOK's by name (kwok-controller answers for them on localhost).
                 {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
                 {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
-                {"key": "kubelet-client-key", "value": str(pki / "admin.key")}]})
+                {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
+                {"key": "service-cluster-ip-range", "value": self.network.service_cidr}]})
         path = STATE_ROOT / f"{self.name}.kwokctl.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump({"kind": "KwokctlConfiguration",
@@ -228,7 +248,7 @@ class LocalCluster:
         return path
 
     def start(self) -> None:
-        for orphan in reap_orphans():
+        for orphan in reap_orphans(self._progress):
             self._progress(f"local cluster: removed {orphan}, left behind by a process that is gone")
         if self.dir.exists():
             destroy(self.name)
@@ -263,21 +283,28 @@ class LocalCluster:
                        f"({self.pool.gpu_type}){real}, ready in {time.monotonic() - started:.1f} s")
 
     def _start_real_node(self, api: client.ApiClient) -> None:
+        """Start the real node; where it was not required and will not start, go on KWOK-only and say why."""
         server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-        self._node = RealNode(self.dir, self.name, self.kubeconfig, urlsplit(server).port or 443,
-                              self.dir / "pki" / "ca.crt", gpu_type=self.pool.gpu_type,
-                              gpus=self.pool.gpus_per_node, cpus=int(self.pool.cpu),
+        self._node = RealNode(node_dir(STATE_ROOT, self.name), self.name, self.kubeconfig,
+                              urlsplit(server).port or 443, self.dir / "pki" / "ca.crt",
+                              gpu_type=self.pool.gpu_type, gpus=self.pool.gpus_per_node,
+                              cpus=int(parse_quantity(self.pool.cpu)),
                               memory_bytes=int(parse_quantity(self.pool.memory)), progress=self._progress)
         try:
-            self._node.start(api)
-        except GateError as exc:
-            problems = destroy(self.name)
-            raise ClusterError(f"local cluster {self.name}: the real node would not start: {exc.summary}",
-                               "\n".join([exc.detail, *problems]).strip()) from None
-        except (OSError, subprocess.SubprocessError) as exc:
-            problems = destroy(self.name)
-            raise ClusterError(f"local cluster {self.name}: the real node would not start: {exc}",
-                               "\n".join(problems)) from None
+            self._node.start(api)  # removes what it started when it fails
+        except (GateError, OSError, subprocess.SubprocessError, ApiException, urllib3.exceptions.HTTPError) as exc:
+            self._node = None
+            reason = exc.summary if isinstance(exc, GateError) else f"{type(exc).__name__}: {exc}"
+            if self._required_node:
+                self.stop()
+                detail = exc.detail if isinstance(exc, GateError) else ""
+                raise ClusterError(f"local cluster {self.name}: the real node would not start: {reason}",
+                                   detail) from None
+            self._progress(f"local cluster {self.name}: the real node would not start ({reason}); "
+                           "going on with KWOK nodes only")
+            self.no_real_node_because = f"it would not start: {reason}"
+            self.capabilities = self._capabilities(self._want_data_plane)
+            self._create_cpu_node(client.CoreV1Api(api))
 
     def _start_data_plane(self, api: client.ApiClient) -> None:
         """Simulators for model pods, a real Prometheus scraping them, and recorded GPU telemetry beside them."""
@@ -315,13 +342,17 @@ class LocalCluster:
         taints = [KWOK_PREFER_NOT] if self.has_real_node else []
         for name in names:
             core.create_node(self._kwok_node(name, resources, taints))
+        self._wait_nodes_ready(core, names)
         if not self.has_real_node:
-            # One untainted CPU node for helm test hooks and probe pods (the real node is that node when it runs).
-            cpu = {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"}
-            core.create_node(self._kwok_node("cpu-0", cpu, []))
-        self._wait_nodes_ready(core, len(names) + (0 if self.has_real_node else 1))
+            self._create_cpu_node(core)
         # After Ready: KWOK has initialised the node status by then, and keeps the patched GPUs.
         advertise_gpus(api, names, gpu_type=pool.gpu_type, gpus_per_node=pool.gpus_per_node)
+
+    def _create_cpu_node(self, core: client.CoreV1Api) -> None:
+        """One untainted CPU node for helm test hooks and probe pods (the real node is that node when it runs)."""
+        cpu = {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "100Gi", "pods": "110"}
+        core.create_node(self._kwok_node("cpu-0", cpu, []))
+        self._wait_nodes_ready(core, ["cpu-0"])
 
     @staticmethod
     def _kwok_node(name: str, resources: dict[str, str], taints: list[dict[str, str]]) -> dict[str, object]:
@@ -331,26 +362,26 @@ class LocalCluster:
                 "spec": {"taints": taints},
                 "status": {"capacity": resources, "allocatable": resources}}
 
-    def _wait_nodes_ready(self, core: client.CoreV1Api, count: int) -> None:
+    def _wait_nodes_ready(self, core: client.CoreV1Api, names: list[str]) -> None:
         deadline = time.monotonic() + NODE_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             nodes = core.list_node(_request_timeout=15).items
             # Ready, and the node controller has lifted its not-ready taint (until then nothing schedules there).
-            ready = [n.metadata.name for n in nodes
+            ready = {n.metadata.name for n in nodes
                      if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-                     and not any(t.key == "node.kubernetes.io/not-ready" for t in n.spec.taints or [])]
-            if len(ready) == count:
+                     and not any(t.key == "node.kubernetes.io/not-ready" for t in n.spec.taints or [])}
+            if ready.issuperset(names):
                 return
             time.sleep(0.3)
         raise ClusterError(f"local cluster {self.name}: nodes not Ready within {NODE_READY_TIMEOUT_S} s")
 
     def stop(self) -> None:
-        if self._node is not None:
+        if self._data_plane is not None:
+            self._data_plane.stop()  # kept: its failures() stay readable for the report
+        if self._node is not None:  # after the data plane: its port-forwards lead into the node's pods
             for problem in self._node.stop():
                 self._progress(f"local cluster {self.name}: {problem}")
             self._node = None
-        if self._data_plane is not None:
-            self._data_plane.stop()  # kept: its failures() stay readable for the report
         if self._dcgm is not None:
             self._dcgm.stop()
             self._dcgm = None

@@ -4,20 +4,20 @@ in network and mount namespaces of its own, so pods run for real and the host st
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
+import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 from kubernetes import client
 
 from vllm_gate.cluster import node_cgroups
-from vllm_gate.cluster.children import record_child
+from vllm_gate.cluster.children import process_start_time
 from vllm_gate.cluster.gpu_nodes import advertise_gpus
 from vllm_gate.cluster.host_state import restore_saved_sysctls, save_sysctls
 from vllm_gate.cluster.images import SANDBOX_IMAGE, build_node_images, import_node_images
@@ -36,7 +36,6 @@ from vllm_gate.cluster.node_config import (
 from vllm_gate.cluster.node_namespace import (
     HARD_CODED_DIRS,
     NodeNamespace,
-    host_link_name,
     host_routes_overlap,
     remove_host_link,
 )
@@ -44,14 +43,19 @@ from vllm_gate.errors import ClusterError
 from vllm_gate.tools import find_tool, require_tool
 
 NODE_NAME = "real-0"
-NODE_DIR = "node"
+NODES_DIR = "nodes"  # under the state root, beside (not inside) kwokctl's directory: a failed teardown keeps it
 STATE_FILE = "state.json"
 SYSCTLS_FILE = "kernel-sysctls.json"
-# One real node per machine: the kernel-wide sysctls and the hard-coded host paths are shared.
-LOCK_FILE = Path("/run/lock/vllm-gate-real-node.lock")
+CGROUP_PREFIX = "vllm-gate-"
+# One real node per machine: the kernel-wide sysctls and the hard-coded host paths are shared. An abstract unix
+# socket (no file to leave behind), bound in the host's network namespace and inherited by the node's namespace
+# holder, so it is held exactly as long as the node lives, whatever happens to its owner.
+LOCK_ADDRESS = "\0vllm-gate-real-node"
 NODE_KIND_LABEL = "vllm-gate/node-kind"  # "real" here; KWOK nodes carry "kwok"
 BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr", "kubelet", "kube-proxy", "kube-router", "coredns")
-HOST_COMMANDS = ("unshare", "nsenter", "ip", "iptables", "ipset", "sysctl", "mount")
+TOOLS = ("vg-pause", "vg-http-probe", "vllm-sim-standin")  # built by scripts/build-go-tools.sh
+HOST_COMMANDS = ("unshare", "nsenter", "ip", "iptables", "ipset", "mount", "ldd")
+HOST_FILES = ("/bin/dash", "/usr/bin/curl", "/usr/bin/grep")  # the helm-test image is built from them
 CONTAINERD_READY_TIMEOUT_S = 30
 NODE_READY_TIMEOUT_S = 60
 DAEMON_READY_TIMEOUT_S = 30
@@ -60,57 +64,127 @@ KUBE_ROUTER_HEALTH_PORT = 20244
 Progress = Callable[[str], None]
 
 
-def node_dir(cluster_dir: Path) -> Path:
-    return cluster_dir / NODE_DIR
+def node_dir(state_root: Path, cluster_name: str) -> Path:
+    return state_root / NODES_DIR / cluster_name
 
 
-def why_not_here(cluster_dir: Path, network: NodeNetwork) -> str | None:
-    """Why a real node cannot run on this machine (one line), or None when it can."""
+def cgroup_root(cluster_name: str) -> str:
+    """The cgroup subtree (in every hierarchy) that holds the node's daemons and pods."""
+    return f"{CGROUP_PREFIX}{cluster_name}"
+
+
+def _lock() -> socket.socket | None:
+    """The machine-wide real-node lock, or None when another node holds it."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(LOCK_ADDRESS)
+    except OSError:
+        lock.close()
+        return None
+    return lock
+
+
+def _kernel_refuses() -> str | None:
+    """What the kernel or this container does not allow the node (one line), or None."""
+    proc = subprocess.run(["unshare", "--mount", "--net", "true"], capture_output=True, text=True, timeout=15,
+                          check=False)
+    if proc.returncode != 0:
+        return f"cannot create network and mount namespaces ({proc.stderr.strip()[:120]})"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        return "no overlay filesystem in this kernel (containerd's snapshotter)"
+    hierarchies = node_cgroups.hierarchies()
+    if not hierarchies:
+        return "no cgroup hierarchy mounted"
+    try:
+        probe = Path(tempfile.mkdtemp(prefix=CGROUP_PREFIX + "probe-", dir=hierarchies[0]))
+        probe.rmdir()
+    except OSError as exc:
+        return f"cgroups not writable ({hierarchies[0]}: {exc.strerror})"
+    return None
+
+
+def why_not_here(ndir: Path, network: NodeNetwork) -> str | None:
+    """Why a real node cannot run on this machine now (one line), or None when it can."""
     if os.geteuid() != 0:
         return "not root (a kubelet and containerd need root)"
-    missing = [name for name in BINARIES if find_tool(name) is None]
+    missing = [name for name in (*BINARIES, *TOOLS) if find_tool(name) is None]
     missing += [name for name in HOST_COMMANDS if shutil.which(name) is None]
-    if not Path(RUNC).exists():
-        missing.append(RUNC)
+    missing += [path for path in (RUNC, *HOST_FILES) if not Path(path).exists()]
     if not (Path(CNI_PLUGIN_DIR) / "bridge").exists():
         missing.append(f"CNI plugins in {CNI_PLUGIN_DIR}")
     if missing:
         return f"missing {', '.join(missing)} (run scripts/setup.sh)"
-    if not node_cgroups.hierarchies():
-        return "no cgroup hierarchy mounted"
-    if str(cluster_dir.resolve()).startswith(("/run/", "/var/log/")):
-        return f"the cluster directory {cluster_dir} is under /run or /var/log, which the node mounts over"
+    if str(ndir.resolve()).startswith(("/run/", "/var/log/")):
+        return f"its directory {ndir} is under /run or /var/log, which the node mounts over"
+    refused = _kernel_refuses()
+    if refused:
+        return refused
     overlap = host_routes_overlap(network)
     if overlap is not None:
         return f"the host already routes part of {network.supernet} ({overlap})"
+    lock = _lock()
+    if lock is None:
+        return "another local cluster on this machine runs the real node"
+    lock.close()
     return None
 
 
-def teardown(cluster_dir: Path) -> list[str]:
-    """Remove every trace of the node a cluster ran, also after a crash of its owner; safe to call twice.
-    Returns one line per thing that could not be undone."""
-    ndir = node_dir(cluster_dir)
+def _read_state(ndir: Path) -> dict[str, object]:
     try:
         state = json.loads((ndir / STATE_FILE).read_text())
     except (OSError, ValueError):
-        state = {}
+        return {}
+    # A kill-everything-under-it path read back from disk: only ever one of ours.
+    root = state.get("cgroup_root")
+    if not isinstance(root, str) or not root.startswith(CGROUP_PREFIX) or "/" in root or ".." in root:
+        state.pop("cgroup_root", None)
+    return state
+
+
+def teardown(ndir: Path) -> list[str]:
+    """Remove every trace of the node whose files are in ``ndir``, also after a crash of its owner; safe to call
+    twice. Returns one line per thing that could not be undone (then ``ndir`` is kept for the next try)."""
+    if not ndir.exists():
+        return []
+    state = _read_state(ndir)
     problems = []
     root = state.get("cgroup_root")
-    if root:
+    if isinstance(root, str):
+        # Every process of the node (daemons, shims, containers, the namespace holder): the namespaces, the veth
+        # and every mount made inside them end with the last of them.
         alive = node_cgroups.kill_all(root)
         if alive:
             problems.append(f"real node: processes {sorted(alive)} would not die")
-    if state.get("host_link"):
-        remove_host_link(state["host_link"])
-    if root:
+    if isinstance(link := state.get("host_link"), str):
+        remove_host_link(link)
+    if isinstance(root, str):
         problems += [f"real node: cgroup {path} not removed" for path in node_cgroups.remove(root)]
     problems += restore_saved_sysctls(ndir / SYSCTLS_FILE)
-    for path in state.get("created_dirs", []):
+    for path in state.get("created_dirs", []):  # type: ignore[union-attr]
         with contextlib.suppress(OSError):
-            Path(path).rmdir()  # created empty by us; only our bind mounts (inside the namespace) wrote there
+            Path(str(path)).rmdir()  # made empty by us; only bind mounts inside the node's namespace wrote there
     if not problems:
         shutil.rmtree(ndir, ignore_errors=True)
     return problems
+
+
+def owner_gone(ndir: Path) -> bool:
+    """Whether the process that started the node in ``ndir`` has ended (a reused PID does not count as it)."""
+    owner = _read_state(ndir).get("owner")
+    if not isinstance(owner, str):
+        return True
+    pid, _, started = owner.partition(":")
+    return process_start_time(int(pid)) != started
+
+
+def reap_orphan_nodes(state_root: Path) -> list[str]:
+    """Tear down nodes whose owner is gone; returns one line per node reaped or per trace left."""
+    said = []
+    for ndir in sorted((state_root / NODES_DIR).glob("*")):
+        if owner_gone(ndir):
+            problems = teardown(ndir)
+            said += problems or [f"real node of {ndir.name}: removed, left behind by a process that is gone"]
+    return said
 
 
 class RealNode:
@@ -118,40 +192,55 @@ class RealNode:
 
     name = NODE_NAME
 
-    def __init__(self, cluster_dir: Path, cluster_name: str, admin_kubeconfig: Path, api_port: int,
+    def __init__(self, ndir: Path, cluster_name: str, admin_kubeconfig: Path, api_port: int,
                  client_ca: Path, *, gpu_type: str, gpus: int, cpus: int, memory_bytes: int, progress: Progress,
                  network: NodeNetwork | None = None) -> None:
         self.network = network or NodeNetwork()
-        self.paths = NodePaths(node_dir(cluster_dir))
-        self.cluster_dir = cluster_dir
-        self.cgroup_root = f"vllm-gate-{cluster_name}"
+        self.paths = NodePaths(ndir)
+        self.cgroup_root = cgroup_root(cluster_name)
         self.namespace = NodeNamespace(cluster_name, self.cgroup_root, self.network)
         self._admin_kubeconfig = admin_kubeconfig
-        self._api_server = f"https://{self.network.host_address}:{api_port}"
+        self._api_port = api_port
         self._client_ca = client_ca
         self._gpu_type = gpu_type
         self._gpus = gpus
         self._cpus = cpus
         self._memory_bytes = memory_bytes
         self._progress = progress
-        self._lock: IO[str] | None = None
+        self._lock: socket.socket | None = None
         self._daemons: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- start ------------------------------------------------------------------------------------------------
 
     def start(self, api: client.ApiClient) -> None:
+        """Start the node; on any failure, remove what was started (stop()) and raise."""
+        try:
+            self._start(api)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, api: client.ApiClient) -> None:
         started = time.monotonic()
-        self._take_lock()
+        self._lock = _lock()
+        if self._lock is None:
+            raise ClusterError("real node: another local cluster on this machine runs one")
         self.paths.dir.mkdir(parents=True, exist_ok=True)
         save_sysctls(self.paths.dir / SYSCTLS_FILE)
-        self._record_state(created_dirs=[])
+        # Recorded before anything is made, so that a crash at any later step is undone by the next start.
+        missing = [d for d in HARD_CODED_DIRS if not Path(d).exists()]
+        (self.paths.dir / STATE_FILE).write_text(json.dumps({
+            "owner": f"{os.getpid()}:{process_start_time(os.getpid())}", "cgroup_root": self.cgroup_root,
+            "host_link": self.namespace.host_link, "created_dirs": missing}))
         node_cgroups.create(self.cgroup_root)
-        self._record_state(created_dirs=self._ensure_host_dirs())
+        for path in missing:  # the hard-coded paths need a directory to mount the cluster's own on
+            Path(path).mkdir(parents=True, exist_ok=True)
         self._write_configs()
         # The pool's machine, not this one: the spec's CPU and memory requests must fit as on a GPU node
         # (the simulator itself needs little of either).
         self.namespace.start(self.paths.kubelet_root, self.paths.cni_state, self.paths.dir / "machine",
-                             cpus=self._cpus, memory_bytes=self._memory_bytes)
+                             cpus=self._cpus, memory_bytes=self._memory_bytes, api_port=self._api_port,
+                             keep_fds=(self._lock.fileno(),))
         self._progress(f"real node {NODE_NAME}: namespaces up, veth {self.namespace.host_link} "
                        f"{self.network.host_address} <-> {self.network.node_address}; starting containerd")
         self._start_daemon("containerd", [str(require_tool("containerd")), "--config",
@@ -177,7 +266,7 @@ class RealNode:
             str(require_tool("kube-router")), "--kubeconfig", str(self.paths.kubeconfig),
             "--hostname-override", NODE_NAME, "--run-firewall=true", "--run-router=false",
             "--run-service-proxy=false", "--enable-cni=false", "--metrics-port=0",
-            f"--health-port={KUBE_ROUTER_HEALTH_PORT}"])
+            f"--service-cluster-ip-range={self.network.service_cidr}", f"--health-port={KUBE_ROUTER_HEALTH_PORT}"])
         self._start_daemon("coredns", [str(require_tool("coredns")), "-conf", str(self.paths.dir / "Corefile")])
         probe = str(require_tool("vg-http-probe"))
         for daemon, url in (("kube-proxy", "http://127.0.0.1:10256/healthz"),
@@ -187,32 +276,6 @@ class RealNode:
                        f"{daemon} not healthy ({url})", daemon)
         self._progress(f"real node {NODE_NAME}: Ready with {self._gpus} fake nvidia.com/gpu ({self._gpu_type}) "
                        f"in {time.monotonic() - started:.1f} s")
-
-    def _take_lock(self) -> None:
-        LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
-        lock = LOCK_FILE.open("a")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise ClusterError("real node: another local cluster on this machine runs one "
-                               f"(lock {LOCK_FILE})") from None
-        self._lock = lock
-
-    def _record_state(self, created_dirs: list[str]) -> None:
-        state = {"cgroup_root": self.cgroup_root, "host_link": host_link_name(self.namespace.cluster_name),
-                 "created_dirs": created_dirs}
-        (self.paths.dir / STATE_FILE).write_text(json.dumps(state))
-
-    @staticmethod
-    def _ensure_host_dirs() -> list[str]:
-        """The hard-coded paths need a directory to mount on; those made here are removed at teardown."""
-        created = []
-        for path in map(Path, HARD_CODED_DIRS):
-            if not path.exists():
-                path.mkdir(parents=True)
-                created.append(str(path))
-        return created
 
     def _write_configs(self) -> None:
         paths, net = self.paths, self.network
@@ -226,8 +289,10 @@ class RealNode:
         (paths.dir / "Corefile").write_text(corefile(paths, net))
         # Pods with dnsPolicy Default get this: no upstream resolver exists here.
         (paths.dir / "resolv.conf").write_text(f"nameserver {net.node_address}\n")
-        paths.kubeconfig.write_text(node_kubeconfig(self._admin_kubeconfig, self._api_server))
-        paths.kubeconfig.chmod(0o600)
+        # The cluster's admin credentials: readable by root only from the moment the file exists.
+        fd = os.open(paths.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(node_kubeconfig(self._admin_kubeconfig, f"https://{net.host_address}:{self._api_port}"))
 
     def _start_daemon(self, name: str, command: list[str]) -> None:
         log = (self.paths.dir / "logs" / f"{name}.log").open("ab")
@@ -237,8 +302,7 @@ class RealNode:
                                     preexec_fn=self.namespace.preexec())  # it only writes cgroup.procs before exec
         finally:
             log.close()
-        record_child(self.cluster_dir, proc.pid)
-        self._daemons[name] = proc
+        self._daemons[name] = proc  # found again by its cgroup after a crash
 
     def _inside_ok(self, *command: str) -> bool:
         proc = subprocess.run(self.namespace.enter(*command), capture_output=True, timeout=15, check=False)
@@ -279,9 +343,12 @@ class RealNode:
 
     def stop(self) -> list[str]:
         """Kill the node and its pods, remove its namespaces, cgroups and files, restore the kernel sysctls."""
-        problems = teardown(self.cluster_dir)
-        self.namespace.proc = None
+        problems = teardown(self.paths.dir)
+        for proc in [*self._daemons.values(), *([self.namespace.proc] if self.namespace.proc else [])]:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)  # killed by teardown: reap them
         self._daemons.clear()
+        self.namespace.proc = None
         if self._lock is not None:
             self._lock.close()
             self._lock = None

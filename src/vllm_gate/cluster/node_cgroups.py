@@ -34,13 +34,16 @@ def create(root: str) -> None:
                     (path / knob).write_text((path.parent / knob).read_text())
 
 
-def join(root: str) -> None:
-    """Move the calling process into the node's daemon cgroup (run in the child before exec)."""
+def daemon_procs_files(root: str) -> list[Path]:
+    """The cgroup.procs files of the node's daemon cgroup, one per hierarchy."""
+    return [path for h in hierarchies() if (path := h / root / DAEMONS / "cgroup.procs").exists()]
+
+
+def join(procs_files: list[Path]) -> None:
+    """Move the calling process into the cgroups of ``procs_files`` (run in the child before exec)."""
     pid = str(os.getpid())
-    for hierarchy in hierarchies():
-        procs = hierarchy / root / DAEMONS / "cgroup.procs"
-        if procs.exists():
-            procs.write_text(pid)
+    for procs in procs_files:
+        procs.write_text(pid)
 
 
 def pids(root: str) -> set[int]:
@@ -65,18 +68,23 @@ def kill_all(root: str, timeout_s: float = KILL_TIMEOUT_S) -> set[int]:
     return pids(root)
 
 
-def remove(root: str) -> list[str]:
-    """Remove the subtree, deepest first, in every hierarchy; returns the directories that would not go."""
-    left = []
-    for hierarchy in hierarchies():
-        top = hierarchy / root
-        if not top.exists():
-            continue
-        for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-            with contextlib.suppress(OSError):
-                path.rmdir()
-        try:
-            top.rmdir()
-        except OSError:
-            left.append(str(top))
-    return left
+def remove(root: str, timeout_s: float = KILL_TIMEOUT_S) -> list[str]:
+    """Remove the subtree, deepest first, in every hierarchy, retrying while the kernel still releases the
+    cgroups of just-killed processes (EBUSY); returns the directories that would not go."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = []
+        for top in (h / root for h in hierarchies()):
+            if not top.exists():
+                continue
+            for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts),
+                               reverse=True):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            try:
+                top.rmdir()
+            except OSError:
+                left.append(str(top))
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)

@@ -21,6 +21,7 @@ class NodeNetwork:
     node_address: str = "10.250.0.2"  # the node end: kubelet, CoreDNS
     link_prefix: int = 30
     pod_cidr: str = "10.250.1.0/24"
+    service_cidr: str = "10.0.0.0/24"  # given to the API server and kube-router alike
     supernet: str = "10.250.0.0/16"  # refused when the host already routes any of it
 
 
@@ -63,6 +64,16 @@ state = "{paths.run}/containerd"
 
 [grpc]
   address = "{paths.containerd_socket}"
+
+# Off the host's /opt: containerd's opt and image-verifier directories default there. NRI plugins: none.
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{paths.dir / 'opt'}"
+
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = "{paths.dir / 'image-verifier'}"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
@@ -128,6 +139,8 @@ def kubelet_config(paths: NodePaths, network: NodeNetwork, *, cgroup_root: str, 
         "imageGCHighThresholdPercent": 100,
         "imageGCLowThresholdPercent": 99,
         "maxPods": 110,
+        # Off the host's /usr/libexec: the FlexVolume prober creates this directory.
+        "volumePluginDir": str(paths.dir / "volume-plugins"),
     }
     return yaml.safe_dump(config, sort_keys=False)
 

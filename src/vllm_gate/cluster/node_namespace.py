@@ -8,7 +8,9 @@ mount namespace once its last process exits.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import select
 import subprocess
 import zlib
@@ -76,20 +78,23 @@ class NodeNamespace:
         return ["nsenter", f"--target={self.pid}", "--net", "--mount", "--", *command]
 
     def preexec(self) -> Callable[[], None]:
-        """For Popen: put the child in the node's daemon cgroup, so teardown finds it."""
-        root = self.cgroup_root
-        return lambda: node_cgroups.join(root)
+        """For Popen: put the child in the node's daemon cgroup, so teardown finds it (the paths are found here,
+        in the parent: the child only writes)."""
+        procs = node_cgroups.daemon_procs_files(self.cgroup_root)
+        return lambda: node_cgroups.join(procs)
 
-    def start(self, kubelet_root: Path, cni_state: Path, machine: Path, *, cpus: int, memory_bytes: int) -> None:
+    def start(self, kubelet_root: Path, cni_state: Path, machine: Path, *, cpus: int, memory_bytes: int,
+              api_port: int, keep_fds: Sequence[int] = ()) -> None:
         """``machine``: a directory for the CPU list and meminfo the node's kubelet reads (``cpus``,
-        ``memory_bytes``)."""
+        ``memory_bytes``); ``api_port``: the one host port pods may reach; ``keep_fds``: held by the namespace
+        holder for the node's life (its lock)."""
         kubelet_root.mkdir(parents=True, exist_ok=True)
         cni_state.mkdir(parents=True, exist_ok=True)
         cpu_dir, numa_dir, meminfo = write_machine(machine, cpus, memory_bytes)
         self.proc = subprocess.Popen(
             ["unshare", "--mount", "--net", "--propagation", "slave", "--", "sh", "-c", _SETUP, "sh",
              str(kubelet_root), str(cni_state), str(cpu_dir), str(numa_dir), str(meminfo)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=tuple(keep_fds),
             start_new_session=True, preexec_fn=self.preexec())  # it only writes cgroup.procs before exec
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], READY_TIMEOUT_S)
@@ -99,9 +104,9 @@ class NodeNamespace:
             err = self.proc.stderr.read().decode(errors="replace").strip() if self.proc.stderr else ""
             self.proc.wait(5)
             raise ClusterError(f"real node: its namespaces would not start: {err[:300] or 'no answer'}")
-        self._link()
+        self._link(api_port)
 
-    def _link(self) -> None:
+    def _link(self, api_port: int) -> None:
         net = self.network
         _run(["ip", "link", "add", self.host_link, "type", "veth", "peer", "name", NODE_LINK, "netns", str(self.pid)],
              "veth pair")
@@ -111,16 +116,13 @@ class NodeNamespace:
         _run(inside("ip", "addr", "add", f"{net.node_address}/{net.link_prefix}", "dev", NODE_LINK), "node address")
         _run(inside("ip", "link", "set", NODE_LINK, "up"), "node link up")
         _run(inside("ip", "route", "add", "default", "via", net.host_address), "node default route")
-        _run(inside("sysctl", "-qw", "net.ipv4.ip_forward=1"), "forwarding in the node")
-        # The host reaches pods (Prometheus scrapes them) through the node; the route goes with the link.
-        _run(["ip", "route", "add", net.pod_cidr, "via", net.node_address, "dev", self.host_link], "pod route")
-
-    def stop(self) -> None:
-        """End the holder; the namespaces go once the node's other processes are gone too (kill them first)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        remove_host_link(self.host_link)
+        _run(inside("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"), "forwarding in the node")
+        # Pod traffic stays in the cluster's namespaces: out of the node it may only reach the API server (mangle
+        # runs before the filter chains kube-proxy and kube-router manage, and they never touch it).
+        for rule in (["-d", net.host_address, "-p", "tcp", "--dport", str(api_port), "-j", "ACCEPT"],
+                     ["-j", "DROP"]):
+            _run(inside("iptables", "-t", "mangle", "-A", "FORWARD", "-s", net.pod_cidr, "-o", NODE_LINK, *rule),
+                 "confining pod traffic")
 
 
 def write_machine(directory: Path, cpus: int, memory_bytes: int) -> tuple[Path, Path, Path]:
@@ -145,17 +147,16 @@ def remove_host_link(name: str) -> None:
 
 
 def host_routes_overlap(network: NodeNetwork) -> str | None:
-    """A host route inside the node's address range, if any (the node would shadow or be shadowed by it)."""
-    proc = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
+    """A host route (any table, any type) inside the node's address range, if any: the node would shadow it or be
+    shadowed by it."""
+    proc = subprocess.run(["ip", "-j", "-4", "route", "show", "table", "all"], capture_output=True, text=True,
                           timeout=COMMAND_TIMEOUT_S, check=False)
     supernet = ipaddress.ip_network(network.supernet)
-    for line in proc.stdout.splitlines():
-        dest = line.split()[0] if line.split() else ""
-        if dest in ("default", "broadcast", "local", "unreachable") or not dest[0].isdigit():
-            dest = line.split()[1] if len(line.split()) > 1 and line.split()[0] in ("broadcast", "local") else ""
-        try:
-            if dest and ipaddress.ip_network(dest, strict=False).overlaps(supernet):
-                return line.strip()
-        except ValueError:
+    for route in json.loads(proc.stdout or "[]"):
+        dst = route.get("dst", "")
+        if dst == "default":
             continue
+        with contextlib.suppress(ValueError):
+            if ipaddress.ip_network(dst, strict=False).overlaps(supernet):
+                return f"{route.get('type', 'unicast')} {dst} dev {route.get('dev', '?')}"
     return None

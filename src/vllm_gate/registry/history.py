@@ -31,18 +31,25 @@ def _past(row: tuple[Any, ...]) -> PastRun:
                    summary.get("cluster_key"), values)
 
 
-def last_run(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
-             load_fingerprint: str) -> PastRun | None:
-    """The newest run of ``model`` on ``cluster_key`` under the same load (fingerprint) with one of ``verdicts``."""
+def recent_runs(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
+                load_fingerprint: str, limit: int) -> list[PastRun]:
+    """The newest ``limit`` runs of the kind ``last_run`` picks (same cluster and load, SLO values), oldest first."""
     with conn.transaction():
-        row = conn.execute(
+        rows = conn.execute(
             "SELECT id, finished_at, verdict, summary FROM certifications"
             " WHERE model_name = %s AND verdict = ANY(%s) AND summary->>'cluster_key' = %s"
             " AND summary->>'load_fingerprint' = %s AND summary ? 'slo_values'"
-            " ORDER BY finished_at DESC, id DESC LIMIT 1",
-            (model, list(verdicts), cluster_key, load_fingerprint),
-        ).fetchone()
-    return _past(row) if row else None
+            " ORDER BY finished_at DESC, id DESC LIMIT %s",
+            (model, list(verdicts), cluster_key, load_fingerprint, limit),
+        ).fetchall()
+    return [_past(row) for row in reversed(rows)]
+
+
+def last_run(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
+             load_fingerprint: str) -> PastRun | None:
+    """The newest run of ``model`` on ``cluster_key`` under the same load (fingerprint) with one of ``verdicts``."""
+    runs = recent_runs(conn, model, verdicts, cluster_key, load_fingerprint, 1)
+    return runs[0] if runs else None
 
 
 def history(conn: psycopg.Connection, model: str) -> list[PastRun]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import html
+import math
 import socket
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -14,6 +15,7 @@ from vllm_gate.load import RequestSample
 from vllm_gate.report import series, svg
 from vllm_gate.report.slo_table import slo_table
 from vllm_gate.report.summary import git_commit
+from vllm_gate.report.trend import RunHistory, slo_points
 
 # pytest-html greys its body text and collapses table spacing: a page to sign needs dark text and spaced columns.
 STYLE = """<style>
@@ -81,8 +83,38 @@ def plots(samples: Sequence[RequestSample]) -> str:
     return f'<div class="vllm-gate-plots">{"".join(figures)}</div>'
 
 
-def sign_off(run: GateRun, samples: Sequence[RequestSample]) -> str:
-    """One model's section pytest-html puts above its results table (self-contained: no external URL)."""
+def _last(count: int, what: str) -> str:
+    return f"last {count} {what}s" if count > 1 else f"last {what}"
+
+
+def history_plots(run: GateRun, history: RunHistory) -> str:
+    """Each SLO over the model's earlier passed runs and this run, or the one line saying why there is none."""
+    if history.note or not history.runs:
+        line = history.note or (f"No history: no earlier {history.what} of {run.spec.name} on this cluster under "
+                                "this load profile, nothing to plot.")
+        return f'<h3>SLO history</h3><p class="vllm-gate-history-note">{_e(line)}</p>'
+    figures, unmeasured = [], []
+    for result in run.slo_results:
+        points = slo_points(result, history, run)
+        if len(points) == 1:  # only this run's: no earlier run measured this SLO
+            unmeasured.append(result.name)
+            continue
+        now = "this run" if math.isfinite(result.measured) else "this run (no data)"
+        figures.append(svg.runs_plot(f"{result.name}: {_last(len(points) - 1, history.what)} and {now}", points,
+                                     result.limit, result.op, result.unit))
+    notes = [f"No earlier {history.what} measured {', '.join(unmeasured)}."] if unmeasured else []
+    if not run.slo_results:
+        notes.append("No SLO was measured in this run: nothing to plot over them.")
+    lines = "".join(f'<p class="vllm-gate-history-note">{_e(line)}</p>' for line in notes)
+    return (f"<h3>SLOs over the {_e(_last(len(history.runs), history.what))} on this cluster</h3>{lines}"
+            f'<div class="vllm-gate-plots vllm-gate-history">{"".join(figures)}</div>')
+
+
+def sign_off(run: GateRun, samples: Sequence[RequestSample], history: RunHistory | None = None) -> str:
+    """One model's section pytest-html puts above its results table (self-contained: no external URL).
+
+    ``history``: the earlier runs to plot each SLO over; None draws no history (--history 0).
+    """
     verdict = run.settle()
     skipped = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "skipped"]
     baselines = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "baseline"]
@@ -94,7 +126,8 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample]) -> str:
     slo = f"<h3>SLOs</h3>{slo_table(run.slo_results)}" if run.slo_results else "<p>No load test ran.</p>"
     return (f'{STYLE}<div class="vllm-gate" id="{_e(section_id(run))}">'
             f"<h2>vllm-gate verdict and sign-off: {_e(run.spec.name)}</h2>{header(run)}"
-            f"{slo}{plots(samples) if samples else ''}{sections}</div>")
+            f"{slo}{plots(samples) if samples else ''}{history_plots(run, history) if history else ''}"
+            f"{sections}</div>")
 
 
 def section_id(run: GateRun) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from html import escape
 
 from vllm_gate.load import percentile
@@ -15,6 +17,9 @@ BOTTOM, SERIES_BOTTOM = 75, 40  # four rows of histogram ticks; a time axis and 
 RIGHT, LEGEND_RIGHT = 20, 170
 TICK_ROW = 13
 CHAR_WIDTH = 7  # at most, for one character of an 11 px sans-serif label
+RUNS_BOTTOM = 3 * TICK_ROW + 10  # under a runs plot: each run's date, its time, the axis name
+RUN_LABEL_WIDTH = 42  # room for one run's date ("11-25") or image mark beside the next
+RUNS_PAD = 0.08  # of the value range, above and below, so no point sits on the plot's edge
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 
@@ -178,3 +183,99 @@ def multi_series(title: str, series: Mapping[str, Sequence[tuple[float, float]]]
     body.append(f'<text x="{(x0 + x1) / 2:g}" y="{y1 + 2 * TICK_ROW}" text-anchor="middle">'
                 f'seconds since start</text>')
     return _svg(title, len(xs_all), WIDTH, HEIGHT, body)
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """One run's value of a metric: when it finished, what served, and whether it is this run."""
+
+    when: datetime
+    value: float
+    image: str
+    about: str  # which run it is, for the point's hover text ("certification 12", "this run")
+    this_run: bool = False
+
+
+def _range(values: Sequence[float]) -> tuple[float, float]:
+    """An axis range holding ``values`` with a margin, so no point or line sits on the plot's edge."""
+    lo, hi = min(values), max(values)
+    pad = (hi - lo) * RUNS_PAD or abs(hi) * RUNS_PAD or 1.0
+    return lo - pad, hi + pad
+
+
+def _runs_labels(points: Sequence[RunPoint], xs: Sequence[float], slot: float, y1: float) -> list[str]:
+    """Each run's date and time under its point; every k-th only when they would not fit side by side."""
+    step = math.ceil(RUN_LABEL_WIDTH / slot)
+    last = len(points) - 1
+    body = []
+    for i, (point, x) in enumerate(zip(points, xs, strict=True)):
+        if (last - i) % step:  # counted from this run, which is always labelled
+            continue
+        when = point.when.astimezone(UTC)
+        body += [f'<text class="run-date" x="{_at(x)}" y="{_at(y1 + TICK_ROW)}" text-anchor="middle">'
+                 f"{when:%m-%d}</text>",
+                 f'<text class="run-time" x="{_at(x)}" y="{_at(y1 + 2 * TICK_ROW)}" text-anchor="middle">'
+                 f"{when:%H:%M}</text>"]
+    years = sorted({f"{p.when.astimezone(UTC):%Y}" for p in points})
+    body.append(f'<text x="{(LEFT + WIDTH - RIGHT) / 2:g}" y="{_at(y1 + 3 * TICK_ROW + 2)}" text-anchor="middle">'
+                f"run finished (UTC), {escape('–'.join((years[0], years[-1])) if len(years) > 1 else years[0])}"
+                "</text>")
+    return body
+
+
+def runs_plot(title: str, points: Sequence[RunPoint], limit: float, op: str, unit: str) -> str:
+    """A metric over runs, oldest first, this run last: the limit dashed, each point dated and its image hovered.
+
+    A dotted mark stands where the image changed from the run before (the new image in its hover text).
+    """
+    points = [p for p in points if math.isfinite(p.value)]
+    if not points:
+        return _empty(title)
+    x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, TOP, HEIGHT - RUNS_BOTTOM
+    slot = (x1 - x0) / len(points)
+    xs = [x0 + slot * (i + 0.5) for i in range(len(points))]
+    values = [p.value for p in points]
+    bounds = [*values, limit] if math.isfinite(limit) else values
+    y_lo, y_hi = _range(bounds)
+    ys, yc = _scale(y_lo, y_hi, y1, y0)
+    body = _axes(x0, x1, y0, y1)
+    for i in range(1, len(points)):
+        if points[i].image == points[i - 1].image:
+            continue
+        x = _at(xs[i] - slot / 2)
+        label = (f'<text class="image-change" x="{x}" y="{TOP - 5}" text-anchor="middle">image</text>'
+                 if slot >= RUN_LABEL_WIDTH else "")
+        body.append(f'<g class="image-change"><title>image changed to {escape(points[i].image)}</title>'
+                    f'<line x1="{x}" y1="{y0}" x2="{x}" y2="{y1}" stroke="#8c564b" stroke-dasharray="2 3"/>'
+                    f"{label}</g>")
+    if math.isfinite(limit):
+        y = ys * limit + yc
+        label_y = y - 4 if y - y0 > TICK_ROW + 2 else y + TICK_ROW  # below the line when it runs along the top
+        body += [f'<line class="limit" x1="{x0}" y1="{_at(y)}" x2="{x1}" y2="{_at(y)}" stroke="#cf222e" '
+                 f'stroke-dasharray="6 4"/>',
+                 f'<text class="limit-label" x="{x0 + 4}" y="{_at(label_y)}" fill="#a40e26">'
+                 f"limit {escape(op)} {escape(_with_unit(limit, unit))}</text>"]
+    coords = [(_at(x), _at(ys * p.value + yc)) for x, p in zip(xs, points, strict=True)]
+    body.append(f'<g class="series" data-points="{len(points)}">')
+    if len(coords) > 1:
+        line = " ".join(f"{x},{y}" for x, y in coords)
+        body.append(f'<polyline points="{line}" fill="none" stroke="{COLOURS[0]}" stroke-width="1.5"/>')
+    for (x, y), point in zip(coords, points, strict=True):
+        colour, radius = (COLOURS[3], 4.5) if point.this_run else (COLOURS[0], 3)
+        hover = (f"{point.about}, {point.when.astimezone(UTC):%Y-%m-%d %H:%M} UTC: "
+                 f"{_with_unit(point.value, unit)}; image {point.image}")
+        body.append(f'<circle class="{"this-run" if point.this_run else "run"}" cx="{x}" cy="{y}" r="{radius}" '
+                    f'fill="{colour}"><title>{escape(hover)}</title></circle>')
+    body.append("</g>")
+    last_y = ys * points[-1].value + yc
+    if points[-1].this_run:
+        # Above its point, or below when the point is near the top, where the image marks are.
+        label_y = last_y - 8 if last_y - y0 > 2 * TICK_ROW else last_y + 16
+        anchor = _fit("middle", xs[-1], "this run")
+        body.append(f'<text class="this-run" x="{_at(xs[-1])}" y="{_at(label_y)}" text-anchor="{anchor}">'
+                    "this run</text>")
+    for value in sorted({min(bounds), max(bounds)}, reverse=True):  # the highest and lowest of runs and limit
+        body.append(f'<text class="y-label" x="{x0 - 6}" y="{_at(ys * value + yc + 4)}" text-anchor="end">'
+                    f"{escape(_with_unit(value, unit))}</text>")
+    body += _runs_labels(points, xs, slot, y1)
+    return _svg(title, len(points), WIDTH, HEIGHT, body)

@@ -30,14 +30,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	flags := flag.NewFlagSet("http-probe", flag.ContinueOnError)
 	flags.SetOutput(stderr)
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "usage: http-probe [--timeout 5s] [--expect-status 200] [--retry-for 0s] URL")
+		fmt.Fprintln(stderr, "usage: http-probe [--timeout 5s] [--expect-status 200] URL")
 		flags.PrintDefaults()
 	}
 	timeout := flags.Duration("timeout", 5*time.Second, "limit for the whole request")
 	expect := flags.Int("expect-status", http.StatusOK, "the HTTP status that counts as success")
-	// A new pod's address reaches a NetworkPolicy enforcer a moment after the pod starts: until then
-	// an admitted pod can be refused. Retrying only "no response" keeps a refusal's meaning: it lasted.
-	retryFor := flags.Duration("retry-for", 0, "keep retrying a request that got no response this long")
 	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitMatch
@@ -61,12 +58,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		// The status the server answered is what is probed, not where a redirect leads.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	deadline := time.Now().Add(*retryFor)
 	resp, err := client.Get(target.String())
-	for err != nil && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-		resp, err = client.Get(target.String())
-	}
 	if err != nil {
 		fmt.Fprintf(stdout, "no response: %v\n", err)
 		return exitNoResponse
