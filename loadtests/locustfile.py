@@ -45,6 +45,10 @@ FORWARD_EVERY_S = 1.0
 PROGRESS_EVERY_S = 5.0
 PROGRESS_MARK = "vllm-gate-progress "  # a progress line: this, then a JSON object (vllm_gate.incluster_load)
 WORKERS_MARK = "vllm-gate-workers "  # at the end: records received per worker, a JSON object
+CONNECT_RETRY_S = 0.5
+# Exit status when users died on an exception (their share of the load was never offered): the run is not the
+# profile, whatever the requests that were made say.
+USERS_FAILED_EXIT = 3
 
 
 @events.init_command_line_parser.add_listener
@@ -55,6 +59,10 @@ def _options(parser: Any, **_kwargs: Any) -> None:
     parser.add_argument("--samples-file", env_var="VLLM_GATE_SAMPLES_FILE", default="samples.jsonl",
                         help="Where raw per-request records are appended (JSONL)")
     parser.add_argument("--request-timeout", env_var="VLLM_GATE_REQUEST_TIMEOUT", type=float, default=120.0)
+    # A new pod's address may be admitted by a NetworkPolicy enforcer (kube-router, Cilium) a moment after it
+    # starts: a user tries its first connection this long before it gives up.
+    parser.add_argument("--connect-within", env_var="VLLM_GATE_CONNECT_WITHIN_S", type=float, default=30.0,
+                        help="Seconds a user keeps trying its first connection (a refused one included)")
     parser.add_argument("--run-seconds", env_var="VLLM_GATE_RUN_SECONDS", type=float, default=0.0,
                         help="Master only: stop the workers after this long, wait for their last records, quit")
 
@@ -148,11 +156,16 @@ def _stopped(**_kwargs: Any) -> None:
 
 @events.quitting.add_listener
 def _close(environment: Any, **_kwargs: Any) -> None:
-    if RECORDER is None:
-        return
-    RECORDER.close()
-    if isinstance(RECORDER, Recorder) and isinstance(environment.runner, MasterRunner):
+    runner = environment.runner
+    if RECORDER is not None:
+        RECORDER.close()
+    if isinstance(RECORDER, Recorder) and isinstance(runner, MasterRunner):
         print(WORKERS_MARK + json.dumps(dict(sorted(RECORDER.by_worker.items()))), flush=True)
+    if not isinstance(runner, WorkerRunner) and runner.exceptions:  # a master has its workers' too
+        for error in runner.exceptions.values():
+            print(f"vllm-gate: {error['count']} user(s) on {', '.join(sorted(error['nodes']))} stopped on an "
+                  f"exception: {error['msg']}", flush=True)
+        environment.process_exit_code = USERS_FAILED_EXIT
 
 
 def _end_after(environment: Any, seconds: float) -> None:
@@ -171,6 +184,20 @@ def _print_progress(environment: Any, recorder: Recorder) -> None:
             "elapsed_s": round(time.monotonic() - started, 1), "state": runner.state, "requests": recorder.written,
             "errors": recorder.errors, "workers": len(runner.clients.ready) + len(runner.clients.running) +
             len(runner.clients.spawning), "missing": sorted(c.id for c in runner.clients.missing)}), flush=True)
+
+
+def reach(http: HTTPClient, within_s: float) -> None:
+    """Open the keep-alive connection with a /health request, so the first request's TTFT carries no TCP set-up;
+    a refused or timed-out connection is tried again for ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            http.get("/health").read()
+            return
+        except OSError:  # refused, unreachable, timed out
+            if time.monotonic() >= deadline:
+                raise
+            gevent.sleep(CONNECT_RETRY_S)
 
 
 def prompt(n_tokens: int) -> str:
@@ -239,8 +266,7 @@ class ChatUser(User):
         opts = self.environment.parsed_options
         self.http = HTTPClient.from_url(self.host, concurrency=1, network_timeout=opts.request_timeout,
                                         connection_timeout=10)
-        # Open the keep-alive connection now, so the first request's TTFT carries no TCP set-up.
-        self.http.get("/health").read()
+        reach(self.http, opts.connect_within)
 
     def on_stop(self) -> None:
         self.http.close()
@@ -268,6 +294,7 @@ class PoissonArrivals(User):
         self.requests = Group()
         self.http = HTTPClient.from_url(self.host, concurrency=cap, network_timeout=opts.request_timeout,
                                         connection_timeout=10)
+        reach(self.http, opts.connect_within)
 
     def on_stop(self) -> None:
         # Arrivals stop at the end of the run; requests already sent finish and are recorded.

@@ -173,10 +173,13 @@ def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_pat
                     "http://old.ias-production.svc.cluster.local:8000", "--input-cost", "1", "--output-cost", "2"],
                    check=True, capture_output=True, timeout=60)
     before = dump_tables(dsn)
-    result = run_gate(tmp_path, *SHORT_LOAD, IAS_DATABASE_URL=dsn)
+    result = run_gate(tmp_path, *SHORT_LOAD, "--load-from", "local", IAS_DATABASE_URL=dsn)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
+    tunnel = "load: measured through kubectl port-forward: latency includes the tunnel"
+    assert tunnel in output
+    assert tunnel in (tmp_path / "report.html").read_text()
     assert re.search(r"registered llama3 -> \S+ in the rehearsal registry at postgresql://gate:\*\*\*@\S+ "
                      r"\(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "
                      r"\(rehearsal_passed certification 1\)", output), output
@@ -214,9 +217,15 @@ def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_
     assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
     assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
     assert re.search(r"pod llama3-vllm-\S+ on node real-0 \(its kubelet ran the container\)", output), output
+    # The default where pods run containers: the load came from Locust pods in the router's namespace.
+    assert re.search(r"load: measured in-cluster: a Locust master and 1 worker \(locustio/locust:\S+\) as pods in "
+                     r"ias-production with the router's labels", output), output
+    assert "through kubectl port-forward" not in output
     junit = ElementTree.parse(tmp_path / "report" / "junit.xml")  # noqa: S314 (the JUnit XML this test just had pytest write)
-    helm_test = next(case for case in junit.iter("testcase") if case.get("name") == "test_helm_test_passes")
-    assert list(helm_test) == [], "helm test did not pass for real (skipped or failed)"
+    cases = {case.get("name"): list(case) for case in junit.iter("testcase")}
+    # Passed for real (no skipped or failure element): they run pods, which only the real node can.
+    assert cases["test_helm_test_passes"] == [], "helm test did not pass for real"
+    assert cases["test_network_policy_is_enforced"] == [], "the NetworkPolicy probe did not pass for real"
     assert "suite monitoring: passed" in output
     events = (tmp_path / "report" / "events.txt").read_text()
     assert re.search(r"Successfully assigned ias-production/llama3-vllm-\S+ to real-0", events), events

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
@@ -50,11 +51,13 @@ from vllm_gate.tools import require_tool
 LOAD_FROM = ("cluster", "local")  # --load-from
 PROGRESS_MARK = "vllm-gate-progress "  # the locustfile's master prints these (loadtests/locustfile.py)
 WORKERS_MARK = "vllm-gate-workers "
+SAID_MARK = "vllm-gate: "  # what the locustfile says went wrong (users that died)
 POLL_S = 0.5
 PROGRESS_EVERY_S = 5.0
 REQUEST_TIMEOUT_S = 15  # one Kubernetes API call
-# After the run: the workers finish their requests in flight (stop timeout), the master quits, the file is copied.
-END_ALLOWANCE_S = STOP_TIMEOUT_S + 60
+# After the run: the workers finish their requests in flight (the stop timeout); Locust's master waits up to the
+# stop timeout + 60 s for them, then quits.
+END_ALLOWANCE_S = STOP_TIMEOUT_S + 90
 COPY_TIMEOUT_S = 300
 LOG_TAIL_LINES = 30
 PROGRESS_TAIL_LINES = 20
@@ -68,10 +71,7 @@ class InClusterRun:
 
     load: LoadRun
     plan: LoadPlan
-    pods: dict[str, dict[str, str]] = field(default_factory=dict)  # pod name -> its labels, as created
-    nodes: dict[str, str] = field(default_factory=dict)  # pod name -> the node it ran on
     records_by_worker: dict[str, int] = field(default_factory=dict)  # worker pod -> records it sent
-    leftovers_removed: list[str] = field(default_factory=list)
 
 
 def router_namespace(spec: ModelSpec) -> str:
@@ -128,10 +128,9 @@ class InClusterLoad:
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         self._check_namespace()
-        self.run.leftovers_removed = remove_leftovers(self.core, plan.namespace, plan.url, time.time())
-        if self.run.leftovers_removed:
-            self.progress(f"load: removed what a crashed run left in {plan.namespace}: "
-                          f"{', '.join(self.run.leftovers_removed)}")
+        removed = remove_leftovers(self.core, plan.namespace, plan.url, time.time())
+        if removed:
+            self.progress(f"load: removed what a crashed run left in {plan.namespace}: {', '.join(removed)}")
         try:
             self._create("configmap", configmap_manifest(plan, self.duration_s))
             self._create("pod", master_manifest(plan))
@@ -155,8 +154,8 @@ class InClusterLoad:
                              "in-cluster load test runs there (use --load-from local to load through a "
                              "port-forward)") from None
 
-    def _create(self, kind: str, manifest: dict[str, object]) -> None:
-        name = manifest["metadata"]["name"]  # type: ignore[index]
+    def _create(self, kind: str, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
         create = self.core.create_namespaced_pod if kind == "pod" else self.core.create_namespaced_config_map
         try:
             create(self.plan.namespace, manifest, _request_timeout=REQUEST_TIMEOUT_S)
@@ -164,15 +163,10 @@ class InClusterLoad:
             raise LoadFailed(f"load: {kind} {self.plan.namespace}/{name} not created: HTTP {exc.status} {exc.reason}",
                              str(exc.body or "")[:500]) from None
         self._created.append((kind, name))
-        if kind == "pod":
-            self.run.pods[name] = dict(manifest["metadata"]["labels"])  # type: ignore[index]
 
     def _pods(self) -> dict[str, client.V1Pod]:
         pods = self.core.list_namespaced_pod(self.plan.namespace, label_selector=f"{LOAD_LABEL}={self.plan.run_id}",
                                              _request_timeout=REQUEST_TIMEOUT_S).items
-        for pod in pods:
-            if pod.spec.node_name:
-                self.run.nodes[pod.metadata.name] = pod.spec.node_name
         return {pod.metadata.name: pod for pod in pods}
 
     def _wait_master_running(self, deadline: float) -> str:
@@ -206,8 +200,10 @@ class InClusterLoad:
             terminated = _terminated(master)
             if terminated is not None:
                 if terminated.exit_code != 0:
-                    raise LoadFailed(f"the Locust master {plan.master} exited with status {terminated.exit_code} "
-                                     f"({terminated.reason or 'no reason'})", self._log_tail(plan.master))
+                    said = [line for line in self._log(plan.master).splitlines() if line.startswith(SAID_MARK)]
+                    why = f": {said[0].removeprefix(SAID_MARK)}" if said else f" ({terminated.reason or 'no reason'})"
+                    raise LoadFailed(f"the Locust master {plan.master} exited with status {terminated.exit_code}{why}",
+                                     self._log_tail(plan.master))
                 return
             self._fail_if_stuck(master, "master")
             for name in plan.worker_names:
@@ -238,7 +234,7 @@ class InClusterLoad:
         if failure is not None:
             reason, message = failure
             hint = (f"; the image {self.plan.image} is not on the node and cannot be pulled: point --load-image at a "
-                    "mirror" if "Pull" in reason or "NeverPull" in reason else "")
+                    "mirror" if "Pull" in reason else "")
             raise LoadFailed(f"load {role} {self.plan.namespace}/{pod.metadata.name}: {reason}{hint}", message)
 
     def _report_progress(self) -> None:

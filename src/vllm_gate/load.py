@@ -56,7 +56,7 @@ class RequestSample:
 class LoadRun:
     samples: list[RequestSample]
     wall_s: float
-    cpu_s: float  # CPU time the load generator used (user + system)
+    cpu_s: float  # CPU time the load generator used (user + system); NaN where it ran elsewhere (in-cluster)
     log_path: Path
 
 

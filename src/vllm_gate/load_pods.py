@@ -18,10 +18,11 @@ ROLE_LABEL = "vllm-gate/load-role"  # master or worker
 TARGET_ANNOTATION = "vllm-gate/load-target"  # the URL it loads: a leftover aimed at the same model always goes
 EXPIRES_ANNOTATION = "vllm-gate/load-expires"  # unix time after which it is a leftover, whatever it loads
 MASTER, WORKER = "master", "worker"
-# Streams one Locust worker drives with its TTFT p95 within 5 % of the simulator's (TTFT 200 ms, ITL 20 ms, 128
-# prompt / 64 output tokens; bench/load_fidelity.py on this project's 2-core machine, 2026-11-27): 128 streams
-# +4.1 %, 256 streams +5.8 %.
-USERS_PER_WORKER = 128
+# Streams one Locust worker drives with its TTFT within 5 % of the simulator's (TTFT 200 ms, ITL 20 ms, 128 prompt /
+# 64 output tokens; bench/incluster_load.py, one worker pod on the local cluster's real node, these 2 cores shared
+# with the simulator, 2026-11-27): 256 streams, the simulator's max-num-seqs, at TTFT p95 +2.0 % and +2.5 % in two
+# runs; 1, 2 and 4 workers at 128 streams measured alike.
+USERS_PER_WORKER = 256
 MASTER_PORT = 5557  # Locust's default --master-bind-port
 WORKERS_CONNECT_S = 120  # the master gives up when its workers have not all connected by then (image, scheduling)
 NOT_LISTENING_PORT = 1

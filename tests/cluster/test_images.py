@@ -403,25 +403,36 @@ def test_a_pyc_is_kept_only_for_its_own_source(tmp_path):
 
 def locust_rootfs(node_images: dict[str, Path], into: Path) -> tuple[Path, dict[str, Any]]:
     root, process = extract_rootfs(node_images[LOCUST_IMAGE], into)
-    (root / "dev").mkdir()  # the runtime provides /dev/null; Locust's gevent opens it
+    (root / "dev").mkdir()  # the runtime provides /dev/null and /proc; Locust's gevent and psutil use them
     os.mknod(root / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     (root / "dev" / "null").chmod(0o666)
+    (root / "proc").mkdir()
     shutil.copyfile(LOADTESTS_DIR / "locustfile.py", root / "home" / "locust" / "locustfile.py")
     return root, process
+
+
+def run_locust(root: Path, process: dict[str, Any], args: list[str]) -> subprocess.CompletedProcess[str]:
+    """The image's entrypoint with ``args`` in its root as its user, with a /proc of its own (a PID namespace and a
+    mount namespace that go with the process, as a container's do)."""
+    require("unshare")
+    env = dict(item.split("=", 1) for item in process["Env"])
+    command = ["unshare", "--mount", "--pid", "--fork", f"--mount-proc={root / 'proc'}", "chroot",
+               f"--userspec={process['User']}", str(root), *process["Entrypoint"], *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=CHROOT_TIMEOUT_S, check=False)
 
 
 def test_the_locust_image_runs_locust_headless_against_a_simulator(node_images, tmp_path):
     # As the container would: the image's own root, user, environment and entrypoint; the simulator on the host.
     require("vllm-sim-standin")
     root, process = locust_rootfs(node_images, tmp_path)
-    done = run_chroot(root, process, [*process["Entrypoint"], "--version"])
+    done = run_locust(root, process, ["--version"])
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"locust {locust_version()} from /usr/local/lib/python3"), done.stdout
     with SimServer(model="m", ttft_ms=20, itl_ms=2) as sim:
-        done = run_chroot(root, process, [
-            *process["Entrypoint"], "-f", "/home/locust/locustfile.py", "--headless", "--host", sim.url, "-u", "2",
-            "-r", "2", "-t", "3s", "--served-model", "m", "--prompt-tokens", "8", "--output-tokens", "4",
-            "--samples-file", "/tmp/samples.jsonl", "--only-summary", "--exit-code-on-error", "0"])
+        done = run_locust(root, process, [
+            "-f", "/home/locust/locustfile.py", "--headless", "--host", sim.url, "-u", "2", "-r", "2", "-t", "3s",
+            "--served-model", "m", "--prompt-tokens", "8", "--output-tokens", "4", "--samples-file",
+            "/tmp/samples.jsonl", "--only-summary", "--exit-code-on-error", "0"])
     assert done.returncode == 0, done.stderr[-2000:]
     samples = read_samples(root / "tmp" / "samples.jsonl")
     assert samples
@@ -433,8 +444,8 @@ def test_the_locust_image_check_fails_when_a_library_is_missing(node_images, tmp
     root, process = locust_rootfs(node_images, tmp_path)
     (library,) = (root / "lib").rglob("libstdc++.so.6")
     library.unlink()
-    done = run_chroot(root, process, [*process["Entrypoint"], "-f", "/home/locust/locustfile.py", "--headless",
-                                      "-t", "1s", "--host", "http://127.0.0.1:9"])
+    done = run_locust(root, process, ["-f", "/home/locust/locustfile.py", "--headless", "-t", "1s", "--host",
+                                      "http://127.0.0.1:9"])
     assert done.returncode != 0
     assert "libstdc++.so.6" in done.stderr
 
