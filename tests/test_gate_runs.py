@@ -218,8 +218,8 @@ def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_
     assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
     assert re.search(r"pod llama3-vllm-\S+ on node real-0 \(its kubelet ran the container\)", output), output
     # The default where pods run containers: the load came from Locust pods in the router's namespace.
-    assert re.search(r"load: measured in-cluster: a Locust master and 1 worker \(locustio/locust:\S+\) as pods in "
-                     r"ias-production with the router's labels", output), output
+    assert re.search(r"load: measured in-cluster: Locust 1 worker with the router's labels and a master "
+                     r"\(locustio/locust:\S+\) as pods in ias-production", output), output
     assert "through kubectl port-forward" not in output
     junit = ElementTree.parse(tmp_path / "report" / "junit.xml")  # noqa: S314 (the JUnit XML this test just had pytest write)
     cases = {case.get("name"): list(case) for case in junit.iter("testcase")}

@@ -125,10 +125,13 @@ def test_the_pods_carry_the_router_labels_in_the_router_namespace_and_stop_by_th
     spec = load_spec("llama3", MODELS_DIR, ["network.router_namespace=ias-router"])
     plan = plan_for(spec)
     master, worker = master_manifest(plan), worker_manifest(plan, plan.worker_names[0], "10.0.0.7")
-    for pod, role in ((master, MASTER), (worker, WORKER)):
+    # The workers carry the router's labels (the NetworkPolicy admits them as the router); the master, which
+    # never calls the model, does not.
+    assert master["metadata"]["labels"] == {LOAD_LABEL: "abc123", ROLE_LABEL: MASTER}
+    assert worker["metadata"]["labels"] == {**ROUTER, LOAD_LABEL: "abc123", ROLE_LABEL: WORKER}
+    for pod in (master, worker):
         meta = pod["metadata"]
         assert meta["namespace"] == "ias-router"
-        assert meta["labels"] == {**ROUTER, LOAD_LABEL: "abc123", ROLE_LABEL: role}
         assert meta["annotations"] == {TARGET_ANNOTATION: spec.in_cluster_url, EXPIRES_ANNOTATION: "2000000000"}
         assert pod["spec"]["activeDeadlineSeconds"] == 600  # a crashed gate's load stops by itself
         locust = pod["spec"]["containers"][0]
@@ -312,8 +315,11 @@ def test_the_load_runs_as_router_labelled_pods_and_its_records_match_the_servers
     assert set(watcher.seen) == {plan.master, *plan.worker_names}
     for pod in watcher.seen.values():
         assert pod.metadata.namespace == NS
-        assert ROUTER.items() <= pod.metadata.labels.items()
+        assert (ROUTER.items() <= pod.metadata.labels.items()) == (pod.metadata.name != plan.master)
         assert pod.spec.node_name == NODE_NAME
+        # Owned by the run's ConfigMap: no router ReplicaSet adopts them, the garbage collector removes them.
+        (owner,) = pod.metadata.owner_references
+        assert (owner.kind, owner.name, owner.controller) == ("ConfigMap", plan.configmap, True)
     # The records are the server's: every successful request and token its own counters saw, no more.
     samples = run.load.samples
     assert metrics.counter_problems(before, after, metrics.client_counters(samples)) == []

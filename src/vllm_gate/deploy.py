@@ -272,6 +272,9 @@ def remove_created_namespace(kubeconfig: Path | None, context: str | None, names
 def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:
     """Delete namespace ``name``, wait up to ``timeout_s`` until it is gone; return what happened."""
     started = time.monotonic()
+    # Pods still shutting down (preStop, drain) first: the namespace controller, finding one, re-checks only after
+    # the pods' whole grace period (130 s for the chart), long after they are gone.
+    _wait_pods_gone(core, name, started + timeout_s / 2)
     try:
         core.delete_namespace(name, _request_timeout=15)
     except (ApiException, HTTPError) as exc:
@@ -290,6 +293,17 @@ def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMES
             holding = [c.message for c in namespace.status.conditions or [] if c.status == "True" and c.message]
             why = f": {'; '.join(holding)}" if holding else ""
             return f"namespace {name} still {namespace.status.phase} after {timeout_s:.0f} s{why}"
+        time.sleep(POLL_S)
+
+
+def _wait_pods_gone(core: client.CoreV1Api, namespace: str, deadline: float) -> None:
+    """Wait until ``namespace`` holds no pod, or ``deadline``; a pod that stays is the namespace controller's."""
+    while time.monotonic() < deadline:
+        try:
+            if not core.list_namespaced_pod(namespace, _request_timeout=15).items:
+                return
+        except (ApiException, HTTPError):
+            return  # delete_namespace says what the API answers
         time.sleep(POLL_S)
 
 

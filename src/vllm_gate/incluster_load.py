@@ -44,6 +44,7 @@ from vllm_gate.load_pods import (
     worker_count,
     worker_manifest,
 )
+from vllm_gate.pod_owner import controller_reference
 from vllm_gate.rollout import pod_failure
 from vllm_gate.spec import ModelSpec
 from vllm_gate.tools import require_tool
@@ -119,6 +120,7 @@ class InClusterLoad:
             active_deadline_s=active_deadline_s)
         self.run = InClusterRun(LoadRun([], 0.0, math.nan, workdir / "locust.log"), self.plan)
         self._created: list[tuple[str, str]] = []  # (kind, name), to delete
+        self._owner: client.V1ConfigMap | None = None  # the run's ConfigMap, controller of its pods
 
     # -- the run ----------------------------------------------------------------------------------------------
 
@@ -156,13 +158,21 @@ class InClusterLoad:
 
     def _create(self, kind: str, manifest: dict[str, Any]) -> None:
         name = manifest["metadata"]["name"]
+        if kind == "pod":
+            # Owned by the run's ConfigMap: the router's ReplicaSet would otherwise adopt (and delete) these pods,
+            # which carry its labels; the garbage collector removes them with the ConfigMap.
+            manifest["metadata"]["ownerReferences"] = [controller_reference(self._owner)]
         create = self.core.create_namespaced_pod if kind == "pod" else self.core.create_namespaced_config_map
+        self._created.append((kind, name))  # before: an interrupt right after the server accepted it still deletes it
         try:
-            create(self.plan.namespace, manifest, _request_timeout=REQUEST_TIMEOUT_S)
+            created = create(self.plan.namespace, manifest, _request_timeout=REQUEST_TIMEOUT_S)
         except ApiException as exc:
-            raise LoadFailed(f"load: {kind} {self.plan.namespace}/{name} not created: HTTP {exc.status} {exc.reason}",
-                             str(exc.body or "")[:500]) from None
-        self._created.append((kind, name))
+            hint = (f": the gate may not create {kind}s in {self.plan.namespace}; grant it, or use --load-from local"
+                    if exc.status == 403 else "")
+            raise LoadFailed(f"load: {kind} {self.plan.namespace}/{name} not created: HTTP {exc.status} "
+                             f"{exc.reason}{hint}", str(exc.body or "")[:500]) from None
+        if kind == "configmap":
+            self._owner = created
 
     def _pods(self) -> dict[str, client.V1Pod]:
         pods = self.core.list_namespaced_pod(self.plan.namespace, label_selector=f"{LOAD_LABEL}={self.plan.run_id}",

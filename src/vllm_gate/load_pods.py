@@ -91,14 +91,17 @@ class LoadPlan:
     def describe(self) -> str:
         """One line for the terminal and the report: where the load comes from."""
         workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
-        return (f"load: measured in-cluster: a Locust master and {workers} ({self.image}) as pods in "
-                f"{self.namespace} with the router's labels, against {self.url}")
+        return (f"load: measured in-cluster: Locust {workers} with the router's labels and a master "
+                f"({self.image}) as pods in {self.namespace}, against {self.url}")
 
     def metadata(self, name: str, role: str | None = None) -> dict[str, Any]:
         labels = {LOAD_LABEL: self.run_id}
-        if role is not None:
-            # The router's labels: the NetworkPolicy admits these pods exactly as it admits the router.
+        if role == WORKER:
+            # The router's labels: the NetworkPolicy admits the workers exactly as it admits the router. The master
+            # never calls the model, so it does not carry them.
             labels = {**self.router_labels, **labels, ROLE_LABEL: role}
+        elif role is not None:
+            labels[ROLE_LABEL] = role
         return {"name": name, "namespace": self.namespace, "labels": labels,
                 "annotations": {TARGET_ANNOTATION: self.url, EXPIRES_ANNOTATION: str(self.expires_at)}}
 

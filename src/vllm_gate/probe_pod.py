@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from vllm_gate.errors import ClusterError, RenderError
+from vllm_gate.pod_owner import controller_reference
 from vllm_gate.render import render_manifests
 from vllm_gate.spec import ModelSpec
 from vllm_gate.values import chart_values
@@ -148,19 +149,25 @@ def run_probe(api: client.ApiClient, namespace: str, url: str, *, labels: Mappin
     if timeout_s is None:  # curl's worst case: every try timing out, a second between tries
         timeout_s = POD_START_ALLOWANCE_S + (retries + 1) * request_timeout_s + retries
     try:
-        core.create_namespaced_pod(namespace, manifest, _request_timeout=REQUEST_TIMEOUT_S)
-    except ApiException as exc:
-        raise ClusterError(f"probe pod {namespace}/{name}: not created: {exc.status} {exc.reason}",
-                           str(exc.body or "")[:500]) from None
-    try:
+        try:
+            owner = core.create_namespaced_config_map(namespace, {"metadata": {
+                "name": name, "labels": {PROBE_LABEL: "true"}}}, _request_timeout=REQUEST_TIMEOUT_S)
+            manifest["metadata"]["ownerReferences"] = [controller_reference(owner)]
+            core.create_namespaced_pod(namespace, manifest, _request_timeout=REQUEST_TIMEOUT_S)
+        except ApiException as exc:
+            raise ClusterError(f"probe pod {namespace}/{name}: not created: {exc.status} {exc.reason}",
+                               str(exc.body or "")[:500]) from None
         return _wait_finished(core, namespace, name, timeout_s)
     finally:
         _delete(core, namespace, name)
 
 
 def _delete(core: client.CoreV1Api, namespace: str, name: str) -> None:
-    with contextlib.suppress(ApiException):  # already gone; a leftover is removed by the next run
+    """Delete a probe's pod and its owning ConfigMap (either may not exist); a leftover goes with the next run."""
+    with contextlib.suppress(ApiException):
         core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _request_timeout=REQUEST_TIMEOUT_S)
+    with contextlib.suppress(ApiException):
+        core.delete_namespaced_config_map(name, namespace, _request_timeout=REQUEST_TIMEOUT_S)
 
 
 def _wait_finished(core: client.CoreV1Api, namespace: str, name: str, timeout_s: float) -> ProbeResult:
@@ -195,7 +202,8 @@ def _wait_finished(core: client.CoreV1Api, namespace: str, name: str, timeout_s:
 def remove_leftover_probes(api: client.ApiClient, namespace: str) -> list[str]:
     """Delete probe pods a crashed run left in ``namespace``; returns their names."""
     core = client.CoreV1Api(api)
-    pods = core.list_namespaced_pod(namespace, label_selector=PROBE_LABEL, _request_timeout=REQUEST_TIMEOUT_S).items
-    for pod in pods:
-        _delete(core, namespace, pod.metadata.name)
-    return [pod.metadata.name for pod in pods]
+    names = {item.metadata.name for listed in (core.list_namespaced_pod, core.list_namespaced_config_map)
+             for item in listed(namespace, label_selector=PROBE_LABEL, _request_timeout=REQUEST_TIMEOUT_S).items}
+    for name in names:
+        _delete(core, namespace, name)
+    return sorted(names)

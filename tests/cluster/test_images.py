@@ -46,6 +46,7 @@ from vllm_gate.cluster.images import (
     write_image,
 )
 from vllm_gate.cluster.locust_image import LOCUST_UID, default_image, locust_image, locust_version, unchecked_pyc
+from vllm_gate.cluster.locust_image import _is_copied as copied_into_image
 from vllm_gate.errors import ClusterError
 from vllm_gate.load import read_samples
 from vllm_gate.ports import free_port
@@ -548,3 +549,11 @@ def test_a_failed_import_names_the_image_and_ctrs_output(containerd, tmp_path):
     broken.write_bytes(b"not a tarball")
     with pytest.raises(ClusterError, match=r"importing image example.test/broken:1 into containerd .* failed: .+"):
         import_image(broken, "example.test/broken:1", containerd)
+
+
+def test_the_locust_image_leaves_this_hosts_startup_hooks_and_provenance_out():
+    # They would run this host's code at every interpreter start in the pods, or name a private package index.
+    for name in ("sitecustomize.py", "usercustomize.py", "site-packages/distutils-precedence.pth",
+                 "locust-2.47.0.dist-info/direct_url.json", "EXTERNALLY-MANAGED"):
+        assert not copied_into_image(Path(name)), name
+    assert copied_into_image(Path("locust/main.py"))

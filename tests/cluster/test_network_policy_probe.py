@@ -17,6 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require, running_local_cluster
+from vllm_gate.cluster.images import chart_images
 from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import LocalCluster, cluster_dir
 from vllm_gate.cluster.node import NODE_NAME, why_not_here
@@ -111,6 +112,28 @@ def test_the_probe_passes_with_the_charts_policy_both_sides_observed(api, releas
     assert dict(release.network.router_pod_labels).items() <= router.labels.items()
     assert not set(release.network.router_pod_labels) & set(other.labels)
     assert router.namespace == other.namespace == NS  # the router's namespace: the model's own by default
+    wait_no_probe_pods(api, NS)
+
+
+def test_the_routers_own_replicaset_does_not_adopt_the_probe_pods(api, release):
+    """The probe pods carry the router's labels: a router Deployment selecting them would adopt orphans and delete
+    the surplus. Owned by their ConfigMap, they are left alone and the probe still passes."""
+    router = dict(release.network.router_pod_labels)
+    apps = client.AppsV1Api(api)
+    apps.create_namespaced_deployment(NS, {"metadata": {"name": "router"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": router},
+        "template": {"metadata": {"labels": router}, "spec": {
+            "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "router", "image": chart_images()["sim"], "imagePullPolicy": "Never",
+                            "args": ["--model", "router", "--port", "8000"]}]}}}})
+    try:
+        wait_ready(api, RolloutTarget(NS, "router", "app.kubernetes.io/name=ias-router"), ROLLOUT_TIMEOUT_S,
+                   lambda _m: None)
+        probe = probe_network_policy(api, release)
+        assert probe.problems == ()
+        assert (probe.router.outcome, probe.router.status) == (Outcome.ANSWERED, 200), probe.router.describe()
+    finally:
+        apps.delete_namespaced_deployment("router", NS)
     wait_no_probe_pods(api, NS)
 
 

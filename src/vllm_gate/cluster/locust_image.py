@@ -102,8 +102,14 @@ def _file_entries(source: Path, target: str) -> Iterator[Entry]:
             yield Entry(f"{target.rpartition('/')[0]}/__pycache__/{pyc.name}", 0o644, converted)
 
 
+# This host's own customisation and provenance, never the image's: startup hooks (site/usercustomize, .pth files
+# run code at interpreter start) and direct_url.json (may name a private package index).
+HOST_ONLY = frozenset({"sitecustomize.py", "usercustomize.py", "direct_url.json", "EXTERNALLY-MANAGED"})
+
+
 def _is_copied(path: Path) -> bool:
-    return "__pycache__" not in path.parts and path.suffix != ".pyc"
+    return ("__pycache__" not in path.parts and path.suffix not in (".pyc", ".pth")
+            and path.name not in HOST_ONLY)
 
 
 def stdlib_entries(stdlib: Path, target: str) -> list[Entry]:
