@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from vllm_gate.cluster.local import LOCAL_NODE_ENV, GpuPool, LocalCluster
+from vllm_gate.cluster.local import LOCAL_NODE_ENV, STATE_ROOT, GpuPool, LocalCluster
+from vllm_gate.cluster.node import node_dir, why_not_here
+from vllm_gate.cluster.node_config import NodeNetwork
 from vllm_gate.pgserver import PostgresServer
 from vllm_gate.registry.migrate import migrate
 from vllm_gate.spec import ModelSpec, load_spec
@@ -52,6 +54,13 @@ def running_local_cluster(prefix: str, pool: GpuPool | None = None, *, data_plan
         yield local
     finally:
         local.stop()
+
+
+def skip_without_real_node(what: str) -> None:
+    """Skip, naming ``what`` was not exercised, where the local cluster's real node cannot run on this machine."""
+    reason = why_not_here(node_dir(STATE_ROOT, "probe"), NodeNetwork())
+    if reason:
+        pytest.skip(f"no real node on this machine ({reason}): {what} not exercised")
 
 
 @pytest.fixture(params=ALL_MODELS)

@@ -179,6 +179,7 @@ def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_pat
     assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
     tunnel = "load: measured through kubectl port-forward: latency includes the tunnel"
     assert tunnel in output
+    assert "TTFT p95 +17 %" in output  # the warning carries the measured cost of the tunnel
     assert tunnel in (tmp_path / "report.html").read_text()
     assert re.search(r"registered llama3 -> \S+ in the rehearsal registry at postgresql://gate:\*\*\*@\S+ "
                      r"\(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "

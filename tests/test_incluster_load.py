@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-from tests.conftest import require, running_local_cluster
+from tests.conftest import require, running_local_cluster, skip_without_real_node
 from vllm_gate import metrics
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import LocalCluster, cluster_dir
+from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.cluster.locust_image import default_image, locust_version
-from vllm_gate.cluster.node import NODE_NAME, why_not_here
-from vllm_gate.cluster.node_config import NodeNetwork
+from vllm_gate.cluster.node import NODE_NAME
 from vllm_gate.deploy import ensure_namespace, install_or_upgrade
 from vllm_gate.errors import GateError
 from vllm_gate.incluster_load import InClusterLoad, choose_load_from, remove_leftovers, run_incluster_load
@@ -225,10 +224,7 @@ SHORT = ["engine=sim", f"namespace={NS}", "load.profile.users=4", "load.prompt_t
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    reason = why_not_here(cluster_dir("probe"), NodeNetwork())
-    if reason:
-        pytest.skip(f"no real node on this machine ({reason}): no Locust pod can run, the in-cluster load test was "
-                    "not exercised")
+    skip_without_real_node("no Locust pod can run, so the in-cluster load test was")
     yield from running_local_cluster("incluster", data_plane=False, real_node=True)
 
 

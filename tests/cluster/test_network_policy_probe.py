@@ -16,12 +16,11 @@ from dataclasses import replace
 import pytest
 from kubernetes import client
 
-from tests.conftest import require, running_local_cluster
+from tests.conftest import require, running_local_cluster, skip_without_real_node
 from vllm_gate.cluster.images import chart_images
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import LocalCluster, cluster_dir
-from vllm_gate.cluster.node import NODE_NAME, why_not_here
-from vllm_gate.cluster.node_config import NodeNetwork
+from vllm_gate.cluster.local import LocalCluster
+from vllm_gate.cluster.node import NODE_NAME
 from vllm_gate.deploy import ensure_namespace, install_or_upgrade
 from vllm_gate.policy_probe import probe_network_policy
 from vllm_gate.probe_pod import PROBE_LABEL, Outcome, chart_template, run_probe
@@ -41,10 +40,7 @@ BROAD = "allow-everything"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    reason = why_not_here(cluster_dir("probe"), NodeNetwork())
-    if reason:
-        pytest.skip(f"no real node on this machine ({reason}): no pod runs, so the active NetworkPolicy probe was "
-                    "not exercised")
+    skip_without_real_node("no pod runs, so the active NetworkPolicy probe was")
     yield from running_local_cluster("policyprobe", data_plane=False, real_node=True)
 
 

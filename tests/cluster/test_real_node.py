@@ -14,11 +14,11 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.host_network import host_network_state
+from tests.conftest import skip_without_real_node
 from vllm_gate.cluster.images import chart_images
 from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import STATE_ROOT, GpuPool, LocalCluster
-from vllm_gate.cluster.node import NODE_KIND_LABEL, NODE_NAME, node_dir, why_not_here
-from vllm_gate.cluster.node_config import NodeNetwork
+from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.cluster.node import NODE_KIND_LABEL, NODE_NAME
 from vllm_gate.cluster.node_namespace import host_link_name
 from vllm_gate.probe_pod import Outcome, ProbeTemplate, chart_template, run_probe
 from vllm_gate.rollout import pod_failure
@@ -36,10 +36,7 @@ def _sim_image() -> str:
 
 
 def skip_unless_node_can_run() -> None:
-    reason = why_not_here(node_dir(STATE_ROOT, "probe"), NodeNetwork())
-    if reason:
-        pytest.skip(f"no real node on this machine ({reason}): kubelet probes, kube-proxy and NetworkPolicy "
-                    "enforcement not exercised")
+    skip_without_real_node("kubelet probes, kube-proxy and NetworkPolicy enforcement")
 
 
 @pytest.fixture(scope="module")
