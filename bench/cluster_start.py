@@ -15,10 +15,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from vllm_gate.cluster import node_cgroups
 from vllm_gate.cluster.children import CHILD_PIDS_FILE
 from vllm_gate.cluster.local import GpuPool, LocalCluster, component_pids
-from vllm_gate.cluster.node import cgroup_root
+from vllm_gate.cluster.node import cgroups as node_cgroups
+from vllm_gate.cluster.node.real_node import cgroup_root
 
 
 def _rss_mib(pid: int) -> tuple[str, float]:

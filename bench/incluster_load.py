@@ -21,18 +21,19 @@ from pathlib import Path
 
 from kubernetes import client
 
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.cluster.dataplane.portforward import PortForward
 from vllm_gate.cluster.local import GpuPool, LocalCluster
-from vllm_gate.cluster.locust_image import default_image
-from vllm_gate.deploy import ensure_namespace, install_or_upgrade
-from vllm_gate.incluster_load import run_incluster_load
-from vllm_gate.load import LoadRun, run_load
-from vllm_gate.portforward import PortForward
-from vllm_gate.rollout import RolloutTarget, wait_ready
-from vllm_gate.slo import load_stats
+from vllm_gate.cluster.node.locust_image import default_image
+from vllm_gate.deploy.release import ensure_namespace, install_or_upgrade
+from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.values import release_fullname
+from vllm_gate.load.incluster import run_incluster_load
+from vllm_gate.load.local import run_load
+from vllm_gate.load.samples import LoadRun
+from vllm_gate.load.slo import load_stats
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import release_fullname
 
 TTFT_MS, ITL_MS = 200.0, 20.0
 NS = "bench-load"

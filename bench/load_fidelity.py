@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vllm_gate.load import run_load
-from vllm_gate.sim import SimServer
-from vllm_gate.slo import load_stats
+from vllm_gate.cluster.dataplane.sim import SimServer
+from vllm_gate.load.local import run_load
+from vllm_gate.load.slo import load_stats
 from vllm_gate.spec import Load
 
 TTFT_MS, ITL_MS = 200.0, 20.0

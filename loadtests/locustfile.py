@@ -1,11 +1,11 @@
 """Streaming chat load for the vLLM gate: one raw JSONL record per request.
 
-Run by ``vllm_gate.load`` as a separate headless Locust process; by hand it works too:
+Run by ``vllm_gate.load.local`` as a separate headless Locust process; by hand it works too:
 
     locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:8000 -u 8 -r 8 -t 60s \\
         --served-model llama3 --prompt-tokens 256 --output-tokens 128 --samples-file samples.jsonl
 
-Distributed (``vllm_gate.incluster_load``: a master and workers as pods), the workers send their records to the
+Distributed (``vllm_gate.load.incluster``: a master and workers as pods), the workers send their records to the
 master in batches (a Locust custom message) and the master alone writes the samples file; it prints a progress
 line every few seconds, and with ``--run-seconds`` it ends the run itself: it stops the workers and waits for
 their last records before it quits (Locust's ``--run-time`` makes a master quit 0.5 s after telling the workers,
@@ -43,7 +43,7 @@ ARRIVAL_USERS = max(1, int(os.environ.get("VLLM_GATE_ARRIVAL_USERS", "1")))
 SAMPLES_MESSAGE = "vllm_gate_samples"
 FORWARD_EVERY_S = 1.0
 PROGRESS_EVERY_S = 5.0
-PROGRESS_MARK = "vllm-gate-progress "  # a progress line: this, then a JSON object (vllm_gate.incluster_load)
+PROGRESS_MARK = "vllm-gate-progress "  # a progress line: this, then a JSON object (vllm_gate.load.incluster)
 WORKERS_MARK = "vllm-gate-workers "  # at the end: records received per worker, a JSON object
 CONNECT_RETRY_S = 0.5
 # Exit status when users died on an exception (their share of the load was never offered): the run is not the

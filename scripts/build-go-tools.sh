@@ -87,7 +87,7 @@ build_kwok() {
 }
 
 # The llm-d simulator when the proxy serves it; otherwise our stand-in (scripts/vllm-sim), which
-# accepts the same flags and serves the same endpoints and metric names. vllm_gate.sim reports
+# accepts the same flags and serves the same endpoints and metric names. vllm_gate.cluster.dataplane.sim reports
 # which one ran.
 build_sim() {
   local dir="$cache/llm-d-inference-sim-$SIM_VERSION"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from vllm_gate import exposure, policy_probe
+from vllm_gate.checks import exposure, policy_probe
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_network_policy_admits_only_router_and_monitoring(kube_api, core, gate_s
 
 
 def test_network_policy_is_enforced(kube_api, gate_release, gate_spec):
-    # The active probe (vllm_gate.policy_probe): a pod with the router's labels reaches the model, one without is
+    # The active probe (vllm_gate.checks.policy_probe): a pod with the router's labels reaches the model, one without is
     # refused; both run, so a probe that cannot connect at all fails too.
     if not gate_release.containers:  # the cluster's capabilities, and what the deploy actually saw
         pytest.skip("this cluster runs no containers (KWOK pods are only scheduled): no probe pod can run, so "

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate import deploy, inference
+from vllm_gate.checks import inference
+from vllm_gate.deploy import release as deploy
 
 
 def test_health_endpoint_answers_200(gate_endpoint):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate import identity
+from vllm_gate.checks import identity
 
 
 def _baseline_recorded(gate_baseline, gate_identity, what: str) -> None:

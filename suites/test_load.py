@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate.regression import regression_problems
+from vllm_gate.verdict.regression import regression_problems
 
 
 def test_slo(gate_load, gate_run, slo_name):

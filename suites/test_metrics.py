@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate import inference, metrics
+from vllm_gate.checks import inference, metrics
 
 
 def test_required_vllm_metric_families_are_exposed(gate_endpoint, gate_spec):

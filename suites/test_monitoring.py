@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate import metrics
+from vllm_gate.checks import metrics
 from vllm_gate.monitoring import checks
 
 

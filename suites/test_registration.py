@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from vllm_gate.backend import backend_problems
-from vllm_gate.contract import Mode
+from vllm_gate.checks.backend import backend_problems
 from vllm_gate.registry import db
 from vllm_gate.registry.mappings import upsert_problem
 from vllm_gate.registry.migrate import pending
+from vllm_gate.verdict.contract import Mode
 
 
 @pytest.fixture(scope="module")

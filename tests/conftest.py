@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from vllm_gate.cluster.local import LOCAL_NODE_ENV, STATE_ROOT, GpuPool, LocalCluster
-from vllm_gate.cluster.node import node_dir, why_not_here
-from vllm_gate.cluster.node_config import NodeNetwork
-from vllm_gate.pgserver import PostgresServer
+from vllm_gate.base.tools import MODELS_DIR, STATE_ROOT, find_tool
+from vllm_gate.cluster.local import LOCAL_NODE_ENV, GpuPool, LocalCluster
+from vllm_gate.cluster.node.config import NodeNetwork
+from vllm_gate.cluster.node.real_node import node_dir, why_not_here
 from vllm_gate.registry.migrate import migrate
+from vllm_gate.registry.pgserver import PostgresServer
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR, find_tool
 
 _db_counter = itertools.count()
 pytest_plugins = ["pytester"]

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
-from vllm_gate.lifecycle import Started
+from vllm_gate.base.lifecycle import Started
 
 UPSTREAM_TIMEOUT_S = 30
 HOP_HEADERS = {"connection", "content-length", "transfer-encoding", "keep-alive", "host"}

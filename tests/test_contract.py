@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate.contract import CHECKS, NOT_BUILT, Kind, Mode, Outcome, check_id, decide, known_checks, required_checks
-from vllm_gate.gate import GateRun
+from vllm_gate.base.tools import MODELS_DIR, PROJECT_ROOT
+from vllm_gate.gate.run import GateRun
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
+from vllm_gate.verdict.contract import (
+    CHECKS,
+    NOT_BUILT,
+    Kind,
+    Mode,
+    Outcome,
+    check_id,
+    decide,
+    known_checks,
+    required_checks,
+)
 
 SPEC = load_spec("llama3", MODELS_DIR)
 REQUIRED = required_checks(SPEC.slo, deployed_by_gate=True, runs_containers=True, real_gpus=True)

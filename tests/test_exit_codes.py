@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.hooks import _exit_code
-from vllm_gate.contract import NOT_A_CERTIFICATION_EXIT, Mode, required_checks
-from vllm_gate.gate import GateRun
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate.run import GateRun
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
+from vllm_gate.verdict.contract import NOT_A_CERTIFICATION_EXIT, Mode, required_checks
 
 SPEC = load_spec("llama3", MODELS_DIR)
 

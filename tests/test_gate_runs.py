@@ -27,13 +27,13 @@ from kubernetes import client
 from tests.cluster.test_real_node import skip_unless_node_can_run
 from tests.conftest import dump_tables, require, running_local_cluster
 from tests.report.chromium import open_page
-from vllm_gate.cluster.kube import api_client
-from vllm_gate.contract import known_checks, model_param_id
-from vllm_gate.gate import chart_version
-from vllm_gate.ports import free_port, port_open
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.ports import free_port, port_open
+from vllm_gate.base.tools import MODELS_DIR, PROJECT_ROOT, find_tool, require_tool
+from vllm_gate.gate.run import chart_version
 from vllm_gate.report.summary import schema
 from vllm_gate.spec import available, load_spec
-from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT, find_tool, require_tool
+from vllm_gate.verdict.contract import known_checks, model_param_id
 
 SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=5"]

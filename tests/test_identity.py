@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import require
-from vllm_gate import identity
-from vllm_gate.sim import SimServer
+from vllm_gate.checks import identity
+from vllm_gate.cluster.dataplane.sim import SimServer
 from vllm_gate.spec import Identity
 
 SPEC = Identity()  # the defaults every model spec gets

@@ -21,16 +21,21 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require, running_local_cluster, skip_without_real_node
-from vllm_gate import metrics
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.errors import GateError
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.ports import free_port
+from vllm_gate.base.tools import LOADTESTS_DIR, MODELS_DIR, PROJECT_ROOT
+from vllm_gate.checks import metrics
+from vllm_gate.cluster.dataplane.portforward import PortForward
+from vllm_gate.cluster.dataplane.sim import SimServer
 from vllm_gate.cluster.local import LocalCluster
-from vllm_gate.cluster.locust_image import default_image, locust_version
-from vllm_gate.cluster.node import NODE_NAME
-from vllm_gate.deploy import ensure_namespace, install_or_upgrade
-from vllm_gate.errors import GateError
-from vllm_gate.incluster_load import InClusterLoad, choose_load_from, remove_leftovers, run_incluster_load
-from vllm_gate.load import LoadFailed, read_samples
-from vllm_gate.load_pods import (
+from vllm_gate.cluster.node.locust_image import default_image, locust_version
+from vllm_gate.cluster.node.real_node import NODE_NAME
+from vllm_gate.deploy.release import ensure_namespace, install_or_upgrade
+from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.values import release_fullname
+from vllm_gate.load.incluster import InClusterLoad, choose_load_from, remove_leftovers, run_incluster_load
+from vllm_gate.load.pods import (
     EXPIRES_ANNOTATION,
     LOAD_LABEL,
     MASTER,
@@ -43,14 +48,9 @@ from vllm_gate.load_pods import (
     worker_count,
     worker_manifest,
 )
-from vllm_gate.portforward import PortForward
-from vllm_gate.ports import free_port
-from vllm_gate.rollout import RolloutTarget, wait_ready
-from vllm_gate.sim import SimServer
-from vllm_gate.slo import load_stats
+from vllm_gate.load.samples import LoadFailed, read_samples
+from vllm_gate.load.slo import load_stats
 from vllm_gate.spec import Load, ModelSpec, load_spec
-from vllm_gate.tools import LOADTESTS_DIR, MODELS_DIR, PROJECT_ROOT
-from vllm_gate.values import release_fullname
 
 ROUTER = {"app.kubernetes.io/name": "ias-router"}
 LOCAL_RUN_TIMEOUT_S = 120

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require
-from vllm_gate.load import LoadFailed, RequestSample, percentile, read_samples, run_load
-from vllm_gate.sim import SimServer
-from vllm_gate.slo import load_stats, slo_names, slo_verdict
+from vllm_gate.cluster.dataplane.sim import SimServer
+from vllm_gate.load.local import run_load
+from vllm_gate.load.samples import LoadFailed, RequestSample, percentile, read_samples
+from vllm_gate.load.slo import load_stats, slo_names, slo_verdict
 from vllm_gate.spec import Load, Slos
 
 

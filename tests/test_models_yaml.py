@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
 
 
 def test_models_dir_holds_only_specs():

@@ -13,11 +13,11 @@ import pytest
 
 from tests.conftest import require
 from tests.planted import Fault, PlantedServer, plant_in_stream
-from vllm_gate import inference, metrics
-from vllm_gate.errors import EndpointError
-from vllm_gate.load import RequestSample
-from vllm_gate.sim import SimServer
-from vllm_gate.tools import PROJECT_ROOT
+from vllm_gate.base.errors import EndpointError
+from vllm_gate.base.tools import PROJECT_ROOT
+from vllm_gate.checks import inference, metrics
+from vllm_gate.cluster.dataplane.sim import SimServer
+from vllm_gate.load.samples import RequestSample
 
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"  # the served name of models/llama3.yaml
 SUITES = str(PROJECT_ROOT / "suites")

@@ -12,12 +12,12 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import MODELS_DIR, PROJECT_ROOT
+from vllm_gate.cluster.dataplane.sim import SimServer
 from vllm_gate.cluster.local import GpuPool, LocalCluster
-from vllm_gate.contract import known_checks
-from vllm_gate.sim import SimServer
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
+from vllm_gate.verdict.contract import known_checks
 
 SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
@@ -194,7 +194,7 @@ def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pyte
                                            "--endpoint-url", "http://127.0.0.1:9")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*suites/test_extra.py::test_new_check is not in the certification contract: add "
-                                 "it to CHECKS in src/vllm_gate/contract.py*"])
+                                 "it to CHECKS in src/vllm_gate/verdict/contract.py*"])
 
 
 def test_several_models_are_checked_one_after_another_each_check_once_per_model(pytester: pytest.Pytester, tmp_path):

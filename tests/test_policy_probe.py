@@ -17,12 +17,12 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require
-from vllm_gate.cluster.images import chart_images
-from vllm_gate.errors import RenderError
-from vllm_gate.exposure import AllowedIngress
-from vllm_gate.policy_probe import PolicyProbe, admitting_rules
-from vllm_gate.ports import free_port
-from vllm_gate.probe_pod import (
+from vllm_gate.base.errors import RenderError
+from vllm_gate.base.ports import free_port
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.checks.exposure import AllowedIngress
+from vllm_gate.checks.policy_probe import PolicyProbe, admitting_rules
+from vllm_gate.checks.probe_pod import (
     PROBE_LABEL,
     Outcome,
     ProbeResult,
@@ -32,8 +32,8 @@ from vllm_gate.probe_pod import (
     probe_pod_manifest,
     template_from_manifests,
 )
+from vllm_gate.cluster.node.images import chart_images
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
 
 CURL_TIMEOUT_S = 60
 SPEC = load_spec("llama3", MODELS_DIR, ["engine=sim"])

@@ -9,8 +9,9 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require
-from vllm_gate.errors import GateError, SpecError
-from vllm_gate.preflight import (
+from vllm_gate.base.errors import GateError, SpecError
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.deploy.preflight import (
     Need,
     NodeInfo,
     PodUse,
@@ -25,9 +26,8 @@ from vllm_gate.preflight import (
     pod_uses,
     unusable_because,
 )
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import chart_values
 
 GI = 2**30
 GPU = "nvidia.com/gpu"

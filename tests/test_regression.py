@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from vllm_gate.registry.history import PastRun
-from vllm_gate.regression import regression_problems
 from vllm_gate.spec import Regression
+from vllm_gate.verdict.regression import regression_problems
 
 THEN = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)

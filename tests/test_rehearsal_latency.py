@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ALL_MODELS, require
-from vllm_gate.load import RequestSample, run_load
-from vllm_gate.ports import free_port
-from vllm_gate.render import render_manifests
-from vllm_gate.sim import sim_args_from_pod, sim_binary, start_process, stop_process, wait_listening
-from vllm_gate.slo import load_stats, slo_verdict
+from vllm_gate.base.ports import free_port
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.cluster.dataplane.sim import sim_args_from_pod, sim_binary, start_process, stop_process, wait_listening
+from vllm_gate.deploy.render import render_manifests
+from vllm_gate.load.local import run_load
+from vllm_gate.load.samples import RequestSample
+from vllm_gate.load.slo import load_stats, slo_verdict
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
 
 FIDELITY = 0.10  # rehearsal p50s within 10 % of the configured profile
 # Only the duration is shortened; users, rate, prompt and output tokens are the spec's. 20 s gives ~40+

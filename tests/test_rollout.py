@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from kubernetes import client
 
-from vllm_gate.errors import RolloutFailed
-from vllm_gate.rollout import deployment_complete, pod_failure
+from vllm_gate.base.errors import RolloutFailed
+from vllm_gate.deploy.rollout import deployment_complete, pod_failure
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from vllm_gate.serving import _placement
+from vllm_gate.verdict.serving import _placement
 
 
 def _pod(node: str | None, image_id: str = "") -> client.V1Pod:

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from fixtures.hooks import session_exit_code
-from vllm_gate.contract import NOT_A_CERTIFICATION_EXIT, Mode, check_id, model_param_id, required_checks
-from vllm_gate.errors import SpecError
-from vllm_gate.gate import GateRun
-from vllm_gate.selection import load_specs, model_refs, overrides_per_model, split_target
+from vllm_gate.base.errors import SpecError
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate.run import GateRun
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
+from vllm_gate.verdict.contract import NOT_A_CERTIFICATION_EXIT, Mode, check_id, model_param_id, required_checks
+from vllm_gate.verdict.selection import load_specs, model_refs, overrides_per_model, split_target
 
 SPEC = load_spec("llama3", MODELS_DIR)
 

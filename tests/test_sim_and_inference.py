@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import require
-from vllm_gate import inference, metrics
-from vllm_gate.errors import EndpointError
-from vllm_gate.ports import free_port
-from vllm_gate.sim import SimServer, sim_args_from_pod
+from vllm_gate.base.errors import EndpointError
+from vllm_gate.base.ports import free_port
+from vllm_gate.checks import inference, metrics
+from vllm_gate.cluster.dataplane.sim import SimServer, sim_args_from_pod
 
 
 @pytest.fixture(scope="module")

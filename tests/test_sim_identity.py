@@ -16,9 +16,16 @@ import httpx
 import pytest
 
 from tests.conftest import require
-from vllm_gate.errors import EndpointError
-from vllm_gate.ports import free_port
-from vllm_gate.sim import SimServer, sim_args_from_pod, sim_binary, start_process, stop_process, wait_listening
+from vllm_gate.base.errors import EndpointError
+from vllm_gate.base.ports import free_port
+from vllm_gate.cluster.dataplane.sim import (
+    SimServer,
+    sim_args_from_pod,
+    sim_binary,
+    start_process,
+    stop_process,
+    wait_listening,
+)
 
 MODEL = "m"
 TIMEOUT_S = 30

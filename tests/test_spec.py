@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vllm_gate.errors import SpecError
+from vllm_gate.base.errors import SpecError
+from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.spec import apply_overrides, load_spec, quantity_bytes
-from vllm_gate.tools import MODELS_DIR
 
 LLAMA3 = yaml.safe_load((MODELS_DIR / "llama3.yaml").read_text())
 

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from ruamel.yaml import YAML
 
-from vllm_gate.tools import MODELS_DIR
+from vllm_gate.base.tools import MODELS_DIR
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "nightly-certification.yml"
 # Environment variables of the workflow's steps that carry a secret.

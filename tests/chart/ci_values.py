@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.values import chart_values
 
 CI_DIR = CHART_DIR / "ci"
 PREFIX = "model-"
@@ -32,7 +32,7 @@ def write_all() -> None:
     """Write every model's ci/ values file."""
     for path, values in expected_values().items():
         header = (f"# Generated from models/{path.name.removeprefix(PREFIX).removesuffix('-values.yaml')}.yaml "
-                  "by `python -m tests.chart.ci_values` (vllm_gate.values.chart_values); do not edit.\n")
+                  "by `python -m tests.chart.ci_values` (vllm_gate.deploy.values.chart_values); do not edit.\n")
         path.write_text(header + yaml.safe_dump(values, sort_keys=False))
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from vllm_gate.tools import CHART_DIR, require_tool
+from vllm_gate.base.tools import CHART_DIR, require_tool
 
 HELM_TIMEOUT_S = 120
 

@@ -18,10 +18,10 @@ from kubernetes import client
 from tests.chart.ci_values import CI_DIR, PREFIX, expected_values
 from tests.chart.strict_yaml import helm, load_all_strict, template, template_error
 from tests.conftest import require
-from vllm_gate.exposure import HELM_TEST_LABEL, label_selector_matches
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
+from vllm_gate.checks.exposure import HELM_TEST_LABEL, label_selector_matches
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.values import chart_values
 
 K8S_VERSION = "1.35.0"
 CI_FILES = sorted(CI_DIR.glob("*-values.yaml"))

@@ -13,10 +13,10 @@ from kubernetes import client
 
 from tests.chart.strict_yaml import helm, template, template_error
 from tests.conftest import require
-from vllm_gate.exposure import label_selector_matches
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
+from vllm_gate.checks.exposure import label_selector_matches
+from vllm_gate.deploy.values import chart_values, release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.values import chart_values, release_fullname
 
 K8S_VERSION = "1.35.0"
 SERVICE_MONITOR = "monitoring.coreos.com/v1/ServiceMonitor"

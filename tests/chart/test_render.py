@@ -8,11 +8,11 @@ import yaml
 
 from tests.chart.strict_yaml import template
 from tests.conftest import require
-from vllm_gate.errors import RenderError
-from vllm_gate.render import lint_chart, render_manifests
+from vllm_gate.base.errors import RenderError
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.deploy.render import lint_chart, render_manifests
+from vllm_gate.deploy.values import chart_values, go_duration
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import chart_values, go_duration
 
 K8S_VERSION = "1.35.0"
 FAKE_TOKEN = "hf_" + "Z" * 34  # a token-shaped string that must never reach values or manifests

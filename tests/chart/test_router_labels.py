@@ -13,10 +13,10 @@ from kubernetes import client
 
 from tests.chart.strict_yaml import template
 from tests.conftest import require
-from vllm_gate.exposure import HELM_TEST_LABEL, label_selector_matches
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.checks.exposure import HELM_TEST_LABEL, label_selector_matches
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import chart_values
 
 ROUTER = {"app": "router"}  # a router without the chart's default label, app.kubernetes.io/name=ias-router
 DEFAULT_ROUTER = {"app.kubernetes.io/name": "ias-router"}

@@ -2,8 +2,8 @@
 
 Only the project's stand-in plays it, and the llm-d image a real cluster runs refuses flags it does not know, so
 the chart carries these settings as pod annotations, never as container args; the local cluster turns them into
-the stand-in's flags (vllm_gate.sim.sim_args_from_pod), and in a container the stand-in reads them from a
-downward API file the chart mounts. vLLM never gets them (its own --chat-template takes a template).
+the stand-in's flags (vllm_gate.cluster.dataplane.sim.sim_args_from_pod), and in a container the stand-in reads them
+from a downward API file the chart mounts. vLLM never gets them (its own --chat-template takes a template).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import httpx
 import pytest
 
 from tests.conftest import require
-from vllm_gate.errors import RenderError
-from vllm_gate.ports import free_port
-from vllm_gate.render import render_manifests
-from vllm_gate.sim import (
+from vllm_gate.base.errors import RenderError
+from vllm_gate.base.ports import free_port
+from vllm_gate.base.tools import MODELS_DIR, require_tool
+from vllm_gate.cluster.dataplane.sim import (
     STANDIN_ANNOTATIONS,
     sim_args_from_pod,
     sim_binary,
@@ -30,9 +30,9 @@ from vllm_gate.sim import (
     stop_process,
     wait_listening,
 )
+from vllm_gate.deploy.render import render_manifests
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, require_tool
-from vllm_gate.values import chart_values
 
 STANDIN_FLAGS = set(STANDIN_ANNOTATIONS.values())
 
@@ -109,7 +109,8 @@ def test_chart_refuses_a_bad_simulated_model(key, value, message):
 
 
 def test_the_local_clusters_simulator_counts_with_the_pods_template():
-    # What the local cluster does with a model pod: its args and annotations become the stand-in's (vllm_gate.sim).
+    # What the local cluster does with a model pod: its args and annotations become the stand-in's
+    # (vllm_gate.cluster.dataplane.sim).
     require("vllm-sim-standin")
     args, annotations = model_pod(["engine=sim", "rehearsal.chat_template=llama3", "rehearsal.eos_after_tokens=5"])
     port = free_port()

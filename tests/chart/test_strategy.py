@@ -7,11 +7,11 @@ import pytest
 
 from tests.chart.test_render import K8S_VERSION, only
 from tests.conftest import require
-from vllm_gate.errors import RenderError
-from vllm_gate.render import render_manifests
+from vllm_gate.base.errors import RenderError
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.deploy.render import render_manifests
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import chart_values
 
 
 @pytest.fixture(autouse=True)

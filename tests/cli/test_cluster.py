@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 from tests.conftest import require
+from vllm_gate.base.tools import require_tool
 from vllm_gate.cluster.local import component_pids, pid_alive
-from vllm_gate.tools import require_tool
 
 CLI = str(Path(sys.executable).with_name("vllm-gate"))
 

@@ -9,8 +9,8 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import running_local_cluster
-from vllm_gate.backend import backend_problems, service_of
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.checks.backend import backend_problems, service_of
 
 NS = "backend"
 LABELS = {"app.kubernetes.io/instance": "llama3", "app.kubernetes.io/name": "vllm"}

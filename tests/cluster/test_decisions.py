@@ -14,15 +14,15 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.conftest import running_local_cluster
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.errors import RolloutFailed
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.cluster.dataplane.portforward import PortForward
 from vllm_gate.cluster.local import GpuPool, LocalCluster
-from vllm_gate.deploy import Release, ensure_namespace, install_or_upgrade, roll_back
-from vllm_gate.errors import RolloutFailed
-from vllm_gate.portforward import PortForward
-from vllm_gate.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.release import Release, ensure_namespace, install_or_upgrade, roll_back
+from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import release_fullname
 
 NO_SUCH_GPU = "resources.gpu_type=h100-sxm"  # no node has it: the pod stays Pending, Unschedulable
 HOLD = "vllm-gate.test/hold"  # a finalizer nobody removes: keeps its object, and so its namespace

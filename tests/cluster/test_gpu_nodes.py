@@ -10,12 +10,12 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import running_local_cluster
+from vllm_gate.base.errors import ClusterError
+from vllm_gate.base.kube import api_client
 from vllm_gate.cluster.gpu_nodes import GPU_RESOURCE, GPU_TAINT, advertise_gpus
 from vllm_gate.cluster.kind import CONTROL_PLANE_TAINT, KindCluster, gpu_node_names
-from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool
 from vllm_gate.cluster.resolve import resolve_cluster
-from vllm_gate.errors import ClusterError
 
 WAIT_S = 30
 GPU_TYPE = "l4-test"  # a type the local cluster's own gpu-N nodes (rtx-6000-ada) do not carry

@@ -27,35 +27,37 @@ import httpx
 import pytest
 
 from tests.conftest import require
-from vllm_gate.cluster.images import (
-    ANNOTATION_IMAGE_NAME,
-    ANNOTATION_REF_NAME,
+from vllm_gate.base.errors import ClusterError
+from vllm_gate.base.ports import free_port
+from vllm_gate.base.tools import LOADTESTS_DIR, MODELS_DIR, find_tool
+from vllm_gate.checks.probe_pod import Outcome, classify, curl_args
+from vllm_gate.cluster.dataplane.sim import SimServer, stop_process, wait_listening
+from vllm_gate.cluster.node.images import (
     SANDBOX_IMAGE,
-    Entry,
-    ImageSpec,
     build_node_images,
     chart_images,
-    host_architecture,
     import_image,
     import_node_images,
-    is_static,
     list_images,
+    static_binary_image,
+)
+from vllm_gate.cluster.node.locust_image import LOCUST_UID, default_image, locust_image, locust_version, unchecked_pyc
+from vllm_gate.cluster.node.locust_image import _is_copied as copied_into_image
+from vllm_gate.cluster.node.oci import (
+    ANNOTATION_IMAGE_NAME,
+    ANNOTATION_REF_NAME,
+    Entry,
+    ImageSpec,
+    host_architecture,
+    is_static,
     normalized_reference,
     spec_hash,
-    static_binary_image,
     write_image,
 )
-from vllm_gate.cluster.locust_image import LOCUST_UID, default_image, locust_image, locust_version, unchecked_pyc
-from vllm_gate.cluster.locust_image import _is_copied as copied_into_image
-from vllm_gate.errors import ClusterError
-from vllm_gate.load import read_samples
-from vllm_gate.ports import free_port
-from vllm_gate.probe_pod import Outcome, classify, curl_args
-from vllm_gate.render import render_manifests
-from vllm_gate.sim import SimServer, stop_process, wait_listening
+from vllm_gate.deploy.render import render_manifests
+from vllm_gate.deploy.values import chart_values
+from vllm_gate.load.samples import read_samples
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import LOADTESTS_DIR, MODELS_DIR, find_tool
-from vllm_gate.values import chart_values
 
 NODE_TOOLS = ("vllm-sim-standin", "vg-pause")
 LOCUST_IMAGE = normalized_reference(default_image())

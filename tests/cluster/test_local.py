@@ -18,26 +18,27 @@ import yaml
 from kubernetes import client
 
 from tests.conftest import running_local_cluster
+from vllm_gate.base.errors import ClusterError, RolloutFailed
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.ports import free_port, port_open
+from vllm_gate.base.secret import Secret
+from vllm_gate.base.tools import MODELS_DIR, PROJECT_ROOT
 from vllm_gate.cluster.children import CHILD_PIDS_FILE
+from vllm_gate.cluster.dataplane.portforward import PortForward
 from vllm_gate.cluster.existing import ExistingCluster
-from vllm_gate.cluster.kube import api_client
 from vllm_gate.cluster.local import GpuPool, LocalCluster, cluster_dir, component_pids, pid_alive
 from vllm_gate.cluster.resolve import resolve_cluster
-from vllm_gate.deploy import DeployFailed, current_revision, ensure_namespace, helm_test, install_or_upgrade
-from vllm_gate.errors import ClusterError, RolloutFailed
-from vllm_gate.gate import NO_REGISTRY, Attempt, GateRun, Registry, finish
+from vllm_gate.deploy.release import DeployFailed, current_revision, ensure_namespace, helm_test, install_or_upgrade
+from vllm_gate.deploy.render import helm_client
+from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.values import release_fullname
+from vllm_gate.gate.decision import finish
+from vllm_gate.gate.run import NO_REGISTRY, Attempt, GateRun, Registry
 from vllm_gate.monitoring.gpu import TelemetryError
 from vllm_gate.monitoring.gpu_source import choose_gpu_source
 from vllm_gate.monitoring.pod_exec import nvidia_smi_in_pod
-from vllm_gate.portforward import PortForward
-from vllm_gate.ports import free_port, port_open
-from vllm_gate.render import helm_client
-from vllm_gate.rollout import RolloutTarget, wait_ready
-from vllm_gate.secret import Secret
-from vllm_gate.serving import fake_pool
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR, PROJECT_ROOT
-from vllm_gate.values import release_fullname
+from vllm_gate.verdict.serving import fake_pool
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ from kubernetes import client
 
 from tests.chart.strict_yaml import helm
 from tests.conftest import running_local_cluster
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
 from vllm_gate.cluster.local import LocalCluster
-from vllm_gate.deploy import current_revision, ensure_namespace, install_or_upgrade, roll_back
-from vllm_gate.render import helm_client
+from vllm_gate.deploy.release import current_revision, ensure_namespace, install_or_upgrade, roll_back
+from vllm_gate.deploy.render import helm_client
+from vllm_gate.deploy.values import chart_values, release_fullname
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.values import chart_values, release_fullname
 
 STORAGE_CLASS = "vllm-gate-test-cache"  # no StorageClass object: the binder matches PVs by this name alone
 BIND_TIMEOUT_S = 90

@@ -18,11 +18,11 @@ from kubernetes.client.rest import ApiException
 
 from tests.chart.strict_yaml import helm
 from tests.conftest import running_local_cluster
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
 from vllm_gate.cluster.local import LocalCluster
+from vllm_gate.deploy.values import chart_values, release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.values import chart_values, release_fullname
 
 GROUP, VERSION = "monitoring.coreos.com", "v1"
 ESTABLISHED_TIMEOUT_S = 30

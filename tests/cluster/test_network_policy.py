@@ -13,13 +13,13 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require, running_local_cluster
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.checks.exposure import HELM_TEST_LABEL, AllowedIngress, label_selector_matches, network_policy_problems
 from vllm_gate.cluster.local import LocalCluster
-from vllm_gate.exposure import HELM_TEST_LABEL, AllowedIngress, label_selector_matches, network_policy_problems
-from vllm_gate.render import render_manifests
+from vllm_gate.deploy.render import render_manifests
+from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import release_fullname
 
 # Two router labels, so that a peer with only one of them (a subset: more pods) can be planted.
 ROUTER = {"app.kubernetes.io/name": "ias-router", "app.kubernetes.io/component": "gateway"}

@@ -17,17 +17,17 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require, running_local_cluster, skip_without_real_node
-from vllm_gate.cluster.images import chart_images
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.checks.policy_probe import probe_network_policy
+from vllm_gate.checks.probe_pod import PROBE_LABEL, Outcome, chart_template, run_probe
 from vllm_gate.cluster.local import LocalCluster
-from vllm_gate.cluster.node import NODE_NAME
-from vllm_gate.deploy import ensure_namespace, install_or_upgrade
-from vllm_gate.policy_probe import probe_network_policy
-from vllm_gate.probe_pod import PROBE_LABEL, Outcome, chart_template, run_probe
-from vllm_gate.rollout import RolloutTarget, wait_ready
+from vllm_gate.cluster.node.images import chart_images
+from vllm_gate.cluster.node.real_node import NODE_NAME
+from vllm_gate.deploy.release import ensure_namespace, install_or_upgrade
+from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import release_fullname
 
 NS = "policy-probe"
 ROLLOUT_TIMEOUT_S = 180

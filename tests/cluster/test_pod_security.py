@@ -11,10 +11,10 @@ from kubernetes.client.rest import ApiException
 
 from tests.chart.strict_yaml import template
 from tests.conftest import running_local_cluster
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
+from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.values import chart_values
 
 LEVELS = ("baseline", "restricted")
 

@@ -17,15 +17,15 @@ import pytest
 from kubernetes import client, watch
 
 from tests.conftest import require
-from vllm_gate.cluster.kube import api_client
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.cluster.local import GpuPool, LocalCluster
-from vllm_gate.deploy import Release, current_revision, ensure_namespace, install_or_upgrade, roll_back
-from vllm_gate.preflight import Decision, PreflightFailed, check_pool
-from vllm_gate.render import helm_client
-from vllm_gate.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.preflight import Decision, PreflightFailed, check_pool
+from vllm_gate.deploy.release import Release, current_revision, ensure_namespace, install_or_upgrade, roll_back
+from vllm_gate.deploy.render import helm_client
+from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
-from vllm_gate.tools import MODELS_DIR
-from vllm_gate.values import release_fullname
 
 TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
 ROLLOUT_TIMEOUT_S = 120

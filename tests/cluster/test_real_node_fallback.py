@@ -10,11 +10,12 @@ from kubernetes import client
 
 from tests.cluster.test_real_node import skip_unless_node_can_run
 from tests.conftest import running_local_cluster
-from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import STATE_ROOT, GpuPool, LocalCluster
-from vllm_gate.cluster.node import RealNode, node_dir, why_not_here
-from vllm_gate.cluster.node_config import NodeNetwork
-from vllm_gate.errors import ClusterError
+from vllm_gate.base.errors import ClusterError
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import STATE_ROOT
+from vllm_gate.cluster.local import GpuPool, LocalCluster
+from vllm_gate.cluster.node.config import NodeNetwork
+from vllm_gate.cluster.node.real_node import RealNode, node_dir, why_not_here
 
 
 def test_a_range_the_host_already_routes_is_refused_naming_the_route():

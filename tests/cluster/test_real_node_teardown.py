@@ -11,12 +11,12 @@ from pathlib import Path
 from tests.cli.test_cluster import cli
 from tests.cluster.host_network import host_network_state
 from tests.cluster.test_real_node import skip_unless_node_can_run
-from vllm_gate.cluster import node_cgroups
-from vllm_gate.cluster.host_state import read_sysctls
-from vllm_gate.cluster.local import STATE_ROOT, cluster_dir, owner_pid, reap_orphans
-from vllm_gate.cluster.node import cgroup_root, node_dir
-from vllm_gate.cluster.node_namespace import HARD_CODED_DIRS, host_link_name
-from vllm_gate.tools import PROJECT_ROOT
+from vllm_gate.base.tools import PROJECT_ROOT, STATE_ROOT
+from vllm_gate.cluster.local import cluster_dir, owner_pid, reap_orphans
+from vllm_gate.cluster.node import cgroups as node_cgroups
+from vllm_gate.cluster.node.host_state import read_sysctls
+from vllm_gate.cluster.node.namespace import HARD_CODED_DIRS, host_link_name
+from vllm_gate.cluster.node.real_node import cgroup_root, node_dir
 
 # Where a kubelet, containerd or the CNI plugins write on a host when not told otherwise: listed before and after.
 WATCHED_DIRS = ("/opt", "/usr/libexec", "/var/lib", *HARD_CODED_DIRS)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.monitoring.captures import H200
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
 from vllm_gate.monitoring import gpu_source
 from vllm_gate.monitoring.gpu import GpuReading, TelemetryError
 from vllm_gate.monitoring.nvidia_smi import parse_query

@@ -13,18 +13,18 @@ import pytest
 
 from tests.conftest import require
 from tests.monitoring.captures import H200
-from vllm_gate import inference
-from vllm_gate.cluster.dataplane import ServedPod
-from vllm_gate.cluster.prometheus import DCGM_JOB, MODEL_JOB, LocalPrometheus
-from vllm_gate.cluster.recorded_dcgm import RecordedDcgmExporter
-from vllm_gate.load import run_load
-from vllm_gate.metrics import Counters, client_counters
+from vllm_gate.checks import inference
+from vllm_gate.checks.metrics import Counters, client_counters
+from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, MODEL_JOB, LocalPrometheus
+from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
+from vllm_gate.cluster.dataplane.served_pods import ServedPod
+from vllm_gate.cluster.dataplane.sim import SimServer
+from vllm_gate.load.local import run_load
 from vllm_gate.monitoring import checks, dcgm
 from vllm_gate.monitoring.gpu_source import DcgmSource
 from vllm_gate.monitoring.load_watch import LoadWatch, ModelPods
 from vllm_gate.monitoring.prometheus import Prometheus, wait_for_targets
 from vllm_gate.monitoring.recorded import load_recorded
-from vllm_gate.sim import SimServer
 from vllm_gate.spec import Load
 
 NS, POD, MODEL = "ias-production", "llama3-vllm-0", "llama3"

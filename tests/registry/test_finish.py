@@ -7,13 +7,14 @@ from pathlib import Path
 import psycopg
 
 from tests.conftest import dump_tables
-from vllm_gate.contract import Mode, required_checks
-from vllm_gate.gate import GateRun, IdentityRecord, Registry, finish
+from vllm_gate.base.secret import Secret
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate.decision import finish
+from vllm_gate.gate.run import GateRun, IdentityRecord, Registry
 from vllm_gate.registry.baselines import last_baseline
 from vllm_gate.registry.role import mark_role, registry_role
-from vllm_gate.secret import Secret
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
+from vllm_gate.verdict.contract import Mode, required_checks
 
 SPEC = load_spec("llama3", MODELS_DIR)
 

@@ -9,9 +9,9 @@ from urllib.parse import quote
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from vllm_gate.pgserver import PostgresServer
+from vllm_gate.base.secret import Secret
 from vllm_gate.registry import db
-from vllm_gate.secret import Secret
+from vllm_gate.registry.pgserver import PostgresServer
 
 # A space, '@', '/', a quote, ':' and '%': each needs encoding in one form or another.
 WRONG = "Wr0ng-Sesame p@ss/'w:rd%"
@@ -168,7 +168,7 @@ def test_showlocals_prints_no_secret(pytester: pytest.Pytester, monkeypatch: pyt
     pytester.makepyfile("""
         import os
         from dataclasses import dataclass
-        from vllm_gate.secret import Secret
+        from vllm_gate.base.secret import Secret
 
         @dataclass
         class Settings:

@@ -14,12 +14,13 @@ import psycopg
 import pytest
 
 from tests.registry.test_baselines import ANSWERS, add_certification, migrate_to_2
-from vllm_gate.pgserver import DataDirUnreachable, PostgresServer
-from vllm_gate.ports import port_open
+from vllm_gate.base.ports import port_open
+from vllm_gate.base.secret import Secret
 from vllm_gate.registry import rehearsal
 from vllm_gate.registry.baselines import last_baseline, record_baseline
 from vllm_gate.registry.db import redact_dsn
 from vllm_gate.registry.migrate import pending
+from vllm_gate.registry.pgserver import DataDirUnreachable, PostgresServer
 from vllm_gate.registry.rehearsal import (
     DSN_ENV,
     IsTheRehearsalRegistry,
@@ -30,7 +31,6 @@ from vllm_gate.registry.rehearsal import (
     refuse_rehearsal_registry,
 )
 from vllm_gate.registry.role import mark_role, registry_role
-from vllm_gate.secret import Secret
 
 
 @pytest.fixture

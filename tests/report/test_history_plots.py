@@ -13,14 +13,14 @@ from psycopg.types.json import Jsonb
 
 from tests.report.test_html import SAMPLES
 from tests.report.test_summary import SPEC, a_run
-from vllm_gate.gate import GateRun, Registry
+from vllm_gate.base.secret import Secret
+from vllm_gate.base.tools import PROJECT_ROOT
+from vllm_gate.gate.run import GateRun, Registry
+from vllm_gate.load.slo import SloResult
 from vllm_gate.registry.db import redact_dsn
-from vllm_gate.regression import load_fingerprint
 from vllm_gate.report.html import sign_off
 from vllm_gate.report.trend import RunHistory, read_history
-from vllm_gate.secret import Secret
-from vllm_gate.slo import SloResult
-from vllm_gate.tools import PROJECT_ROOT
+from vllm_gate.verdict.regression import load_fingerprint
 
 SVG = "{http://www.w3.org/2000/svg}"
 CLUSTER = "local"  # a_run's cluster key

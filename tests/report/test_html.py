@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.report.test_summary import a_run, two_runs
-from vllm_gate.load import RequestSample
+from vllm_gate.load.samples import RequestSample
 from vllm_gate.report.html import environment, overview, sign_off
 
 SAMPLES = [RequestSample(1000.0 + i * 0.25, 0.06 + (i % 5) * 0.005, [0.02, 0.025, 0.03], 0.2 + (i % 3) * 0.01, 16,

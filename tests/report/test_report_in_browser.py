@@ -22,11 +22,11 @@ from tests.report.chromium import Opened, endpoint, open_page, survivors
 from tests.report.test_history_plots import EARLIER, add, read, this_run
 from tests.report.test_html import SAMPLES
 from tests.report.test_summary import SPEC, a_run
-from vllm_gate.report import artifacts
+from vllm_gate.base.tools import PROJECT_ROOT, REPORTS_DIR, find_tool
+from vllm_gate.cluster.dataplane.sim import SimServer
+from vllm_gate.gate import evidence as artifacts
+from vllm_gate.load.slo import slo_names
 from vllm_gate.report.html import sign_off
-from vllm_gate.sim import SimServer
-from vllm_gate.slo import slo_names
-from vllm_gate.tools import PROJECT_ROOT, REPORTS_DIR, find_tool
 
 SUITES = str(PROJECT_ROOT / "suites")
 SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]

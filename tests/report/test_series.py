@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate.load import RequestSample
+from vllm_gate.load.samples import RequestSample
 from vllm_gate.report.series import ERRORS, LATENCY_P50, OUTPUT_TOKENS, REQUESTS, latency_values, over_time
 
 

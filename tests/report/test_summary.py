@@ -10,12 +10,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from vllm_gate.contract import Mode, required_checks
-from vllm_gate.gate import GateRun
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate.run import GateRun
+from vllm_gate.load.slo import SloResult
 from vllm_gate.report.summary import SCHEMA_VERSION, run_summary, schema
-from vllm_gate.slo import SloResult
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
+from vllm_gate.verdict.contract import Mode, required_checks
 
 SPEC = load_spec("llama3", MODELS_DIR)
 

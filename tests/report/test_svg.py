@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from vllm_gate.load import percentile
+from vllm_gate.load.samples import percentile
 from vllm_gate.report.svg import RunPoint, bin_counts, histogram, multi_series, runs_plot, time_series
 
 SVG = "{http://www.w3.org/2000/svg}"

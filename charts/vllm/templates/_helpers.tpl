@@ -195,7 +195,7 @@ default --pod-annotations-file (scripts/vllm-sim/podinfo.go) is this directory's
 The simulated model (engine: sim) as pod annotations, never as container args: only the project's stand-in
 (scripts/vllm-sim) plays it, and the llm-d image a real cluster runs refuses flags it does not know. The stand-in
 reads them in its container from a downward API file (vllm.simPodInfoDir) as defaults for its --chat-template,
---eos-after and --answer-salt; a host-side data plane passes them as those flags (vllm_gate.sim.STANDIN_ANNOTATIONS).
+--eos-after and --answer-salt; a host-side data plane passes them as those flags (vllm_gate.cluster.dataplane.sim.STANDIN_ANNOTATIONS).
 The llm-d image ignores both.
 */}}
 {{- define "vllm.simModelAnnotations" -}}

@@ -25,13 +25,13 @@ import click
 import psycopg
 from pydantic import ValidationError
 
+from vllm_gate.base.errors import GateError
+from vllm_gate.base.secret import Secret
 from vllm_gate.cli.errors import ActionFailed, InvalidInput
-from vllm_gate.errors import GateError
 from vllm_gate.registry import db, mappings
 from vllm_gate.registry.history import history
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.migrate import migrate
-from vllm_gate.secret import Secret
 
 __all__ = ["main"]
 

@@ -12,9 +12,10 @@ import time
 import click
 from kubernetes import client
 
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.tools import STATE_ROOT
 from vllm_gate.cli.errors import ActionFailed
-from vllm_gate.cluster.kube import api_client
-from vllm_gate.cluster.local import LOCAL_NODE_ENV, LOCAL_NODES, STATE_ROOT, destroy, owner_pid, pid_alive
+from vllm_gate.cluster.local import LOCAL_NODE_ENV, LOCAL_NODES, destroy, owner_pid, pid_alive
 from vllm_gate.cluster.supervisor import state_file
 
 __all__ = ["cluster"]

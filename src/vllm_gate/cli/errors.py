@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import click
 
-from vllm_gate.errors import GateError, SpecError
+from vllm_gate.base.errors import GateError, SpecError
 
 
 class InvalidInput(click.UsageError):

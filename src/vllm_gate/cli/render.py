@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.cli.errors import reported_errors
-from vllm_gate.render import manifests_yaml, render_manifests
+from vllm_gate.deploy.render import manifests_yaml, render_manifests
 from vllm_gate.spec import load_spec
-from vllm_gate.tools import MODELS_DIR
 
 __all__ = ["render"]
 

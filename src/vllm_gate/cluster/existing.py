@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vllm_gate.base.kube import api_client, current_context, server_version
 from vllm_gate.cluster.base import Capabilities
-from vllm_gate.cluster.kube import api_client, current_context, server_version
 
 
 class ExistingCluster:

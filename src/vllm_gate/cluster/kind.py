@@ -8,12 +8,12 @@ from pathlib import Path
 from kubernetes import client
 from pytest_kind.cluster import KindCluster as _Kind
 
+from vllm_gate.base.errors import ClusterError
+from vllm_gate.base.kube import REQUEST_TIMEOUT_S, api_client
+from vllm_gate.base.tools import STATE_ROOT, find_tool, tools_dir
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.gpu_nodes import GPU_RESOURCE, advertise_gpus
-from vllm_gate.cluster.kube import REQUEST_TIMEOUT_S, api_client
-from vllm_gate.cluster.local import STATE_ROOT, GpuPool
-from vllm_gate.errors import ClusterError
-from vllm_gate.tools import find_tool, tools_dir
+from vllm_gate.cluster.local import GpuPool
 
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 DOCKER_CHECK_TIMEOUT_S = 30

@@ -21,12 +21,18 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.utils import parse_quantity
 
+from vllm_gate.base.errors import ClusterError, GateError
+from vllm_gate.base.kube import api_client, server_version
+from vllm_gate.base.tools import STATE_ROOT, require_tool
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
-from vllm_gate.cluster.dataplane import DataPlane
+from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, LocalPrometheus
+from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
+from vllm_gate.cluster.dataplane.served_pods import DataPlane
+from vllm_gate.cluster.dataplane.sim import sim_name
 from vllm_gate.cluster.gpu_nodes import advertise_gpus
-from vllm_gate.cluster.kube import api_client, server_version
-from vllm_gate.cluster.node import (
+from vllm_gate.cluster.node.config import NodeNetwork
+from vllm_gate.cluster.node.real_node import (
     NODE_KIND_LABEL,
     NODE_NAME,
     RealNode,
@@ -34,16 +40,9 @@ from vllm_gate.cluster.node import (
     reap_orphan_nodes,
     why_not_here,
 )
-from vllm_gate.cluster.node import teardown as teardown_node
-from vllm_gate.cluster.node_config import NodeNetwork
-from vllm_gate.cluster.prometheus import DCGM_JOB, LocalPrometheus
-from vllm_gate.cluster.recorded_dcgm import RecordedDcgmExporter
-from vllm_gate.errors import ClusterError, GateError
-from vllm_gate.serving import KWOK_NODE_ANNOTATION
-from vllm_gate.sim import sim_name
-from vllm_gate.tools import require_tool
+from vllm_gate.cluster.node.real_node import teardown as teardown_node
+from vllm_gate.verdict.serving import KWOK_NODE_ANNOTATION
 
-STATE_ROOT = Path(os.environ.get("VLLM_GATE_STATE", Path.home() / ".local" / "state" / "vllm-gate"))
 KWOK_WORKDIR = STATE_ROOT / "kwok"
 OWNER_FILE = "vllm-gate-owner.json"
 CREATE_TIMEOUT_S = 180

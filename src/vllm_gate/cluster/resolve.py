@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vllm_gate.base.kube import current_context
 from vllm_gate.cluster.base import Cluster
 from vllm_gate.cluster.existing import ExistingCluster
 from vllm_gate.cluster.kind import KindCluster
-from vllm_gate.cluster.kube import current_context
 from vllm_gate.cluster.local import LOCAL_NODES, GpuPool, LocalCluster, Progress
 
 

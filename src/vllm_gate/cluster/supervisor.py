@@ -9,8 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
-from vllm_gate.cluster.local import LOCAL_NODES, STATE_ROOT, GpuPool, LocalCluster
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
+from vllm_gate.base.tools import STATE_ROOT
+from vllm_gate.cluster.local import LOCAL_NODES, GpuPool, LocalCluster
 
 
 def state_file(name: str) -> Path:

@@ -1,1 +1,3 @@
-"""Monitoring: GPU telemetry readings, their sources (nvidia-smi, recorded DCGM series) and judgments."""
+"""Monitoring the candidate: Prometheus queries for the vLLM families and GPU series, GPU readings and their
+sources (dcgm-exporter through Prometheus, nvidia-smi in the pod, recorded telemetry) and the judgments the
+monitoring and gpu suites make. May import ``base``, ``spec``, ``load`` and ``checks``."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vllm_gate.errors import GateError
-from vllm_gate.metrics import Counters
+from vllm_gate.base.errors import GateError
+from vllm_gate.checks.metrics import Counters
 from vllm_gate.monitoring.gpu import (
     GpuReading,
     identity_problems,

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
 
 # Bands around gpu_memory_utilization, as fractions of capacity (used + free). Measured on a real H200
 # (tests/data/gpu-h200): a torch process (not vLLM: no model can be downloaded there) holding 0.9 of what

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from kubernetes import client
 
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
 from vllm_gate.monitoring import dcgm
 from vllm_gate.monitoring.gpu import GpuReading
 from vllm_gate.monitoring.pod_exec import nvidia_smi_in_pod

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vllm_gate.errors import GateError
-from vllm_gate.metrics import Counters
+from vllm_gate.base.errors import GateError
+from vllm_gate.checks.metrics import Counters
 from vllm_gate.monitoring.gpu import GpuReading
 from vllm_gate.monitoring.gpu_source import GpuSource
 from vllm_gate.monitoring.prometheus import (

@@ -13,8 +13,8 @@ import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from urllib3.util.retry import Retry
 
-from vllm_gate.errors import GateError
-from vllm_gate.metrics import GENERATION_TOKENS, PROMPT_TOKENS, REQUESTS, Counters
+from vllm_gate.base.errors import GateError
+from vllm_gate.checks.metrics import GENERATION_TOKENS, PROMPT_TOKENS, REQUESTS, Counters
 
 REQUEST_TIMEOUT_S = 10
 POLL_S = 0.5

@@ -1,1 +1,3 @@
-"""The platform's model registry: ``model_mappings`` and ``certifications`` in PostgreSQL."""
+"""The platform's model registry in PostgreSQL: ``model_mappings`` (what the API router reads),
+certifications, identity baselines, run history, its migrations and role (production or rehearsal), and the
+local PostgreSQL server behind the rehearsal registry. May import ``base`` and ``spec``."""

@@ -9,7 +9,7 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
 
 
 class NoSuchCertification(GateError):

@@ -13,8 +13,8 @@ from urllib.parse import quote, unquote
 
 import psycopg
 
-from vllm_gate.errors import GateError
-from vllm_gate.secret import REDACTED, Secret
+from vllm_gate.base.errors import GateError
+from vllm_gate.base.secret import REDACTED, Secret
 
 DSN_ENV = "IAS_DATABASE_URL"
 CONNECT_TIMEOUT_S = 5

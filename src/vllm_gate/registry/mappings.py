@@ -11,7 +11,7 @@ import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
 from vllm_gate.registry.migrate import pending
 
 SLUG = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

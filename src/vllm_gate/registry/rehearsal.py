@@ -18,14 +18,14 @@ from pathlib import Path
 
 import psycopg
 
-from vllm_gate.cluster.local import STATE_ROOT
-from vllm_gate.errors import GateError
-from vllm_gate.lifecycle import Started
-from vllm_gate.pgserver import DataDirUnreachable, PostgresServer
+from vllm_gate.base.errors import GateError
+from vllm_gate.base.lifecycle import Started
+from vllm_gate.base.secret import Secret
+from vllm_gate.base.tools import STATE_ROOT
 from vllm_gate.registry import db
 from vllm_gate.registry.migrate import migrate
+from vllm_gate.registry.pgserver import DataDirUnreachable, PostgresServer
 from vllm_gate.registry.role import database_name, mark_role, registry_role
-from vllm_gate.secret import Secret
 
 DSN_ENV = "VLLM_GATE_REHEARSAL_DATABASE_URL"
 DIR_NAME = "rehearsal-registry"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from vllm_gate.errors import GateError
+from vllm_gate.base.errors import GateError
 
 ROLES = ("production", "rehearsal")
 

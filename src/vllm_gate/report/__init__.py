@@ -1,1 +1,3 @@
-"""The sign-off report's pure pieces: inline SVG plots, plotted series from load samples, the SLO table."""
+"""The sign-off artefacts a release manager reads: summary.json, the HTML report with its SLO table and inline
+SVG plots, and the SLO history from earlier runs. The top of the library beside ``cli``: it renders a finished
+``gate`` run and may import every layer below."""

@@ -9,13 +9,13 @@ import socket
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 
-from vllm_gate.contract import Kind
-from vllm_gate.gate import GateRun, chart_version
-from vllm_gate.load import RequestSample
+from vllm_gate.gate.run import GateRun, chart_version
+from vllm_gate.load.samples import RequestSample
 from vllm_gate.report import series, svg
 from vllm_gate.report.slo_table import slo_table
 from vllm_gate.report.summary import git_commit
 from vllm_gate.report.trend import RunHistory, slo_points
+from vllm_gate.verdict.contract import Kind
 
 # pytest-html greys its body text and collapses table spacing: a page to sign needs dark text and spaced columns.
 STYLE = """<style>

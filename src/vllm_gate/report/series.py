@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from vllm_gate.load import RequestSample, percentile
+from vllm_gate.load.samples import RequestSample, percentile
 
 LATENCY_P50 = "latency p50 e2e (ms)"
 REQUESTS = "requests/s"

@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from vllm_gate.slo import SloResult
+from vllm_gate.load.slo import SloResult
 
 COLUMNS = ("metric", "measured", "limit", "margin", "result")
 NO_DATA = "no data"

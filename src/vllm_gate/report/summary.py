@@ -10,8 +10,8 @@ from importlib import metadata
 from importlib.resources import files
 from typing import Any
 
-from vllm_gate.gate import GateRun, chart_version
-from vllm_gate.tools import PROJECT_ROOT
+from vllm_gate.base.tools import PROJECT_ROOT
+from vllm_gate.gate.run import GateRun, chart_version
 
 SCHEMA_VERSION = 1
 

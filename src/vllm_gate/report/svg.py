@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from vllm_gate.load import percentile
+from vllm_gate.load.samples import percentile
 
 WIDTH, HEIGHT = 640, 320
 EMPTY_WIDTH, EMPTY_HEIGHT = 320, 60

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import psycopg
 
-from vllm_gate.gate import GateRun, Registry
+from vllm_gate.gate.run import GateRun, Registry
+from vllm_gate.load.slo import SloResult
 from vllm_gate.registry import db
 from vllm_gate.registry.db import DatabaseUnreachable
 from vllm_gate.registry.history import PastRun, recent_runs
 from vllm_gate.report.svg import RunPoint
-from vllm_gate.slo import SloResult
 
 DEFAULT_RUNS = 10  # --history: how many earlier runs each SLO is plotted over
 

@@ -1,0 +1,121 @@
+"""The decision at the end of a gate run: undo anything not certified, then register it or record why not."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from vllm_gate.base.errors import GateError
+from vllm_gate.deploy.release import Release, current_revision, remove_created_namespace, roll_back
+from vllm_gate.deploy.render import helm_client
+from vllm_gate.gate.run import NOTHING_DEPLOYED, GateRun
+from vllm_gate.registry import db
+from vllm_gate.registry.baselines import record_baseline
+from vllm_gate.registry.certify import record_outcome, register_certified
+from vllm_gate.registry.role import mark_role
+from vllm_gate.verdict.contract import Kind, Mode
+
+
+def _left_behind(run: GateRun) -> Release | None:
+    """A revision helm made that the gate never heard of (interrupted or failed mid-install), else None.
+
+    Raises GateError when helm cannot say: the undo must not then guess that nothing was deployed.
+    """
+    attempt = run.attempt
+    if attempt is None:
+        return None
+    revision = current_revision(helm_client(run.kubeconfig, run.context), attempt.name, attempt.namespace)
+    if revision is None or revision == attempt.previous_revision:
+        return None
+    return Release(attempt.name, attempt.namespace, revision, attempt.previous_revision, "",
+                   attempt.created_namespace)
+
+
+def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
+          progress: Callable[[str], None]) -> None:
+    try:
+        release = run.release or _left_behind(run)
+    except GateError as exc:
+        run.decision_failed = True
+        run.decision.append(f"UNDO NOT CONFIRMED: could not ask helm what this run left behind: {exc.summary}")
+        return
+    if release is None:
+        attempt = run.attempt
+        if attempt and attempt.created_namespace and not keep_on_failure:
+            # Nothing deployed, but the namespace (and the HF token Secret in it) was the gate's doing.
+            run.decision.append(f"nothing deployed; {remove_created_namespace(kubeconfig, context, attempt.namespace)}")
+        else:
+            run.decision.append(NOTHING_DEPLOYED)
+        return
+    if run.settle().certified:
+        return
+    if keep_on_failure:
+        run.decision.append(f"kept the release {release.namespace}/{release.name} (--keep-on-failure)")
+        return
+    try:
+        # The previous revision's pods start from scratch (download + load): give them the spec's budget.
+        run.decision.append(roll_back(release, kubeconfig, context, timeout_s=run.spec.startup.timeout_s,
+                                      progress=progress))
+    except GateError as exc:
+        run.decision_failed = True
+        run.decision.append(f"ROLLBACK FAILED: {exc.summary}")
+
+
+def _write_registry(run: GateRun) -> None:
+    verdict, registry = run.settle(), run.registry
+    if verdict.mode is Mode.ENDPOINT:
+        run.decision.append("not registered: an --endpoint-url run never registers")
+        return
+    if registry.untouched:
+        run.decision.append(f"the registry you gave ({registry.untouched}) was not touched: a rehearsal "
+                            "writes only the rehearsal registry")
+    if verdict.mode is Mode.REHEARSAL and not registry.rehearsal and registry.dsn is not None:
+        run.decision.append(f"not registered, nothing written to {registry.description}: a rehearsal "
+                            "never writes the registry you gave")
+        return
+    if registry.dsn is None:
+        run.decision.append(f"not registered: {registry.description}")
+        return
+    try:
+        conn = db.connect(registry.dsn)
+        try:
+            cert = run.certification()
+            if verdict.kind is Kind.PASSED:
+                with conn.transaction():  # the mapping, the certification and its baseline: all or nothing
+                    if not registry.rehearsal:
+                        mark_role(conn, "production")  # refuses the rehearsal registry; marks an unmarked one
+                    cert_id = register_certified(conn, run.mapping(), cert)
+                    if run.identity is not None:
+                        record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
+                                        run.identity.answers, fingerprint=run.identity.fingerprint)
+                run.decision.append(f"registered {run.spec.name} -> {run.spec.in_cluster_url} in "
+                                    f"{registry.description} ({cert.verdict} certification {cert_id})")
+                if run.identity is not None:
+                    run.decision.append(f"identity baseline stored with certification {cert_id}: canary prompt "
+                                        f"tokens {run.identity.canary_prompt_tokens}, "
+                                        f"{len(run.identity.answers)} answers")
+            else:
+                with conn.transaction():
+                    if not registry.rehearsal:
+                        mark_role(conn, "production")
+                    cert_id = record_outcome(conn, cert)
+                run.decision.append(f"not registered; {cert.verdict} certification {cert_id} recorded in "
+                                    f"{registry.description}")
+                if run.identity is not None:
+                    run.decision.append("no identity baseline stored: only a passed run's measurements become one")
+        finally:
+            conn.close()
+    except Exception as exc:  # the release decision stands; the registry problem is reported, not hidden
+        run.decision_failed = True
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        run.decision.append(f"REGISTRATION FAILED: {db.scrub(first, registry.dsn)}")
+
+
+def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], None] = lambda _line: None) -> None:
+    """Settle the verdict, undo anything that is not certified (unless kept), then register or record.
+
+    The undo acts on the run's own cluster (``run.kubeconfig``/``run.context``). Appends what actually
+    happened to ``run.decision``.
+    """
+    _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
+    _write_registry(run)

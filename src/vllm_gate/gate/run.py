@@ -1,0 +1,204 @@
+"""One gate run's state: what was deployed, what each check said, and its verdict."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+
+from vllm_gate.base.secret import Secret
+from vllm_gate.base.tools import CHART_DIR
+from vllm_gate.cluster.base import Capabilities
+from vllm_gate.deploy.release import Release
+from vllm_gate.gate.evidence import artifacts_dir
+from vllm_gate.load.samples import RequestSample
+from vllm_gate.load.slo import SloResult, slo_names
+from vllm_gate.registry.certify import Certification
+from vllm_gate.registry.mappings import Mapping
+from vllm_gate.spec import ModelSpec
+from vllm_gate.verdict.contract import NOT_BUILT, Mode, Outcome, Verdict, decide, required_checks
+from vllm_gate.verdict.regression import load_fingerprint
+
+# Worst first. "baseline": the check had nothing to compare with yet and recorded what it measured.
+OUTCOME_ORDER = ("failed", "blocked", "baseline", "passed", "skipped")
+NOTHING_DEPLOYED = "the gate deployed nothing in this run: nothing rolled back"
+
+
+def worse(outcome: str, than: str | None) -> bool:
+    return than is None or OUTCOME_ORDER.index(outcome) < OUTCOME_ORDER.index(than)
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    """What the identity checks measured: the next certification compares with it."""
+
+    canary_prompt_tokens: int | None
+    answers: list[tuple[str, str]]
+    fingerprint: str  # how they were asked (identity.fingerprint)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Where a run may write: the user's registry, the rehearsal registry, or none."""
+
+    dsn: Secret | None
+    description: str  # redacted DSN, or why there is none
+    rehearsal: bool = False  # the rehearsal registry (persistent, never a production registry)
+    untouched: str | None = None  # the registry the user gave, which this rehearsal did not use
+
+
+NO_REGISTRY = Registry(None, "no --database-url given")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the gate was about to change, so an interrupted or failed install is undone too."""
+
+    name: str
+    namespace: str
+    previous_revision: int | None
+    created_namespace: bool
+
+
+@dataclass
+class GateRun:
+    spec: ModelSpec
+    cluster: str  # one line: provider, name, version
+    capabilities: Capabilities | None
+    report_path: Path
+    mode: Mode = Mode.CERTIFICATION
+    simulated: str | None = None  # what answered in place of vLLM on real nodes (a rehearsal)
+    engine_observed: bool = False  # the gate saw vLLM pods on real nodes
+    required: list[str] = field(default_factory=list)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # reset when its first check starts
+    finished_at: datetime | None = None  # when its decision was made (None: not decided yet)
+    evidence_dir: Path | None = None  # where its evidence goes; None: beside the report (reports/<run>/)
+    release: Release | None = None
+    attempt: Attempt | None = None  # set before the first change to the cluster
+    kubeconfig: Path | None = None  # of the cluster the release is in: the undo acts there and nowhere else
+    context: str | None = None
+    endpoint: str | None = None
+    registry: Registry = NO_REGISTRY
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    slo_results: list[SloResult] = field(default_factory=list)
+    samples: list[RequestSample] = field(default_factory=list)  # the load test's raw samples, for the report
+    image_ids: tuple[str, ...] = ()  # the image digests the model's pods actually ran (from the kubelets)
+    interrupted: str | None = None  # how the session did not end normally
+    cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
+    preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
+    telemetry: list[str] = field(default_factory=list)  # which Prometheus and GPU source the checks read
+    identity: IdentityRecord | None = None  # stored with a passed run as the next run's baseline
+    gpu_recorded: bool = False  # the gpu suite read recorded telemetry (test data), not a live GPU
+    cluster_key: str | None = None  # the same cluster across runs (regressions compare only there)
+    compare_last: bool = True  # --no-compare-last: the regression check is not required
+    containers: bool = True  # whether the cluster runs the pods' containers (False on KWOK)
+    verdict: Verdict | None = None
+    decision: list[str] = field(default_factory=list)
+    decision_failed: bool = False
+
+    @property
+    def evidence(self) -> Path:
+        """This model's evidence directory: ``reports/<run>/``, or ``reports/<run>/<model>/`` beside other models."""
+        return self.evidence_dir or artifacts_dir(self.report_path)
+
+    @property
+    def duration_s(self) -> float:
+        """From its first check to its decision (to now while undecided)."""
+        return ((self.finished_at or datetime.now(UTC)) - self.started_at).total_seconds()
+
+    def record(self, check: str, outcome: str, message: str) -> None:
+        """Record one phase of a check; the worst phase (failed > blocked > passed > skipped) decides."""
+        current = self.outcomes.get(check)
+        if worse(outcome, current.outcome if current else None):
+            self.outcomes[check] = Outcome(check, outcome, message)
+
+    def rehearsal(self, what: str) -> None:
+        """Mark this run a rehearsal: ``what`` (a simulator, KWOK nodes) answered in place of vLLM."""
+        if self.mode is Mode.CERTIFICATION:
+            self.mode = Mode.REHEARSAL
+        self.simulated = self.simulated or what
+        self.require()
+
+    def runs_no_containers(self) -> None:
+        """The model's pods turned out to run no containers (KWOK): checks that need containers are not required."""
+        self.containers = False
+        self.require()
+
+    def require(self) -> None:
+        """Set the required checks from what this run is and what its cluster can show."""
+        real_gpus = bool(self.capabilities and self.capabilities.real_gpus) and self.mode is Mode.CERTIFICATION
+        self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
+                                        runs_containers=self.containers, real_gpus=real_gpus,
+                                        compare_last=self.compare_last)
+
+    def suites(self) -> dict[str, str]:
+        """Each suite's outcome: its worst check's."""
+        result: dict[str, str] = {}
+        for check in self.outcomes.values():
+            suite = check.check.split("/", 1)[0]
+            if worse(check.outcome, result.get(suite)):
+                result[suite] = check.outcome
+        return result
+
+    def slo_names(self) -> list[str]:
+        return slo_names(self.spec.slo)
+
+    def not_shown(self) -> list[str]:
+        limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
+        skipped = [] if self.compare_last else ["regression against the last passed run: --no-compare-last"]
+        return [*limits, *skipped, *NOT_BUILT]
+
+    def settle(self) -> Verdict:
+        """Decide the verdict once, from what has been recorded so far."""
+        if self.verdict is None:
+            self.verdict = decide(required=self.required, outcomes=self.outcomes.values(), mode=self.mode,
+                                  interrupted=self.interrupted, simulated=self.simulated,
+                                  engine_observed=self.engine_observed, not_shown=self.not_shown())
+        return self.verdict
+
+    def summary(self) -> dict[str, object]:
+        verdict = self.settle()
+        return {
+            "verdict": verdict.headline, "kind": verdict.kind.value, "mode": verdict.mode.value,
+            "cluster": self.cluster, "engine": self.spec.engine, "simulated": self.simulated,
+            "endpoint": self.endpoint, "suites": self.suites(), "reasons": list(verdict.reasons),
+            "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
+            "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
+            "telemetry": list(self.telemetry),
+            # What a later run compares with (--compare-last) and ias-admin model history shows.
+            "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
+            "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,
+            "load_fingerprint": load_fingerprint(self.spec.load),
+        }
+
+    def image(self) -> str:
+        """What served: the simulator in a rehearsal, else the spec's image and the digest the pods actually ran."""
+        if self.simulated:
+            return self.simulated
+        image = self.spec.image
+        named = f"{image.repository}:{image.tag}" + (f"@{image.digest}" if image.digest else "")
+        return f"{named} (ran {', '.join(self.image_ids)})" if self.image_ids else named
+
+    def mapping(self) -> Mapping:
+        spec = self.spec
+        return Mapping(name=spec.name, display_name=spec.display_name, backend_url=spec.in_cluster_url,
+                       upstream_model_id=spec.served_name, max_tokens=spec.vllm.max_model_len,
+                       input_cost=spec.costs.input_per_1k, output_cost=spec.costs.output_per_1k,
+                       chart_version=self.release.chart_version if self.release else None,
+                       image=f"{spec.image.repository}:{spec.image.tag}")
+
+    def certification(self) -> Certification:
+        return Certification(model_name=self.spec.name, cluster=self.cluster, started_at=self.started_at,
+                             finished_at=datetime.now(UTC), verdict=self.settle().record_as,
+                             summary=self.summary(), report_path=str(self.report_path))
+
+
+@functools.cache
+def chart_version() -> str:
+    """The chart every run deploys, as ``name-version`` (Chart.yaml)."""
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    return f"{chart['name']}-{chart['version']}"
