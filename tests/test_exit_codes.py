@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hooks import _exit_code
 from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate.exit_code import model_exit_code
 from vllm_gate.gate.run import GateRun
 from vllm_gate.spec import load_spec
 from vllm_gate.verdict.contract import NOT_A_CERTIFICATION_EXIT, Mode, required_checks
@@ -29,14 +29,14 @@ def passed_run(mode: Mode) -> GateRun:
 
 @pytest.mark.parametrize("mode", [Mode.REHEARSAL, Mode.ENDPOINT])
 def test_a_passed_run_that_is_not_a_certification_fails_only_when_certification_is_required(mode):
-    assert _exit_code(passed_run(mode), pytest.ExitCode.OK, require_certification=False) == 0
-    assert _exit_code(passed_run(mode), pytest.ExitCode.OK, require_certification=True) == NOT_A_CERTIFICATION_EXIT
+    assert model_exit_code(passed_run(mode), pytest.ExitCode.OK, require_certification=False) == 0
+    assert model_exit_code(passed_run(mode), pytest.ExitCode.OK, require_certification=True) == NOT_A_CERTIFICATION_EXIT
 
 
 def test_a_certification_exits_zero_either_way_and_a_failure_keeps_its_code():
     certified = passed_run(Mode.CERTIFICATION)
     assert certified.settle().certified
-    assert _exit_code(certified, pytest.ExitCode.OK, require_certification=True) == 0
+    assert model_exit_code(certified, pytest.ExitCode.OK, require_certification=True) == 0
     failed = passed_run(Mode.REHEARSAL)
     failed.record(failed.required[0], "failed", "boom")
-    assert _exit_code(failed, pytest.ExitCode.TESTS_FAILED, require_certification=True) == 1
+    assert model_exit_code(failed, pytest.ExitCode.TESTS_FAILED, require_certification=True) == 1

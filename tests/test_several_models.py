@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hooks import session_exit_code
 from vllm_gate.base.errors import SpecError
 from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate.exit_code import session_exit_code
 from vllm_gate.gate.run import GateRun
 from vllm_gate.spec import load_spec
 from vllm_gate.verdict.contract import NOT_A_CERTIFICATION_EXIT, Mode, check_id, model_param_id, required_checks

@@ -1,16 +1,4 @@
-"""The ``ias-admin`` console script: manage the router's model registry.
-
-Examples (the platform runbook's commands):
-
-    ias-admin db migrate
-    ias-admin model add --name llama3 --display-name "Llama 3 8B Instruct" \\
-      --backend-url http://llama-3-8b-inference.ias-production.svc.cluster.local:8000 \\
-      --input-cost 0.0005 --output-cost 0.0015
-    ias-admin model list --json
-
-The database comes from --database-url or IAS_DATABASE_URL. Exit codes: 0 ok, 1 failed,
-2 bad input, 3 database unreachable.
-"""
+"""The ``ias-admin`` console script: manage the router's model registry."""
 
 from __future__ import annotations
 
@@ -34,6 +22,25 @@ from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.migrate import migrate
 
 __all__ = ["main"]
+
+# Click re-flows help text into paragraphs; a paragraph that starts with a line holding only \b keeps its lines.
+HELP = """Manage the platform's model registry: the model_mappings rows the API router reads.
+
+\b
+Examples (the platform runbook's commands):
+  ias-admin db migrate
+  ias-admin model add --name llama3 --display-name "Llama 3 8B Instruct" \\
+    --backend-url http://llama-3-8b-inference.ias-production.svc.cluster.local:8000 \\
+    --input-cost 0.0005 --output-cost 0.0015
+  ias-admin model list --json
+  ias-admin model history llama3
+
+The database comes from --database-url or IAS_DATABASE_URL.
+
+\b
+Exit codes:
+  0 ok, 1 failed, 2 bad input, 3 database unreachable
+"""
 
 EXIT_DB_UNREACHABLE = 3
 FLAG_OF_FIELD = {"name": "--name", "display_name": "--display-name", "backend_url": "--backend-url",
@@ -121,7 +128,7 @@ def _cost(value: Decimal) -> str:
     return format(value.normalize(), "f")
 
 
-@click.group(help=__doc__)
+@click.group(help=HELP)
 @click.option("--database-url", envvar=db.DSN_ENV, show_envvar=True, metavar="URL",
               callback=_secret, help="PostgreSQL URL of the registry.")
 @click.pass_context

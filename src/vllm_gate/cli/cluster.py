@@ -32,7 +32,7 @@ def _owner(name: str) -> int | None:
 
 @click.group()
 def cluster() -> None:
-    """The embedded local cluster (Kubernetes control plane + KWOK GPU nodes + simulators)."""
+    """The embedded local cluster: a real control plane, KWOK GPU nodes and one real node."""
 
 
 @cluster.command()

@@ -1,12 +1,4 @@
-"""The ``vllm-gate`` console script.
-
-Examples:
-
-    vllm-gate render llama3
-    vllm-gate render llama3 --set engine=sim
-    eval "$(vllm-gate cluster up)" && kubectl get nodes
-    vllm-gate cluster down
-"""
+"""The ``vllm-gate`` console script: render a model's manifests, run the embedded local cluster."""
 
 from __future__ import annotations
 
@@ -17,8 +9,20 @@ from vllm_gate.cli.render import render
 
 __all__ = ["main"]
 
+# Click re-flows help text into paragraphs; a paragraph that starts with a line holding only \b keeps its lines.
+HELP = """Render a model's manifests and run the embedded local cluster; the gate itself is `pytest suites/`.
 
-@click.group(help=__doc__)
+\b
+Examples:
+  vllm-gate render llama3
+  vllm-gate render llama3 --set engine=sim
+  eval "$(vllm-gate cluster up)" && kubectl get nodes
+  pytest suites/ --model llama3 --cluster existing
+  vllm-gate cluster down
+"""
+
+
+@click.group(help=HELP)
 @click.version_option(package_name="vllm-gate")
 def main() -> None:
     pass

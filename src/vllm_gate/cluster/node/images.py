@@ -3,7 +3,7 @@
 The local cluster's real node runs the images the chart and the gate name, under those exact names, built here
 from local binaries: the simulator stand-in as the llm-d simulator's image, the sandbox (pause) image, and a curl
 image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's probe pods, and
-Locust's image (this machine's Python and Locust, cluster/locust_image.py) for the gate's in-cluster load test.
+Locust's image (this machine's Python and Locust, cluster/node/locust_image.py) for the gate's in-cluster load test.
 """
 
 from __future__ import annotations

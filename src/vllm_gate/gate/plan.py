@@ -1,0 +1,72 @@
+"""A model's run as it starts: its report's name, its mode and required checks, where it may register and runs."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from vllm_gate.base.kube import api_client
+from vllm_gate.base.secret import Secret
+from vllm_gate.cluster.base import Cluster
+from vllm_gate.cluster.dataplane.sim import sim_name
+from vllm_gate.gate.run import GateRun, Registry
+from vllm_gate.registry import db
+from vllm_gate.registry.db import DatabaseUnreachable
+from vllm_gate.registry.rehearsal import refuse_rehearsal_registry
+from vllm_gate.spec import ModelSpec
+from vllm_gate.verdict.contract import Mode
+from vllm_gate.verdict.selection import ALL
+
+
+def report_name(given: list[str], specs: list[ModelSpec]) -> str:
+    if len(specs) == 1:
+        return specs[0].name
+    return ALL if ALL in given else "+".join(spec.name for spec in specs)
+
+
+def new_run(spec: ModelSpec, cluster: Cluster | None, endpoint: str | None, report: Path,
+            database_url: Secret | None, evidence: Path | None, *, compare_last: bool) -> GateRun:
+    """One model's run: its mode, required checks and where it may register, known before collection."""
+    containers = bool(cluster and cluster.capabilities.runs_containers)
+    run = GateRun(spec=spec, cluster=cluster.describe() if cluster else f"none (--endpoint-url {endpoint})",
+                  report_path=report, evidence_dir=evidence, capabilities=cluster.capabilities if cluster else None,
+                  mode=Mode.ENDPOINT if endpoint else Mode.CERTIFICATION,
+                  containers=containers, compare_last=compare_last)
+    run.require()
+    if spec.engine == "sim":
+        run.rehearsal(f"simulator: {sim_name()}")
+    if run.mode is Mode.REHEARSAL:  # until the rehearsal registry starts (with the deploy), it has none
+        run.registry = Registry(None, "a rehearsal writes only the rehearsal registry, and this run did not "
+                                "get as far as starting it",
+                                untouched=db.redact_dsn(database_url.reveal()) if database_url else None)
+    elif database_url:
+        # Where a failed or partial certification is recorded; a rehearsal found later moves to its own registry.
+        run.registry = Registry(database_url, db.redact_dsn(database_url.reveal()))
+    return run
+
+
+def on_cluster(run: GateRun, cluster: Cluster) -> None:
+    """Note in the model's run where it is deployed: the undo acts there and nowhere else."""
+    run.cluster = cluster.describe()
+    run.kubeconfig, run.context = cluster.kubeconfig, cluster.context
+    # Regressions compare runs on the same cluster: the local one is a new one each run on this machine; any other
+    # is known by its API server (a context is only a kubeconfig's local name).
+    run.cluster_key = (f"local:{socket.gethostname()}" if cluster.kind == "local" else
+                       f"{cluster.kind}:{api_client(cluster.kubeconfig, cluster.context).configuration.host}")
+
+
+def refuse_the_rehearsal_registry(registry: Registry) -> None:
+    """Before deploying: a certification will not register in the rehearsal registry, so do not start one there.
+
+    An unreachable registry is left to the registration checks, which say so.
+    """
+    if registry.dsn is None:
+        return
+    try:
+        conn = db.connect(registry.dsn)
+    except DatabaseUnreachable:
+        return
+    try:
+        refuse_rehearsal_registry(conn, registry.description)
+    finally:
+        conn.close()

@@ -1,0 +1,66 @@
+"""The lines a gate run prints: its header, where a local load test measures from, each verdict, the overview."""
+
+from __future__ import annotations
+
+from vllm_gate.gate.run import GateRun
+from vllm_gate.load.local import TUNNEL_COST
+from vllm_gate.spec import ModelSpec
+
+
+def header_lines(runs: list[GateRun]) -> list[str]:
+    """The session header: each model, its engine and required checks, the cluster and the report."""
+    per_model: list[str] = []
+    for run in runs:
+        per_model.append(f"vllm-gate: model {run.spec.name} ({run.spec.served_name}), engine {run.spec.engine}")
+        per_model.append(f"vllm-gate: {len(run.required)} required checks for a {run.mode.value}"
+                         + (f" of {run.spec.name}" if len(runs) > 1 else ""))
+        if run.simulated:
+            per_model.append(f"vllm-gate: a rehearsal ({run.simulated}): it cannot certify and writes only the "
+                             "rehearsal registry")
+    shared = [f"vllm-gate: cluster {runs[0].cluster}", f"vllm-gate: report {runs[0].report_path}"]
+    if len(runs) == 1:
+        return [per_model[0], *shared, *per_model[1:]]
+    names = ", ".join(run.spec.name for run in runs)
+    return [f"vllm-gate: {len(runs)} models, one after another (each deployed, checked, then registered or undone "
+            f"before the next): {names}", *shared, *per_model]
+
+
+def local_load_line(spec: ModelSpec, url: str, *, endpoint_given: bool) -> str:
+    """Where one Locust process on this machine (or in the gate's pod) loads the model from."""
+    if endpoint_given:
+        return f"load: measured from this machine (one Locust process) against {url}"
+    if url == spec.in_cluster_url:
+        return f"load: measured from the gate's own pod (one Locust process) against {url}, not the router's namespace"
+    return ("load: measured through kubectl port-forward: latency includes the tunnel (one Locust process here; "
+            f"{TUNNEL_COST})")
+
+
+def verdict_lines(run: GateRun) -> list[str]:
+    verdict = run.settle()
+    lines = [f"model {run.spec.name} on {run.cluster}:", f"  {verdict.headline}"]
+    lines += [f"  {reason}" for reason in verdict.reasons]
+    lines += [f"  {run.preflight}"] if run.preflight else []
+    lines.append(f"  took {run.duration_s:.0f} s, from its first check to its decision")
+    for suite, outcome in sorted(run.suites().items()):
+        recorded = " (on recorded telemetry, not a live GPU)" if suite == "gpu" and run.gpu_recorded else ""
+        lines.append(f"  suite {suite}: {outcome}{recorded}")
+    lines += [f"  SKIPPED {o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "skipped"]
+    lines += [f"  BASELINE RECORDED {o.check}: {o.message}" for o in run.outcomes.values()
+              if o.outcome == "baseline"]
+    lines += [f"  SLO {r.line()}" for r in run.slo_results]
+    if run.simulated and run.slo_results:
+        profile = run.spec.rehearsal
+        lines.append(f"  rehearsal SLO numbers come from the simulator's profile: TTFT {profile.ttft_ms:g}±"
+                     f"{profile.ttft_std_ms:g} ms, ITL {profile.itl_ms:g}±{profile.itl_std_ms:g} ms; source: "
+                     f"{profile.source}")
+    lines += [f"  {line}" for line in run.telemetry]
+    lines += [f"  not shown by this run: {line}" for line in verdict.not_shown]
+    lines += [f"  cluster: {line}" for line in run.cluster_problems]
+    lines += [f"  {line}" for line in run.decision]
+    return lines
+
+
+def overview_lines(runs: list[GateRun]) -> list[str]:
+    """After the verdicts of several models: each one's headline and time, in the order they ran."""
+    return [f"{len(runs)} models, one after another:",
+            *(f"  {run.spec.name}: {run.settle().headline} ({run.duration_s:.0f} s)" for run in runs)]
