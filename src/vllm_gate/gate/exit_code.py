@@ -27,7 +27,7 @@ def model_exit_code(run: GateRun, pytest_status: int, require_certification: boo
 
 
 def session_exit_code(runs: list[GateRun], pytest_status: int, require_certification: bool) -> int:
-    """The run's exit code: each model's (see model_exit_code), the worst of them (WORST_FIRST; then any other, then 0)."""
+    """The run's exit code: the worst model's (model_exit_code), by WORST_FIRST; then any other, then 0."""
     codes = [model_exit_code(run, pytest_status, require_certification) for run in runs]
     return min(codes, key=lambda code: WORST_FIRST.index(code) if code in WORST_FIRST
                else len(WORST_FIRST) + (code == 0))
