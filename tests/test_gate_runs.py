@@ -2,7 +2,7 @@
 
 Every run here is a rehearsal (the local cluster's pods are KWOK's; a simulator answers), so none may
 certify or write the registry a user gives; the contract's certified path is unit-tested in
-tests/test_contract.py and its registry writes in tests/registry/.
+tests/verdict/test_contract.py and its registry writes in tests/registry/.
 """
 
 from __future__ import annotations

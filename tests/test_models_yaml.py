@@ -53,7 +53,7 @@ def test_mistral_spec_matches_the_platform_request():
     assert args[args.index("--load-format") + 1] == "safetensors"
 
 
-REHEARSAL_FIDELITY = 0.10  # how far rehearsal p50s may sit from the profile (tests/test_rehearsal_latency.py)
+REHEARSAL_FIDELITY = 0.10  # how far rehearsal p50s may sit from the profile (tests/load/test_rehearsal_latency.py)
 
 
 @pytest.mark.parametrize("path", sorted(MODELS_DIR.glob("*.yaml")), ids=lambda p: p.name)

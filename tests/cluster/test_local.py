@@ -178,7 +178,7 @@ def test_cluster_is_cleaned_up_when_its_owner_dies(sig):
 
 def _gate_run(spec, passed: bool, dsn: str | None = None) -> GateRun:
     # A run the contract would certify: the engine observation is set by hand (this cluster has no vLLM),
-    # so finish() acts on a certification's verdict; the contract itself is tested in tests/test_contract.py.
+    # so finish() acts on a certification's verdict; the contract itself is tested in tests/verdict/test_contract.py.
     run = GateRun(spec=spec, cluster="local test", capabilities=None, report_path=Path("report.html"),
                   required=["health/test_x"], engine_observed=True,
                   registry=Registry(Secret(dsn), "the test registry") if dsn else NO_REGISTRY)

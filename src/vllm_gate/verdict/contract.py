@@ -58,7 +58,7 @@ class Check:
         return [f"{self.suite}/{self.test}"]
 
 
-# Every check in suites/, and which runs require it. tests/test_contract.py keeps this list and the
+# Every check in suites/, and which runs require it. tests/verdict/test_contract.py keeps this list and the
 # collected suites identical, so a new check cannot be left out of the contract.
 CHECKS: tuple[Check, ...] = (
     Check("health", "test_health_endpoint_answers_200"),

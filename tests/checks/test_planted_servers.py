@@ -1,6 +1,6 @@
 """Checks that once could not fail, each failing on a planted bad server and naming the cause.
 
-The bad server is tests/planted.py: a proxy in front of a real simulator that forwards everything but one
+The bad server is tests/checks/planted.py: a proxy in front of a real simulator that forwards everything but one
 fault (a fake only in that the fault is planted on purpose). The same proxy without a fault passes every
 check, so each test can tell the fault from the check.
 """
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.checks.planted import Fault, PlantedServer, plant_in_stream
 from tests.conftest import require
-from tests.planted import Fault, PlantedServer, plant_in_stream
 from vllm_gate.base.errors import EndpointError
 from vllm_gate.base.tools import PROJECT_ROOT
 from vllm_gate.checks import inference, metrics
