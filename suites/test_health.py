@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vllm_gate.checks import inference
-from vllm_gate.deploy import release as deploy
+from vllm_gate.deploy import release
 
 
 def test_health_endpoint_answers_200(gate_endpoint):
@@ -42,6 +42,6 @@ def test_helm_test_passes(gate_release, gate_cluster):
         pytest.skip("this cluster runs no containers (KWOK pods are only scheduled): the chart's helm test pod "
                     "cannot run here")
     try:
-        deploy.helm_test(gate_release.release, gate_cluster.kubeconfig, gate_cluster.context)
-    except deploy.DeployFailed as exc:
+        release.helm_test(gate_release.release, gate_cluster.kubeconfig, gate_cluster.context)
+    except release.DeployFailed as exc:
         pytest.fail(f"{exc.summary}\n{exc.detail}", pytrace=False)

@@ -1,20 +1,22 @@
 """The library's import graph: every import runs down the layers of one gate run, and no two modules import each
-other (directly or round a longer loop). Lazy imports inside functions and ``TYPE_CHECKING`` imports count too:
-they are the same dependency, only deferred."""
+other (directly or round a longer loop). Lazy imports inside functions, ``TYPE_CHECKING`` imports and
+``importlib.import_module("vllm_gate...")`` count too: they are the same dependency, only deferred. (A module run
+as ``python -m vllm_gate...`` in a child process is not an import: the watchdog the local cluster starts imports
+the local cluster in its own process.)"""
 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vllm_gate.base.tools import PROJECT_ROOT
-
-SRC = PROJECT_ROOT / "src"
+SRC = Path(__file__).resolve().parents[1] / "src"  # this checkout's source, whatever is installed
 PACKAGE = "vllm_gate"
+IMPORTERS = frozenset({"import_module", "__import__"})
 
 # Bottom to top, as README "How it is built" lists them. A module belongs to the longest prefix that names it; it
 # may import its own layer and any layer before it, never one after it.
@@ -44,7 +46,7 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
-def _imported(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
+def _imported(node: ast.AST, module: str, is_package: bool, modules: set[str]) -> Iterator[str]:
     if isinstance(node, ast.Import):
         yield from (alias.name for alias in node.names)
     elif isinstance(node, ast.ImportFrom):
@@ -54,20 +56,27 @@ def _imported(node: ast.AST, module: str, is_package: bool) -> Iterator[str]:
             target = ".".join([*base, node.module] if node.module else base)
         else:
             target = node.module or ""
-        yield target
-        # ``from vllm_gate.x import y`` imports the module x.y when y is one
-        yield from (f"{target}.{alias.name}" for alias in node.names)
+        submodules = [f"{target}.{alias.name}" for alias in node.names]
+        # ``from vllm_gate.x import y`` imports the module x.y when y is one, and otherwise a name of x itself.
+        yield from (name for name in submodules if name in modules)
+        if not all(name in modules for name in submodules):
+            yield target
+    elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+        if called in IMPORTERS and isinstance(node.args[0].value, str):
+            yield node.args[0].value
 
 
 def import_edges(root: Path) -> dict[str, set[str]]:
     """Each module of the package under ``root`` -> the package's modules it imports (anywhere in its body)."""
     paths = {module_name(p, root): p for p in (root / PACKAGE).rglob("*.py")}
+    assert len(paths) > 1, f"no modules of {PACKAGE} under {root}"
     edges: dict[str, set[str]] = {}
     for module, path in paths.items():
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            for target in _imported(node, module, path.name == "__init__.py"):
-                if target in paths and target != module and not module.startswith(f"{target}."):
+            for target in _imported(node, module, path.name == "__init__.py", set(paths)):
+                if target in paths and target != module:
                     found.add(target)
         edges[module] = found
     return edges
@@ -126,6 +135,7 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_every_module_sits_in_a_layer():
+    assert len(import_edges(SRC)) > 50, f"{SRC} holds too few modules: is this the checkout's src/?"
     for module in import_edges(SRC):
         if module != PACKAGE:
             layer_of(module)
@@ -159,10 +169,24 @@ def test_a_planted_back_import_fails(planted_src: Path):
         "vllm_gate.base.ports imports vllm_gate.gate.run (layer gate is above base)"]
 
 
+def test_a_planted_import_by_name_fails(planted_src: Path):
+    _plant(planted_src, "vllm_gate/base/ports", 'importlib.import_module("vllm_gate.gate.run")  # noqa')
+    assert back_imports(import_edges(planted_src)) == [
+        "vllm_gate.base.ports imports vllm_gate.gate.run (layer gate is above base)"]
+
+
+def test_a_planted_import_of_a_name_a_package_re_exports_fails(planted_src: Path):
+    # A package __init__ that re-exports from above: importing the package is importing what it imports.
+    init = planted_src / PACKAGE / "cluster" / "__init__.py"
+    init.write_text(init.read_text() + "from vllm_gate.cluster.local import LocalCluster  # noqa\n")
+    _plant(planted_src, "vllm_gate/cluster/node/real_node", "from vllm_gate.cluster import LocalCluster  # noqa")
+    assert "vllm_gate.cluster.node.real_node imports vllm_gate.cluster (layer cluster is above cluster.node)" in (
+        back_imports(import_edges(planted_src)))
+
+
 def test_a_planted_relative_back_import_fails(planted_src: Path):
     _plant(planted_src, "vllm_gate/deploy/render", "from ..cluster import local  # noqa")
     assert back_imports(import_edges(planted_src)) == [
-        "vllm_gate.deploy.render imports vllm_gate.cluster (layer cluster is above deploy)",
         "vllm_gate.deploy.render imports vllm_gate.cluster.local (layer cluster is above deploy)"]
 
 
@@ -180,3 +204,12 @@ def test_a_module_outside_every_layer_fails(planted_src: Path):
     modules = [module for module in import_edges(planted_src) if module != PACKAGE]
     with pytest.raises(AssertionError, match=r"vllm_gate\.stray is in no layer"):
         [layer_of(module) for module in modules]
+
+
+def test_the_readme_lists_the_layers_in_this_order():
+    readme = (SRC.parent / "README.md").read_text()
+    section = readme.split("## How it is built", 1)[1].split("\n## ", 1)[0]
+    listed = [re.sub(r"[/`]|\.py", "", row.rsplit("|", 2)[1].strip()) for row in section.splitlines()
+              if row.startswith("| ") and row.rstrip().endswith("` |")]
+    expected = list(dict.fromkeys(prefix.split(".")[0] for prefixes in LAYERS for prefix in prefixes))
+    assert listed == expected

@@ -18,7 +18,7 @@ import (
 const defaultPodAnnotationsFile = "/etc/vllm-gate/podinfo/annotations"
 
 // annotationFlags maps the chart's simulated-model annotations (vllm.simModelAnnotations) to the
-// stand-in's flags; vllm_gate.sim.STANDIN_ANNOTATIONS holds the same pairs for the host-side data plane.
+// stand-in's flags; vllm_gate.cluster.dataplane.sim.STANDIN_ANNOTATIONS holds the same pairs for the host-side data plane.
 var annotationFlags = map[string]string{
 	"vllm-gate/sim-chat-template": "chat-template",
 	"vllm-gate/sim-eos-after":     "eos-after",

@@ -24,7 +24,7 @@ from tests.report.test_html import SAMPLES
 from tests.report.test_summary import SPEC, a_run
 from vllm_gate.base.tools import PROJECT_ROOT, REPORTS_DIR, find_tool
 from vllm_gate.cluster.dataplane.sim import SimServer
-from vllm_gate.gate import evidence as artifacts
+from vllm_gate.gate import evidence
 from vllm_gate.load.slo import slo_names
 from vllm_gate.report.html import sign_off
 
@@ -137,7 +137,7 @@ def test_the_gate_report_opens_offline_with_its_header_slo_table_and_every_plot(
                                            "--gate-report", str(report), "--model", SPEC.name, "--endpoint-url",
                                            sim.url, *SHORT_LOAD, timeout=300)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    (decided,) = json.loads((artifacts.artifacts_dir(report) / artifacts.SUMMARY).read_text())["models"]
+    (decided,) = json.loads((evidence.artifacts_dir(report) / evidence.SUMMARY).read_text())["models"]
     assert [s["name"] for s in decided["slo"]] == slo_names(SPEC.slo)
 
     opened = open_page(chromium, report, tmp_path / "browser")

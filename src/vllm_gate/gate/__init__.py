@@ -1,3 +1,4 @@
-"""One gate run: its state (``run``: what was deployed, what each check said, its verdict), the evidence it
-leaves beside the report (``evidence``) and the decision at its end (``decision``: register or undo). May import
-every layer below it; only ``report``, ``cli`` and the pytest plugin import it."""
+"""One gate run: how it is planned from the options (``plan``), its state (``run``: what was deployed, what each
+check said, its verdict), the evidence it leaves beside the report (``evidence``), the decision at its end
+(``decision``: undo, register or record), its exit code (``exit_code``) and the lines the terminal shows
+(``terminal_lines``). May import every layer below it; ``report`` and the pytest plugin import it."""

@@ -119,7 +119,7 @@ class InClusterLoad:
             url=spec.in_cluster_url, served_model=spec.served_name, load=spec.load, image=image,
             workers=worker_count(spec.load, users_per_worker), expires_at=math.ceil(time.time() + active_deadline_s),
             active_deadline_s=active_deadline_s)
-        self.run = InClusterRun(LoadRun([], 0.0, math.nan, workdir / "locust.log"), self.plan)
+        self.result = InClusterRun(LoadRun([], 0.0, math.nan, workdir / "locust.log"), self.plan)
         self._created: list[tuple[str, str]] = []  # (kind, name), to delete
         self._owner: client.V1ConfigMap | None = None  # the run's ConfigMap, controller of its pods
 
@@ -151,8 +151,8 @@ class InClusterLoad:
             self._collect()
         finally:
             self._delete_all()
-        self.run.load.wall_s = time.monotonic() - started
-        return self.run
+        self.result.load.wall_s = time.monotonic() - started
+        return self.result
 
     def _check_namespace(self) -> None:
         try:
@@ -275,16 +275,16 @@ class InClusterLoad:
     def _collect(self) -> None:
         """Copy the samples file out of the master pod, keep its log, count each worker's records."""
         log = self._log(self.plan.master)
-        self.run.load.log_path.write_text(log)
+        self.result.load.log_path.write_text(log)
         for line in log.splitlines():
             counts = read_progress(line, WORKERS_MARK)
             if counts is not None:
-                self.run.records_by_worker = {str(k).rsplit("_", 1)[0]: int(v) for k, v in counts.items()}
+                self.result.records_by_worker = {str(k).rsplit("_", 1)[0]: int(v) for k, v in counts.items()}
         samples_path = self.workdir / "samples.jsonl"
         self._copy_out(SAMPLES_FILE, samples_path)
-        self.run.load.samples = read_samples(samples_path)
-        if not self.run.load.samples:
-            raise LoadFailed(f"the in-cluster load test recorded no requests; see {self.run.load.log_path}",
+        self.result.load.samples = read_samples(samples_path)
+        if not self.result.load.samples:
+            raise LoadFailed(f"the in-cluster load test recorded no requests; see {self.result.load.log_path}",
                              "\n".join(log.splitlines()[-LOG_TAIL_LINES:]))
 
     def _copy_out(self, source: str, target: Path) -> None:

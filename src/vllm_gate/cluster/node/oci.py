@@ -134,7 +134,8 @@ def _image_config(spec: ImageSpec, arch: str, diff_id: str) -> dict[str, object]
         process["User"] = spec.user
     return {"architecture": arch, "os": "linux", "config": process,
             "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created_by": "vllm-gate (vllm_gate.cluster.node.images)"}]}
+            # As first written (the module has moved since): these bytes are in every image's digest.
+            "history": [{"created_by": "vllm-gate (vllm_gate.cluster.images)"}]}
 
 
 def oci_layout(spec: ImageSpec, arch: str) -> bytes:
