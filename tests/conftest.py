@@ -30,6 +30,12 @@ ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 os.environ.setdefault(LOCAL_NODE_ENV, "kwok")
 
 
+# The real node holds a machine-wide lock: two at once cannot run, and a test that finds the lock taken skips. Under
+# pytest-xdist (`-n 2 --dist loadgroup`, README's test command) every test that starts one runs in this one group,
+# so on one worker, one after another; no other test starts a real node (VLLM_GATE_LOCAL_NODE=kwok below).
+REAL_NODE = pytest.mark.xdist_group("real-node")
+
+
 def require(tool: str) -> None:
     if find_tool(tool) is None:
         pytest.fail(f"{tool} is not installed; run scripts/setup.sh (tests never skip a missing tool)")
