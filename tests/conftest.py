@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from xdist.remote import Producer
 
+from tests.scheduling import GateTestScheduling, check_marks, order
 from vllm_gate.base.tools import MODELS_DIR, STATE_ROOT, find_tool
 from vllm_gate.cluster.local import LOCAL_NODE_ENV, GpuPool, LocalCluster
 from vllm_gate.cluster.node.config import NodeNetwork
@@ -30,10 +32,14 @@ ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 os.environ.setdefault(LOCAL_NODE_ENV, "kwok")
 
 
-# The real node holds a machine-wide lock: two at once cannot run, and a test that finds the lock taken skips. Under
-# pytest-xdist (`-n 2 --dist loadgroup`, README's test command) every test that starts one runs in this one group,
-# so on one worker, one after another; no other test starts a real node (VLLM_GATE_LOCAL_NODE=kwok below).
-REAL_NODE = pytest.mark.xdist_group("real-node")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    check_marks(items)
+    items.sort(key=order)  # stable: each file keeps its own order
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> GateTestScheduling:
+    """Return the scheduler that keeps the real node's tests on one worker (tests/scheduling.py)."""
+    return GateTestScheduling(config, log)
 
 
 def require(tool: str) -> None:

@@ -25,7 +25,7 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.test_real_node import skip_unless_node_can_run
-from tests.conftest import REAL_NODE, dump_tables, require, running_local_cluster
+from tests.conftest import dump_tables, require, running_local_cluster
 from tests.report.chromium import open_page
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.ports import free_port, port_open
@@ -212,7 +212,7 @@ def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_pat
     assert "Scheduled" in (evidence / "events.txt").read_text()
 
 
-@REAL_NODE
+@pytest.mark.real_node
 def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_for_real(tmp_path, rehearsal_registry):
     skip_unless_node_can_run()
     result = run_gate(tmp_path, *SHORT_LOAD, VLLM_GATE_LOCAL_NODE="real")

@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 from kubernetes import client
 
-from tests.conftest import REAL_NODE, require, running_local_cluster, skip_without_real_node
+from tests.conftest import require, running_local_cluster, skip_without_real_node
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.checks.policy_probe import probe_network_policy
@@ -29,7 +29,7 @@ from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
 
-pytestmark = REAL_NODE
+pytestmark = pytest.mark.real_node
 
 NS = "policy-probe"
 ROLLOUT_TIMEOUT_S = 180

@@ -14,7 +14,7 @@ import yaml
 from kubernetes import client
 
 from tests.cluster.host_network import host_network_state
-from tests.conftest import REAL_NODE, skip_without_real_node
+from tests.conftest import skip_without_real_node
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.checks.probe_pod import Outcome, ProbeTemplate, chart_template, run_probe
@@ -25,7 +25,7 @@ from vllm_gate.cluster.node.real_node import NODE_KIND_LABEL, NODE_NAME
 from vllm_gate.deploy.rollout import pod_failure
 from vllm_gate.spec import load_spec
 
-pytestmark = REAL_NODE
+pytestmark = pytest.mark.real_node
 
 NS = "real-node-test"
 ROUTER = {"app.kubernetes.io/name": "ias-router"}

@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 
 from tests.cluster.test_real_node import skip_unless_node_can_run
-from tests.conftest import REAL_NODE, running_local_cluster
+from tests.conftest import running_local_cluster
 from vllm_gate.base.errors import ClusterError
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import STATE_ROOT
@@ -17,7 +17,7 @@ from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.cluster.node.config import NodeNetwork
 from vllm_gate.cluster.node.real_node import RealNode, node_dir, why_not_here
 
-pytestmark = REAL_NODE
+pytestmark = pytest.mark.real_node
 
 
 def test_a_range_the_host_already_routes_is_refused_naming_the_route():

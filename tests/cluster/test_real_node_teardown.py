@@ -8,10 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.cli.test_cluster import cli
 from tests.cluster.host_network import host_network_state
 from tests.cluster.test_real_node import skip_unless_node_can_run
-from tests.conftest import REAL_NODE
 from vllm_gate.base.tools import PROJECT_ROOT, STATE_ROOT
 from vllm_gate.cluster.local import cluster_dir, owner_pid, reap_orphans
 from vllm_gate.cluster.node import cgroups as node_cgroups
@@ -19,7 +20,7 @@ from vllm_gate.cluster.node.host_state import read_sysctls
 from vllm_gate.cluster.node.namespace import HARD_CODED_DIRS, host_link_name
 from vllm_gate.cluster.node.real_node import cgroup_root, node_dir
 
-pytestmark = REAL_NODE
+pytestmark = pytest.mark.real_node
 
 # Where a kubelet, containerd or the CNI plugins write on a host when not told otherwise: listed before and after.
 WATCHED_DIRS = ("/opt", "/usr/libexec", "/var/lib", *HARD_CODED_DIRS)

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-from tests.conftest import REAL_NODE, require, running_local_cluster, skip_without_real_node
+from tests.conftest import require, running_local_cluster, skip_without_real_node
 from vllm_gate.base.errors import GateError
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.ports import free_port
@@ -52,7 +52,7 @@ from vllm_gate.load.samples import LoadFailed, read_samples
 from vllm_gate.load.slo import load_stats
 from vllm_gate.spec import Load, ModelSpec, load_spec
 
-pytestmark = REAL_NODE
+pytestmark = pytest.mark.real_node
 
 ROUTER = {"app.kubernetes.io/name": "ias-router"}
 LOCAL_RUN_TIMEOUT_S = 120
