@@ -91,6 +91,69 @@ def registry_rows(dsn: str) -> tuple[list[tuple[str, str]], list[str]]:
     return certifications, registered
 
 
+# First in this file: the longest gate run (five runs), so that pytest -n 2 starts it early (tests/scheduling.py).
+def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(
+        tmp_path, rehearsal_registry):
+    first = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output
+    assert "suite identity: baseline" in output
+    recorded = re.search(r"BASELINE RECORDED identity/test_canary_prompt_tokens_match_the_model: canary prompt "
+                         r"tokens (\d+): nothing to compare with \(the first passed rehearsal of llama3 in the "
+                         r"rehearsal registry at [^)]*\)\); baseline recorded if this run passes", output)
+    assert recorded, output
+    assert "BASELINE RECORDED identity/test_answers_have_not_drifted: 5 answers at temperature 0" in output
+    assert "identity baseline stored with certification 1" in output
+    report = (tmp_path / "report.html").read_text()
+    assert "Baseline recorded" in report  # the check's row, not "Passed"
+    assert "baseline recorded if this run passes" in report
+
+    second = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    assert "suite identity: passed" in output
+    assert "suite load: passed" in output  # its SLO numbers compared with the first run's
+    assert "BASELINE RECORDED" not in output
+    assert "identity: drift: 5 of 5 answers match the baseline exactly; mean similarity 1.000" in output
+
+    # Planted: the simulator's TTFT raised (a slower engine) while every SLO still passes.
+    slower = run_gate(tmp_path, *SHORT_LOAD, *STEADY, "-k", "load", "--set", "rehearsal.ttft_ms=180",
+                      "--set", "rehearsal.ttft_std_ms=20")
+    output = slower.stdout + slower.stderr
+    assert slower.returncode == 1, output
+    assert "SLO PASS ttft p95" in output
+    assert re.search(r"FAILED load/test_no_regression_against_the_last_passed_run: AssertionError: ttft p95 "
+                     r"regressed \+\d+% \(allowed \+100%\): [\d.]+ now \(\d{4}-\d\d-\d\d \d\d:\d\d UTC, "
+                     r"simulator: vllm-sim-standin\) vs [\d.]+ at the last passed rehearsal \(certification 2\) "
+                     r"\(\d{4}-\d\d-\d\d \d\d:\d\d UTC, simulator: vllm-sim-standin\)", output), output
+    history = subprocess.run([str(Path(sys.executable).with_name("ias-admin")), "--database-url", rehearsal_registry,
+                              "model", "history", "llama3"], capture_output=True, text=True, timeout=60, check=True)
+    lines = history.stdout.splitlines()
+    assert [line.split()[3:5] for line in lines[:3]] == [["#1", "rehearsal_passed"], ["#2", "rehearsal_passed"],
+                                                         ["#3", "rehearsal_failed"]], history.stdout
+    assert all("ttft p95 " in line and chart_version() in line for line in lines[:3]), history.stdout
+
+    # Planted: the model's answers changed (a vLLM upgrade), nothing else: only the drift check fails.
+    changed = run_gate(tmp_path, "-k", "identity", "--set", "rehearsal.answer_salt=v0.12")
+    output = changed.stdout + changed.stderr
+    assert changed.returncode == 1, output
+    assert re.search(r"FAILED identity/test_answers_have_not_drifted: AssertionError: answers drifted from the last "
+                     r"passed rehearsal .*most changed \(0\.\d+\) '[^']+': was '.+', now '.+'", output), output
+    assert "FAILED identity/test_canary" not in output
+    assert "FAILED identity/test_answers_stop" not in output
+
+    # Planted: another chat template and no end-of-sequence (Llama 3 served without its template).
+    untemplated = run_gate(tmp_path, "-k", "identity", "--set", "rehearsal.chat_template=none",
+                           "--set", "rehearsal.eos_after_tokens=0")
+    output = untemplated.stdout + untemplated.stderr
+    assert untemplated.returncode == 1, output
+    assert re.search(r"FAILED identity/test_canary_prompt_tokens_match_the_model: AssertionError: the canary "
+                     rf"conversation takes (?!{recorded[1]} )\d+ prompt tokens, the last passed rehearsal "
+                     rf"\([^)]*\) took {recorded[1]}: another tokenizer or chat template", output), output
+    assert ("FAILED identity/test_answers_stop_within_the_bound: AssertionError: 'Say hello.': never stopped: "
+            "finish_reason length at 512 tokens") in output
+
+
 def test_every_model_in_one_run_is_deployed_checked_and_decided_before_the_next(tmp_path, rehearsal_registry):
     require("chromium")
     models = available(MODELS_DIR)
@@ -234,68 +297,6 @@ def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_
     events = (tmp_path / "report" / "events.txt").read_text()
     assert re.search(r"Successfully assigned ias-production/llama3-vllm-\S+ to real-0", events), events
     assert "Started" in events  # the kubelet started the container
-
-
-def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(
-        tmp_path, rehearsal_registry):
-    first = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
-    output = first.stdout + first.stderr
-    assert first.returncode == 0, output
-    assert "suite identity: baseline" in output
-    recorded = re.search(r"BASELINE RECORDED identity/test_canary_prompt_tokens_match_the_model: canary prompt "
-                         r"tokens (\d+): nothing to compare with \(the first passed rehearsal of llama3 in the "
-                         r"rehearsal registry at [^)]*\)\); baseline recorded if this run passes", output)
-    assert recorded, output
-    assert "BASELINE RECORDED identity/test_answers_have_not_drifted: 5 answers at temperature 0" in output
-    assert "identity baseline stored with certification 1" in output
-    report = (tmp_path / "report.html").read_text()
-    assert "Baseline recorded" in report  # the check's row, not "Passed"
-    assert "baseline recorded if this run passes" in report
-
-    second = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
-    output = second.stdout + second.stderr
-    assert second.returncode == 0, output
-    assert "suite identity: passed" in output
-    assert "suite load: passed" in output  # its SLO numbers compared with the first run's
-    assert "BASELINE RECORDED" not in output
-    assert "identity: drift: 5 of 5 answers match the baseline exactly; mean similarity 1.000" in output
-
-    # Planted: the simulator's TTFT raised (a slower engine) while every SLO still passes.
-    slower = run_gate(tmp_path, *SHORT_LOAD, *STEADY, "-k", "load", "--set", "rehearsal.ttft_ms=180",
-                      "--set", "rehearsal.ttft_std_ms=20")
-    output = slower.stdout + slower.stderr
-    assert slower.returncode == 1, output
-    assert "SLO PASS ttft p95" in output
-    assert re.search(r"FAILED load/test_no_regression_against_the_last_passed_run: AssertionError: ttft p95 "
-                     r"regressed \+\d+% \(allowed \+100%\): [\d.]+ now \(\d{4}-\d\d-\d\d \d\d:\d\d UTC, "
-                     r"simulator: vllm-sim-standin\) vs [\d.]+ at the last passed rehearsal \(certification 2\) "
-                     r"\(\d{4}-\d\d-\d\d \d\d:\d\d UTC, simulator: vllm-sim-standin\)", output), output
-    history = subprocess.run([str(Path(sys.executable).with_name("ias-admin")), "--database-url", rehearsal_registry,
-                              "model", "history", "llama3"], capture_output=True, text=True, timeout=60, check=True)
-    lines = history.stdout.splitlines()
-    assert [line.split()[3:5] for line in lines[:3]] == [["#1", "rehearsal_passed"], ["#2", "rehearsal_passed"],
-                                                         ["#3", "rehearsal_failed"]], history.stdout
-    assert all("ttft p95 " in line and chart_version() in line for line in lines[:3]), history.stdout
-
-    # Planted: the model's answers changed (a vLLM upgrade), nothing else: only the drift check fails.
-    changed = run_gate(tmp_path, "-k", "identity", "--set", "rehearsal.answer_salt=v0.12")
-    output = changed.stdout + changed.stderr
-    assert changed.returncode == 1, output
-    assert re.search(r"FAILED identity/test_answers_have_not_drifted: AssertionError: answers drifted from the last "
-                     r"passed rehearsal .*most changed \(0\.\d+\) '[^']+': was '.+', now '.+'", output), output
-    assert "FAILED identity/test_canary" not in output
-    assert "FAILED identity/test_answers_stop" not in output
-
-    # Planted: another chat template and no end-of-sequence (Llama 3 served without its template).
-    untemplated = run_gate(tmp_path, "-k", "identity", "--set", "rehearsal.chat_template=none",
-                           "--set", "rehearsal.eos_after_tokens=0")
-    output = untemplated.stdout + untemplated.stderr
-    assert untemplated.returncode == 1, output
-    assert re.search(r"FAILED identity/test_canary_prompt_tokens_match_the_model: AssertionError: the canary "
-                     rf"conversation takes (?!{recorded[1]} )\d+ prompt tokens, the last passed rehearsal "
-                     rf"\([^)]*\) took {recorded[1]}: another tokenizer or chat template", output), output
-    assert ("FAILED identity/test_answers_stop_within_the_bound: AssertionError: 'Say hello.': never stopped: "
-            "finish_reason length at 512 tokens") in output
 
 
 @pytest.mark.parametrize(("target", "selection", "missing"), [
