@@ -9,6 +9,7 @@ import yaml
 from tests.chart.strict_yaml import template
 from tests.conftest import require
 from vllm_gate.base.errors import RenderError
+from vllm_gate.base.pod_owner import NOT_LISTENING_PORT
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.deploy.render import lint_chart, render_manifests
 from vllm_gate.deploy.values import chart_values, go_duration
@@ -162,9 +163,13 @@ def test_helm_test_hook_checks_health_and_models(spec, docs):
     assert "/health" in script
     assert "/v1/models" in script
     assert spec.served_name in script
-    # It must pass the NetworkPolicy like the router does.
+    # It must pass the NetworkPolicy like the router does, and so is never Ready: a Ready pod with the router's
+    # labels is an endpoint of the router's own Service (a TCP check of port 1, where nothing listens).
     for key, value in spec.network.router_pod_labels.items():
         assert hook["metadata"]["labels"][key] == value
+    readiness = hook["spec"]["containers"][0]["readinessProbe"]
+    assert readiness["tcpSocket"] == {"port": NOT_LISTENING_PORT}
+    assert readiness["initialDelaySeconds"] >= 600
 
 
 SIM_ACCEPTED = {"--model", "--served-model-name", "--port", "--max-model-len", "--max-num-seqs",

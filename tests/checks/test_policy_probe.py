@@ -18,6 +18,7 @@ from kubernetes import client
 
 from tests.conftest import require
 from vllm_gate.base.errors import RenderError
+from vllm_gate.base.pod_owner import NOT_LISTENING_PORT
 from vllm_gate.base.ports import free_port
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.checks.exposure import AllowedIngress
@@ -139,8 +140,11 @@ def test_probe_pods_run_the_charts_test_image_as_curl_user_under_its_restricted_
     assert template.container_security_context["allowPrivilegeEscalation"] is False
     assert template.container_security_context["capabilities"] == {"drop": ["ALL"]}
     pod = probe_pod_manifest("p", "ns", "http://svc:8000/health", labels={"app": "router"}, template=template,
-                             request_timeout_s=5, retries=3)
+                             request_timeout_s=5, retries=3, lifetime_s=29.5)
     (container,) = pod["spec"]["containers"]
+    # Never Ready (the router's labels would make it the router Service's endpoint): a TCP check of a port nothing
+    # listens on, first run after the pod's whole life.
+    assert container["readinessProbe"] == {"tcpSocket": {"port": NOT_LISTENING_PORT}, "initialDelaySeconds": 31}
     assert pod["metadata"]["labels"] == {"app": "router", PROBE_LABEL: "true"}
     assert container["image"] == template.image
     assert container["command"] == curl_args("http://svc:8000/health", request_timeout_s=5, retries=3)

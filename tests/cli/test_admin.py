@@ -19,6 +19,8 @@ from tests.registry.test_redaction import FORMS, WRONG, leaks, server_dsn
 from vllm_gate.cli.admin import main
 from vllm_gate.registry.db import redact_dsn
 from vllm_gate.registry.migrate import available_migrations
+from vllm_gate.registry.rehearsal import claim_for_rehearsals
+from vllm_gate.registry.role import registry_role
 
 RUNBOOK = """
 ias-admin model add --name llama3 --display-name "Llama 3 8B Instruct" \\
@@ -152,8 +154,22 @@ def test_unmigrated_database_says_to_migrate(empty_dsn):
     every = available_migrations()
     listed = ", ".join(f"{m.version:04d}_{m.name}" for m in every)
     assert listed.startswith("0001_model_mappings")
-    assert (migrate.exit_code, migrate.output.strip()) == (0, f"applied {len(every)} migration(s): {listed}")
-    assert invoke(empty_dsn, "db", "migrate").output.strip() == "applied 0 migration(s)"
+    assert (migrate.exit_code, migrate.output.strip()) == (
+        0, f"applied {len(every)} migration(s): {listed}; marked as a production registry")
+    again = invoke(empty_dsn, "db", "migrate").output.strip()
+    assert again == "applied 0 migration(s); marked as a production registry"
+    with psycopg.connect(empty_dsn) as conn:
+        assert registry_role(conn) == "production"  # a gate rehearsal never takes it as its registry
+
+
+def test_migrating_the_rehearsal_registry_is_refused_and_changes_nothing(empty_dsn):
+    with psycopg.connect(empty_dsn) as conn:
+        claim_for_rehearsals(conn)
+    before = dump_tables(empty_dsn)
+    result = invoke(empty_dsn, "db", "migrate")
+    assert result.exit_code == 1, result.output
+    assert "is marked as a rehearsal registry: ias-admin manages production registries" in result.output
+    assert dump_tables(empty_dsn) == before
 
 
 def test_missing_database_url_is_a_usage_error():

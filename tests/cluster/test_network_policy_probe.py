@@ -113,10 +113,28 @@ def test_the_probe_passes_with_the_charts_policy_both_sides_observed(api, releas
     wait_no_probe_pods(api, NS)
 
 
-def test_the_routers_own_replicaset_does_not_adopt_the_probe_pods(api, release):
+def ready_endpoints(api: client.ApiClient, service: str) -> set[str]:
+    """The addresses the EndpointSlices of ``service`` list as ready: where the Service sends its traffic."""
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        NS, label_selector=f"kubernetes.io/service-name={service}", _request_timeout=REQUEST_S).items
+    return {address for s in slices for e in s.endpoints or [] if e.conditions and e.conditions.ready
+            for address in e.addresses}
+
+
+def test_the_routers_own_replicaset_and_service_take_no_probe_pod(api, release):
     """The probe pods carry the router's labels: a router Deployment selecting them would adopt orphans and delete
-    the surplus. Owned by their ConfigMap, they are left alone and the probe still passes."""
+    the surplus, and the router's Service would send them the platform's traffic. Owned by their ConfigMap and
+    never Ready, they are left alone, never an endpoint, and the probe still passes."""
     router = dict(release.network.router_pod_labels)
+    client.CoreV1Api(api).create_namespaced_service(NS, {"metadata": {"name": "router"}, "spec": {
+        "selector": router, "ports": [{"port": 8000, "targetPort": 8000}]}})
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            seen.update(ready_endpoints(api, "router"))
+
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(NS, {"metadata": {"name": "router"}, "spec": {
         "replicas": 1, "selector": {"matchLabels": router},
@@ -127,11 +145,24 @@ def test_the_routers_own_replicaset_does_not_adopt_the_probe_pods(api, release):
     try:
         wait_ready(api, RolloutTarget(NS, "router", "app.kubernetes.io/name=ias-router"), ROLLOUT_TIMEOUT_S,
                    lambda _m: None)
-        probe = probe_network_policy(api, release)
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            probe = probe_network_policy(api, release)
+        finally:
+            stop.set()
+            watcher.join(10)
         assert probe.problems == ()
         assert (probe.router.outcome, probe.router.status) == (Outcome.ANSWERED, 200), probe.router.describe()
+        (router_pod,) = client.CoreV1Api(api).list_namespaced_pod(
+            NS, label_selector=f"app.kubernetes.io/name=ias-router,!{PROBE_LABEL}").items
+        assert router_pod.status.pod_ip in seen, "the watcher never saw the router's own ready endpoint"
+        probes = {probe.router.pod_ip, probe.other.pod_ip} - {""}
+        assert len(probes) == 2, (probe.router.describe(), probe.other.describe())
+        assert not probes & seen, f"a probe pod was a ready endpoint of the router's Service: {probes & seen}"
     finally:
         apps.delete_namespaced_deployment("router", NS)
+        client.CoreV1Api(api).delete_namespaced_service("router", NS)
     wait_no_probe_pods(api, NS)
 
 

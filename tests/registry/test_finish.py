@@ -5,16 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.conftest import dump_tables
 from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.gate.decision import finish
+from vllm_gate.gate.exit_code import model_exit_code
 from vllm_gate.gate.run import GateRun, IdentityRecord, Registry
 from vllm_gate.registry.baselines import last_baseline
 from vllm_gate.registry.role import mark_role, registry_role
+from vllm_gate.report.html import sign_off
+from vllm_gate.report.summary import run_summary
 from vllm_gate.spec import load_spec
-from vllm_gate.verdict.contract import Mode, required_checks
+from vllm_gate.verdict.contract import Kind, Mode, required_checks
 
 SPEC = load_spec("llama3", MODELS_DIR)
 
@@ -137,3 +141,35 @@ def test_a_certification_never_registers_in_the_rehearsal_registry(dsn):
     assert any(line.startswith("REGISTRATION FAILED: ") and "is marked as a rehearsal registry" in line
                for line in run.decision), run.decision
     assert dump_tables(dsn) == before
+
+
+def test_checks_that_passed_but_did_not_register_are_not_certified_anywhere(postgres, tmp_path):
+    # Every check passed, on real vLLM; the registry then refuses the write (unreachable here): one truth everywhere.
+    wrong = postgres.dsn.replace(postgres.password, "Wr0ng-pw")
+    run = run_with(Registry(Secret(wrong), "the registry"))
+    run.engine_observed = True
+    assert run.settle().certified  # before the decision
+    finished(run)
+    verdict = run.settle()
+    assert not verdict.certified
+    assert verdict.kind is Kind.FAILED
+    assert verdict.headline.startswith("NOT CERTIFIED: every check passed, but REGISTRATION FAILED: cannot reach the "
+                                       "registry at postgresql://gate:***@")
+    assert "Wr0ng-pw" not in verdict.headline
+    assert verdict.reasons[0].startswith("REGISTRATION FAILED: ")
+    assert model_exit_code(run, pytest.ExitCode.OK, require_certification=False) == 1
+    summary = run_summary([run])
+    (model,) = summary["models"]
+    assert (model["verdict"]["kind"], model["verdict"]["certified"], model["verdict"]["exit_code"]) == (
+        "failed", False, 1)
+    assert model["verdict"]["headline"] == verdict.headline
+    run.finished_at = run.started_at
+    assert "every check passed, but REGISTRATION FAILED" in sign_off(run, [], history=None)
+
+
+def test_a_rehearsal_that_could_not_register_is_a_failed_rehearsal(postgres):
+    wrong = postgres.dsn.replace(postgres.password, "Wr0ng-pw")
+    run = finished(run_with(Registry(Secret(wrong), "the rehearsal registry", rehearsal=True), mode=Mode.REHEARSAL))
+    assert run.settle().headline.startswith("REHEARSAL FAILED (simulator: test) — not a certification: every check "
+                                            "passed, but REGISTRATION FAILED: ")
+    assert model_exit_code(run, pytest.ExitCode.OK, require_certification=False) == 1

@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import dump_tables
 from tests.registry.test_baselines import ANSWERS, add_certification, migrate_to_2
-from vllm_gate.base.ports import port_open
+from vllm_gate.base.ports import free_port, port_open
 from vllm_gate.base.secret import Secret
 from vllm_gate.registry import rehearsal
 from vllm_gate.registry.baselines import last_baseline, record_baseline
@@ -29,8 +30,9 @@ from vllm_gate.registry.rehearsal import (
     RehearsalRegistryInUse,
     claim_for_rehearsals,
     refuse_rehearsal_registry,
+    refuse_same_database,
 )
-from vllm_gate.registry.role import mark_role, registry_role
+from vllm_gate.registry.role import database_identity, mark_role, registry_role
 
 
 @pytest.fixture
@@ -103,6 +105,64 @@ def test_a_rehearsal_registry_with_rehearsal_runs_is_claimed_again(dsn):
         add_certification(conn, "rehearsal_failed")
         claim_for_rehearsals(conn)
         assert registry_role(conn) == "rehearsal"
+
+
+def _add_mapping(conn: psycopg.Connection, name: str = "llama3") -> None:
+    """A row as ``ias-admin model add`` writes it (the router reads it)."""
+    conn.execute("INSERT INTO model_mappings (name, display_name, backend_url, input_cost_per_1k, output_cost_per_1k) "
+                 "VALUES (%s, 'Llama 3 (production)', 'http://old.ias-production.svc.cluster.local:8000', 1, 2)",
+                 (name,))
+
+
+def test_an_ias_admin_managed_registry_is_refused_and_left_as_it_was(dsn):
+    # Migrated, unmarked, one row: a platform that manages its registry with ias-admin only (issue 19).
+    with psycopg.connect(dsn) as conn:
+        _add_mapping(conn)
+    before = dump_tables(dsn)
+    with pytest.raises(NotARehearsalRegistry) as refused:
+        RehearsalRegistry(dsn).start()
+    assert str(refused.value).startswith(
+        f"refusing {redact_dsn(dsn)} as the rehearsal registry: it holds 1 model_mappings row(s) and is not marked "
+        "as a rehearsal registry")
+    assert password_of(dsn) not in str(refused.value)
+    assert dump_tables(dsn) == before
+    with psycopg.connect(dsn) as conn:
+        assert registry_role(conn) is None
+
+
+def test_a_rehearsal_registry_holding_the_rows_its_rehearsals_registered_is_claimed_again(dsn):
+    with psycopg.connect(dsn) as conn:
+        claim_for_rehearsals(conn)
+        _add_mapping(conn)
+        claim_for_rehearsals(conn)
+        assert registry_role(conn) == "rehearsal"
+
+
+def _keyword_form(dsn: str, host: str) -> str:
+    """The same database as the URL ``dsn``, written as libpq keywords and reached through ``host``."""
+    user_password, location = dsn.split("://", 1)[1].split("@", 1)
+    user, password = user_password.split(":", 1)
+    port, dbname = location.split(":", 1)[1].split("/", 1)
+    return f"host={host} port={port} dbname={dbname} user={user} password={password}"
+
+
+def test_the_same_database_is_known_by_the_server_not_the_dsn_text(dsn, postgres):
+    other_text = _keyword_form(dsn, "localhost")
+    other_database = postgres.dsn  # the server's own database beside this test's
+    assert other_text != dsn
+    with psycopg.connect(dsn) as first, psycopg.connect(other_text) as second, psycopg.connect(other_database) as third:
+        assert database_identity(first) == database_identity(second)
+        assert database_identity(first) != database_identity(third)  # another database on the same server
+    with pytest.raises(NotARehearsalRegistry) as refused:
+        refuse_same_database(Secret(other_text), Secret(dsn), "R", redact_dsn(dsn))
+    assert "are the same database: a rehearsal never writes a production registry" in str(refused.value)
+    assert password_of(dsn) not in str(refused.value)
+    refuse_same_database(Secret(other_database), Secret(dsn), "R", "G")  # two databases: no refusal
+
+
+def test_a_given_registry_that_cannot_be_reached_is_left_to_its_own_checks(dsn):
+    unreachable = f"postgresql://gate:pw@127.0.0.1:{free_port()}/registry?connect_timeout=2"
+    refuse_same_database(Secret(dsn), Secret(unreachable), "R", "G")
 
 
 def test_the_production_path_refuses_the_rehearsal_registry(dsn):
@@ -218,3 +278,23 @@ def test_a_directory_the_server_account_cannot_enter_is_refused_with_the_way_out
         assert "VLLM_GATE_STATE" in message
     finally:
         shutil.rmtree(private, ignore_errors=True)
+
+
+def test_a_role_that_is_no_superuser_tells_databases_apart_too(dsn, postgres):
+    # The role in an operator's DSN is rarely a superuser: pg_control_system() answers it all the same.
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute("DROP ROLE IF EXISTS plain_reader")
+        admin.execute("CREATE ROLE plain_reader LOGIN PASSWORD 'plain-pw' NOSUPERUSER")
+    try:
+        server = dsn.split("@", 1)[1]
+        as_reader = f"postgresql://plain_reader:plain-pw@{server}"
+        other = f"postgresql://plain_reader:plain-pw@{server.rsplit('/', 1)[0]}/{postgres.dsn.rsplit('/', 1)[1]}"
+        with psycopg.connect(as_reader) as first, psycopg.connect(_keyword_form(as_reader, "localhost")) as second, \
+                psycopg.connect(other) as third, psycopg.connect(dsn) as superuser:
+            assert database_identity(first) == database_identity(second)
+            assert database_identity(first) != database_identity(third)
+            assert database_identity(first)[1] == database_identity(superuser)[1]
+    finally:
+        with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+            admin.execute("DROP OWNED BY plain_reader")
+            admin.execute("DROP ROLE plain_reader")

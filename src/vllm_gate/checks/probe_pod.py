@@ -7,6 +7,7 @@ contexts: the one image ``helm test`` already needs, so an air-gapped cluster mi
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import secrets
 import time
@@ -19,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from vllm_gate.base.errors import ClusterError, RenderError
-from vllm_gate.base.pod_owner import controller_reference
+from vllm_gate.base.pod_owner import controller_reference, never_ready
 from vllm_gate.deploy.render import render_manifests
 from vllm_gate.deploy.values import chart_values
 from vllm_gate.spec import ModelSpec
@@ -120,7 +121,7 @@ def classify(exit_code: int, log: str) -> tuple[Outcome, int | None, str]:
 
 
 def probe_pod_manifest(name: str, namespace: str, url: str, *, labels: Mapping[str, str], template: ProbeTemplate,
-                       request_timeout_s: float, retries: int) -> dict[str, Any]:
+                       request_timeout_s: float, retries: int, lifetime_s: float) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": {**labels, PROBE_LABEL: "true"}},
@@ -132,6 +133,8 @@ def probe_pod_manifest(name: str, namespace: str, url: str, *, labels: Mapping[s
                 "name": "probe", "image": template.image, "imagePullPolicy": "IfNotPresent",
                 "command": curl_args(url, request_timeout_s=request_timeout_s, retries=retries),
                 "securityContext": dict(template.container_security_context),
+                # With the router's labels it would be an endpoint of the router's Service while curl runs.
+                "readinessProbe": never_ready(math.ceil(lifetime_s)),
             }],
         },
     }
@@ -144,10 +147,10 @@ def run_probe(api: client.ApiClient, namespace: str, url: str, *, labels: Mappin
     whatever happens (an error, Ctrl-C). Raises ClusterError only when the API server will not create it."""
     core = client.CoreV1Api(api)
     name = f"{name_prefix}-{secrets.token_hex(3)}"
-    manifest = probe_pod_manifest(name, namespace, url, labels=labels, template=template,
-                                  request_timeout_s=request_timeout_s, retries=retries)
     if timeout_s is None:  # curl's worst case: every try timing out, a second between tries
         timeout_s = POD_START_ALLOWANCE_S + (retries + 1) * request_timeout_s + retries
+    manifest = probe_pod_manifest(name, namespace, url, labels=labels, template=template,
+                                  request_timeout_s=request_timeout_s, retries=retries, lifetime_s=timeout_s)
     try:
         try:
             owner = core.create_namespaced_config_map(namespace, {"metadata": {

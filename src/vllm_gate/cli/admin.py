@@ -20,6 +20,7 @@ from vllm_gate.registry import db, mappings
 from vllm_gate.registry.history import history
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.registry.migrate import migrate
+from vllm_gate.registry.role import database_name, mark_role, registry_role
 
 __all__ = ["main"]
 
@@ -149,11 +150,18 @@ def db_group() -> None:
 @db_group.command(name="migrate")
 @click.pass_context
 def db_migrate(ctx: click.Context) -> None:
-    """Apply pending migrations (safe to repeat, and from several processes at once)."""
+    """Apply pending migrations and mark the database a production registry (safe to repeat, and from several
+    processes at once); a rehearsal registry is refused before anything is applied."""
     with _registry(ctx, check_migrated=False) as conn:
+        if registry_role(conn) == "rehearsal":
+            raise ActionFailed(f"{database_name(conn)} is marked as a rehearsal registry: ias-admin manages "
+                               "production registries; name the registry the router reads")
         applied = migrate(conn)
+        # Marked, a gate rehearsal never takes it as its own registry (even while it holds no mapping yet).
+        mark_role(conn, "production")
     click.echo(f"applied {len(applied)} migration(s)" +
-               (": " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else ""))
+               (": " + ", ".join(f"{m.version:04d}_{m.name}" for m in applied) if applied else "") +
+               "; marked as a production registry")
 
 
 _cost_opt = {"callback": _decimal, "metavar": "DECIMAL"}

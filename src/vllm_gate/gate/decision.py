@@ -36,8 +36,7 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
     try:
         release = run.release or _left_behind(run)
     except GateError as exc:
-        run.decision_failed = True
-        run.decision.append(f"UNDO NOT CONFIRMED: could not ask helm what this run left behind: {exc.summary}")
+        run.fail_decision(f"UNDO NOT CONFIRMED: could not ask helm what this run left behind: {exc.summary}")
         return
     if release is None:
         attempt = run.attempt
@@ -57,8 +56,7 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
         run.decision.append(roll_back(release, kubeconfig, context, timeout_s=run.spec.startup.timeout_s,
                                       progress=progress))
     except GateError as exc:
-        run.decision_failed = True
-        run.decision.append(f"ROLLBACK FAILED: {exc.summary}")
+        run.fail_decision(f"ROLLBACK FAILED: {exc.summary}")
 
 
 def _write_registry(run: GateRun) -> None:
@@ -106,9 +104,8 @@ def _write_registry(run: GateRun) -> None:
         finally:
             conn.close()
     except Exception as exc:  # the release decision stands; the registry problem is reported, not hidden
-        run.decision_failed = True
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        run.decision.append(f"REGISTRATION FAILED: {db.scrub(first, registry.dsn)}")
+        run.fail_decision(f"REGISTRATION FAILED: {db.scrub(first, registry.dsn)}")
 
 
 def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], None] = lambda _line: None) -> None:
@@ -117,5 +114,8 @@ def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], Non
     The undo acts on the run's own cluster (``run.kubeconfig``/``run.context``). Appends what actually
     happened to ``run.decision``.
     """
+    certified = run.settle().certified
     _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     _write_registry(run)
+    if certified and not run.settle().certified and run.release is not None:  # it could not register: undone too
+        _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)

@@ -20,7 +20,7 @@ from vllm_gate.load.slo import SloResult, slo_names
 from vllm_gate.registry.certify import Certification
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.spec import ModelSpec
-from vllm_gate.verdict.contract import NOT_BUILT, Mode, Outcome, Verdict, decide, required_checks
+from vllm_gate.verdict.contract import NOT_BUILT, Mode, Outcome, Verdict, decide, decision_failed, required_checks
 from vllm_gate.verdict.regression import load_fingerprint
 
 # Worst first. "baseline": the check had nothing to compare with yet and recorded what it measured.
@@ -159,6 +159,13 @@ class GateRun:
                                   interrupted=self.interrupted, simulated=self.simulated,
                                   engine_observed=self.engine_observed, not_shown=self.not_shown())
         return self.verdict
+
+    def fail_decision(self, line: str) -> None:
+        """What the decision could not do (register, undo): said in its lines, and a passed run is not one after
+        all (``contract.decision_failed``)."""
+        self.decision_failed = True
+        self.decision.append(line)
+        self.verdict = decision_failed(self.settle(), line, self.simulated)
 
     def summary(self) -> dict[str, object]:
         verdict = self.settle()

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vllm_gate.base.pod_owner import never_ready
 from vllm_gate.base.tools import LOADTESTS_DIR
 from vllm_gate.load.profile import STOP_TIMEOUT_S
 from vllm_gate.spec import Load, RampProfile, RateProfile, UsersProfile
@@ -25,7 +26,6 @@ MASTER, WORKER = "master", "worker"
 USERS_PER_WORKER = 256
 MASTER_PORT = 5557  # Locust's default --master-bind-port
 WORKERS_CONNECT_S = 120  # the master gives up when its workers have not all connected by then (image, scheduling)
-NOT_LISTENING_PORT = 1
 LOCUST_UID = 1000  # the locust user of the upstream image (and of the local node's)
 CONFIG_DIR = "/etc/vllm-gate"
 RECORDS_DIR = "/var/lib/vllm-gate"
@@ -141,10 +141,7 @@ def _locust_container(plan: LoadPlan, args: list[str], resources: dict[str, Any]
         "name": LOCUST_CONTAINER, "image": plan.image, "imagePullPolicy": "IfNotPresent", "args": args, "env": env,
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *mounts],
         "resources": resources, "securityContext": CONTAINER_SECURITY,
-        # Never Ready: the router's labels would otherwise make these pods endpoints of the router's own Service,
-        # and send them the router's traffic. The probe never runs (its delay outlasts the pod), nor would it pass.
-        "readinessProbe": {"tcpSocket": {"port": NOT_LISTENING_PORT},
-                           "initialDelaySeconds": plan.active_deadline_s + 1},
+        "readinessProbe": never_ready(plan.active_deadline_s),  # never an endpoint of the router's Service
     }
 
 

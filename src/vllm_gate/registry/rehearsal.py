@@ -25,7 +25,7 @@ from vllm_gate.base.tools import STATE_ROOT
 from vllm_gate.registry import db
 from vllm_gate.registry.migrate import migrate
 from vllm_gate.registry.pgserver import DataDirUnreachable, PostgresServer
-from vllm_gate.registry.role import database_name, mark_role, registry_role
+from vllm_gate.registry.role import database_identity, database_name, mark_role, registry_role
 
 DSN_ENV = "VLLM_GATE_REHEARSAL_DATABASE_URL"
 DIR_NAME = "rehearsal-registry"
@@ -51,8 +51,17 @@ class RehearsalRegistryInUse(GateError):
 
 def _production_reason(conn: psycopg.Connection) -> str | None:
     """Why the database is a production registry, or None; reads only, and works before it is migrated."""
-    if registry_role(conn) == "production":
+    role = registry_role(conn)
+    if role == "production":
         return "it is marked as a production registry"
+    if role is None:
+        # Unmarked with mappings: a registry managed with ias-admin alone, which the platform's router reads.
+        with conn.transaction():
+            exists = conn.execute("SELECT to_regclass('model_mappings') IS NOT NULL").fetchone()
+            rows = conn.execute("SELECT count(*) FROM model_mappings").fetchone() if exists and exists[0] else None
+        if rows and rows[0]:
+            return (f"it holds {rows[0]} model_mappings row(s) and is not marked as a rehearsal registry (a "
+                    "registry the platform's router may read)")
     with conn.transaction():
         exists = conn.execute("SELECT to_regclass('certifications') IS NOT NULL").fetchone()
         # Any run that was not a rehearsal (certified, failed, partial, interrupted) was a production one.
@@ -73,6 +82,34 @@ def claim_for_rehearsals(conn: psycopg.Connection, where: str | None = None) -> 
         # Again inside the marking transaction: a certification written meanwhile undoes the mark.
         if reason := _production_reason(conn):
             raise NotARehearsalRegistry(f"refusing {where} as the rehearsal registry: {reason}")
+
+
+def refuse_same_database(rehearsal: Secret, given: Secret, rehearsal_where: str, given_where: str) -> None:
+    """Before a rehearsal claims ``rehearsal``: refuse it when it is the database ``given`` for certifications,
+    decided by the server's identity (any address, port, alias or DSN form of one database is the same).
+
+    A ``given`` registry that cannot be reached cannot be compared: its own checks say so later.
+    """
+    try:
+        first = db.connect(rehearsal)
+    except db.DatabaseUnreachable:
+        return  # starting the rehearsal registry will say so
+    try:
+        try:
+            second = db.connect(given)
+        except db.DatabaseUnreachable:
+            return
+        try:
+            same = database_identity(first) == database_identity(second)
+        finally:
+            second.close()
+    finally:
+        first.close()
+    if same:
+        raise NotARehearsalRegistry(f"the rehearsal registry {rehearsal_where} and the registry you gave "
+                                    f"({given_where}) are the same database: a rehearsal never writes a production "
+                                    "registry; give a separate one (or none: a local one is kept under "
+                                    "VLLM_GATE_STATE)")
 
 
 def refuse_rehearsal_registry(conn: psycopg.Connection, where: str | None = None) -> None:

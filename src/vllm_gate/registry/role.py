@@ -19,6 +19,16 @@ def database_name(conn: psycopg.Connection) -> str:
     return f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
 
 
+def database_identity(conn: psycopg.Connection) -> tuple[str, int]:
+    """Which database ``conn`` reaches, whatever the DSN's text: its server's system identifier (pg_control_system,
+    the same for every address, port and alias of one server; readable by any role) and the database's OID there."""
+    with conn.transaction():
+        row = conn.execute("SELECT system_identifier::text, (SELECT oid FROM pg_database WHERE datname = "
+                           "current_database())::bigint FROM pg_control_system()").fetchone()
+    assert row is not None
+    return str(row[0]), int(row[1])
+
+
 def registry_role(conn: psycopg.Connection) -> str | None:
     """The database's mark, or None when it is unmarked (or not yet migrated to have one)."""
     with conn.transaction():
