@@ -162,14 +162,18 @@ def test_unmigrated_database_says_to_migrate(empty_dsn):
         assert registry_role(conn) == "production"  # a gate rehearsal never takes it as its registry
 
 
-def test_migrating_the_rehearsal_registry_is_refused_and_changes_nothing(empty_dsn):
+def test_changing_the_rehearsal_registry_is_refused_and_changes_nothing(empty_dsn):
     with psycopg.connect(empty_dsn) as conn:
         claim_for_rehearsals(conn)
     before = dump_tables(empty_dsn)
-    result = invoke(empty_dsn, "db", "migrate")
-    assert result.exit_code == 1, result.output
-    assert "is marked as a rehearsal registry: ias-admin manages production registries" in result.output
-    assert dump_tables(empty_dsn) == before
+    for command in (("db", "migrate"), ("model", "add", *flags(GOOD)), ("model", "update", "llama3", "--max-tokens",
+                                                                          "9"), ("model", "disable", "llama3")):
+        result = invoke(empty_dsn, *command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "is marked as a rehearsal registry (the gate's, for rehearsals): ias-admin changes only production " \
+               "registries" in result.output, command
+        assert dump_tables(empty_dsn) == before
+    assert invoke(empty_dsn, "model", "list").exit_code == 0  # reading it is fine
 
 
 def test_missing_database_url_is_a_usage_error():

@@ -208,6 +208,18 @@ def test_failed_fresh_install_is_uninstalled_and_not_registered(cluster, api, po
         assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("not_certified",)]
 
 
+def test_a_certified_install_that_cannot_register_is_uninstalled_and_not_certified(cluster, api, postgres):
+    # Every check passed; the registry then refuses the write (wrong password): not certified, so undone too.
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=no-register"])
+    run = _deploy(cluster, api, spec, postgres.dsn.replace(postgres.password, "Wr0ng-pw"))
+    assert run.settle().certified
+    finish(run, keep_on_failure=False)
+    assert run.settle().headline == "NOT CERTIFIED: every required check passed, but registration failed"
+    assert run.decision[0].startswith("REGISTRATION FAILED: ")
+    assert [line for line in run.decision if line.startswith("uninstalled")] == [run.decision[1]], run.decision
+    assert current_revision(helm_client(cluster.kubeconfig, cluster.context), "llama3", "no-register") is None
+
+
 def test_failed_upgrade_rolls_back_to_the_previous_revision(cluster, api, dsn):
     good = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=upgrade-fail"])
     first = _deploy(cluster, api, good, dsn)

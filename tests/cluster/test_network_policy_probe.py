@@ -20,7 +20,7 @@ from tests.conftest import require, running_local_cluster, skip_without_real_nod
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.checks.policy_probe import probe_network_policy
-from vllm_gate.checks.probe_pod import PROBE_LABEL, Outcome, chart_template, run_probe
+from vllm_gate.checks.probe_pod import PROBE_LABEL, Outcome, chart_template, probe_pod_manifest, run_probe
 from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.cluster.node.images import chart_images
 from vllm_gate.cluster.node.real_node import NODE_NAME
@@ -113,28 +113,10 @@ def test_the_probe_passes_with_the_charts_policy_both_sides_observed(api, releas
     wait_no_probe_pods(api, NS)
 
 
-def ready_endpoints(api: client.ApiClient, service: str) -> set[str]:
-    """The addresses the EndpointSlices of ``service`` list as ready: where the Service sends its traffic."""
-    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
-        NS, label_selector=f"kubernetes.io/service-name={service}", _request_timeout=REQUEST_S).items
-    return {address for s in slices for e in s.endpoints or [] if e.conditions and e.conditions.ready
-            for address in e.addresses}
-
-
-def test_the_routers_own_replicaset_and_service_take_no_probe_pod(api, release):
+def test_the_routers_own_replicaset_does_not_adopt_the_probe_pods(api, release):
     """The probe pods carry the router's labels: a router Deployment selecting them would adopt orphans and delete
-    the surplus, and the router's Service would send them the platform's traffic. Owned by their ConfigMap and
-    never Ready, they are left alone, never an endpoint, and the probe still passes."""
+    the surplus. Owned by their ConfigMap, they are left alone and the probe still passes."""
     router = dict(release.network.router_pod_labels)
-    client.CoreV1Api(api).create_namespaced_service(NS, {"metadata": {"name": "router"}, "spec": {
-        "selector": router, "ports": [{"port": 8000, "targetPort": 8000}]}})
-    seen: set[str] = set()
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.wait(0.2):
-            seen.update(ready_endpoints(api, "router"))
-
     apps = client.AppsV1Api(api)
     apps.create_namespaced_deployment(NS, {"metadata": {"name": "router"}, "spec": {
         "replicas": 1, "selector": {"matchLabels": router},
@@ -145,24 +127,58 @@ def test_the_routers_own_replicaset_and_service_take_no_probe_pod(api, release):
     try:
         wait_ready(api, RolloutTarget(NS, "router", "app.kubernetes.io/name=ias-router"), ROLLOUT_TIMEOUT_S,
                    lambda _m: None)
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            probe = probe_network_policy(api, release)
-        finally:
-            stop.set()
-            watcher.join(10)
+        probe = probe_network_policy(api, release)
         assert probe.problems == ()
         assert (probe.router.outcome, probe.router.status) == (Outcome.ANSWERED, 200), probe.router.describe()
-        (router_pod,) = client.CoreV1Api(api).list_namespaced_pod(
-            NS, label_selector=f"app.kubernetes.io/name=ias-router,!{PROBE_LABEL}").items
-        assert router_pod.status.pod_ip in seen, "the watcher never saw the router's own ready endpoint"
-        probes = {probe.router.pod_ip, probe.other.pod_ip} - {""}
-        assert len(probes) == 2, (probe.router.describe(), probe.other.describe())
-        assert not probes & seen, f"a probe pod was a ready endpoint of the router's Service: {probes & seen}"
     finally:
         apps.delete_namespaced_deployment("router", NS)
-        client.CoreV1Api(api).delete_namespaced_service("router", NS)
+    wait_no_probe_pods(api, NS)
+
+
+def ready_endpoints(api: client.ApiClient, service: str) -> set[str]:
+    """The addresses the EndpointSlices of ``service`` list as ready: where the Service sends its traffic."""
+    slices = client.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+        NS, label_selector=f"kubernetes.io/service-name={service}", _request_timeout=REQUEST_S).items
+    return {address for s in slices for e in s.endpoints or [] if e.conditions and e.conditions.ready
+            for address in e.addresses}
+
+
+def test_a_router_service_never_lists_a_router_labelled_probe_pod(api, release):
+    """The gate's probe pod, kept running (``read`` on an open stdin), beside the same pod without its readiness
+    probe: a router Service selecting the router's labels lists the second as a ready endpoint, never the first."""
+    router = dict(release.network.router_pod_labels)
+    core = client.CoreV1Api(api)
+    core.create_namespaced_service(NS, {"metadata": {"name": "router"}, "spec": {
+        "selector": router, "ports": [{"port": 8000, "targetPort": 8000}]}})
+    pods = {}
+    for name, keep_probe in (("gate-pod", True), ("unguarded", False)):
+        manifest = probe_pod_manifest(name, NS, "http://unused", labels=router, template=chart_template(release),
+                                      request_timeout_s=1, retries=0, lifetime_s=120)
+        (container,) = manifest["spec"]["containers"]
+        container.update(command=["sh", "-c", "read -r line"], stdin=True)  # runs until deleted
+        if not keep_probe:
+            del container["readinessProbe"]
+        core.create_namespaced_pod(NS, manifest)
+        pods[name] = manifest
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
+        ips: dict[str, str] = {}
+        while len(ips) < len(pods) or ips["unguarded"] not in seen:
+            assert time.monotonic() < deadline, f"the unguarded pod never became a ready endpoint: {ips}, {seen}"
+            ips = {p.metadata.name: p.status.pod_ip for p in core.list_namespaced_pod(NS, label_selector=PROBE_LABEL)
+                   .items if p.metadata.name in pods and p.status.phase == "Running" and p.status.pod_ip}
+            seen |= ready_endpoints(api, "router")
+            time.sleep(0.3)
+        settle = time.monotonic() + 5  # both running, the unguarded one listed: a few seconds more for the other
+        while time.monotonic() < settle:
+            seen |= ready_endpoints(api, "router")
+            time.sleep(0.3)
+        assert ips["gate-pod"] not in seen, "the gate's router-labelled pod was a ready endpoint of the router Service"
+    finally:
+        for name in pods:
+            core.delete_namespaced_pod(name, NS, grace_period_seconds=0)
+        core.delete_namespaced_service("router", NS)
     wait_no_probe_pods(api, NS)
 
 

@@ -122,8 +122,9 @@ def test_an_ias_admin_managed_registry_is_refused_and_left_as_it_was(dsn):
     with pytest.raises(NotARehearsalRegistry) as refused:
         RehearsalRegistry(dsn).start()
     assert str(refused.value).startswith(
-        f"refusing {redact_dsn(dsn)} as the rehearsal registry: it holds 1 model_mappings row(s) and is not marked "
-        "as a rehearsal registry")
+        f"refusing {redact_dsn(dsn)} as the rehearsal registry: it holds 1 model_mappings row(s) no rehearsal "
+        "registered (a registry the platform's router may read); name a database of its own in "
+        "VLLM_GATE_REHEARSAL_DATABASE_URL")
     assert password_of(dsn) not in str(refused.value)
     assert dump_tables(dsn) == before
     with psycopg.connect(dsn) as conn:
@@ -134,8 +135,22 @@ def test_a_rehearsal_registry_holding_the_rows_its_rehearsals_registered_is_clai
     with psycopg.connect(dsn) as conn:
         claim_for_rehearsals(conn)
         _add_mapping(conn)
+        add_certification(conn, "rehearsal_passed")  # written with the row, as a passed rehearsal writes them
         claim_for_rehearsals(conn)
         assert registry_role(conn) == "rehearsal"
+
+
+def test_a_registry_marked_rehearsal_once_and_since_holding_the_routers_rows_is_refused(dsn):
+    # The state issue 19 found: a production registry an older gate claimed and marked, then ias-admin wrote to.
+    with psycopg.connect(dsn) as conn:
+        claim_for_rehearsals(conn)
+        add_certification(conn, "rehearsal_passed", model="mistral-7b")  # a rehearsal's, for another model
+        _add_mapping(conn)
+        conn.commit()
+    before = dump_tables(dsn)
+    with pytest.raises(NotARehearsalRegistry, match=r"it holds 1 model_mappings row\(s\) no rehearsal registered"):
+        RehearsalRegistry(dsn).start()
+    assert dump_tables(dsn) == before
 
 
 def _keyword_form(dsn: str, host: str) -> str:

@@ -89,7 +89,9 @@ def _validated(fields: dict[str, Any]) -> Mapping:
 
 
 @contextlib.contextmanager
-def _registry(ctx: click.Context, *, check_migrated: bool = True) -> Iterator[psycopg.Connection]:
+def _registry(ctx: click.Context, *, check_migrated: bool = True, writes: bool = False
+              ) -> Iterator[psycopg.Connection]:
+    """The registry connection for one command; one that ``writes`` refuses a rehearsal registry first."""
     dsn = ctx.obj["dsn"]
     if not dsn:
         raise InvalidInput(f"no database: pass --database-url or set {db.DSN_ENV}")
@@ -98,6 +100,10 @@ def _registry(ctx: click.Context, *, check_migrated: bool = True) -> Iterator[ps
     except db.DatabaseUnreachable as exc:
         raise Unreachable(exc.summary) from None
     try:
+        if writes and registry_role(conn) == "rehearsal":
+            raise ActionFailed(f"{database_name(conn)} is marked as a rehearsal registry (the gate's, for "
+                               "rehearsals): ias-admin changes only production registries; name the registry the "
+                               "router reads")
         if check_migrated:
             mappings.require_migrated(conn)
         yield conn
@@ -152,10 +158,7 @@ def db_group() -> None:
 def db_migrate(ctx: click.Context) -> None:
     """Apply pending migrations and mark the database a production registry (safe to repeat, and from several
     processes at once); a rehearsal registry is refused before anything is applied."""
-    with _registry(ctx, check_migrated=False) as conn:
-        if registry_role(conn) == "rehearsal":
-            raise ActionFailed(f"{database_name(conn)} is marked as a rehearsal registry: ias-admin manages "
-                               "production registries; name the registry the router reads")
+    with _registry(ctx, check_migrated=False, writes=True) as conn:
         applied = migrate(conn)
         # Marked, a gate rehearsal never takes it as its own registry (even while it holds no mapping yet).
         mark_role(conn, "production")
@@ -180,7 +183,7 @@ _cost_opt = {"callback": _decimal, "metavar": "DECIMAL"}
 def add(ctx: click.Context, disabled: bool, **fields: Any) -> None:
     """Register a model (fails if the name exists: use update)."""
     mapping = _validated({**fields, "enabled": not disabled})
-    with _registry(ctx) as conn:
+    with _registry(ctx, writes=True) as conn:
         mappings.add(conn, mapping)
     click.echo(f"added {mapping.name}")
 
@@ -257,7 +260,7 @@ def update_(ctx: click.Context, name: str, **fields: Any) -> None:
     if not changes:
         raise InvalidInput("nothing to update: give at least one of --display-name, --backend-url, "
                            "--input-cost, --output-cost, --upstream-model-id, --max-tokens")
-    with _registry(ctx) as conn:
+    with _registry(ctx, writes=True) as conn:
         mappings.update(conn, name, changes)
     click.echo(f"updated {name}")
 
@@ -267,7 +270,7 @@ def _name_command(verb: str, doc: str, action: Callable[[psycopg.Connection, str
 
     @click.pass_context
     def command(ctx: click.Context, name: str) -> None:
-        with _registry(ctx) as conn:
+        with _registry(ctx, writes=True) as conn:
             action(conn, name)
         click.echo(f"{verb}d {name}" if verb.endswith("e") else f"{verb}ed {name}")
 

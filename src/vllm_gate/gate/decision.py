@@ -109,7 +109,8 @@ def _write_registry(run: GateRun) -> None:
 
 
 def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], None] = lambda _line: None) -> None:
-    """Settle the verdict, undo anything that is not certified (unless kept), then register or record.
+    """Settle the verdict, undo anything that is not certified (unless kept), then register or record; a
+    certified run that cannot register is not certified after all (``GateRun.fail_decision``) and is undone then.
 
     The undo acts on the run's own cluster (``run.kubeconfig``/``run.context``). Appends what actually
     happened to ``run.decision``.

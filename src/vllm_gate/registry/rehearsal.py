@@ -37,6 +37,10 @@ LOCK_TIMEOUT_S = 120.0
 LOCK_POLL_S = 0.2
 
 
+WAY_OUT = (f"name a database of its own in {DSN_ENV}, or leave it unset for the local one the gate keeps "
+           "(VLLM_GATE_STATE)")
+
+
 class NotARehearsalRegistry(GateError):
     """The database named for rehearsals is a production registry."""
 
@@ -51,17 +55,20 @@ class RehearsalRegistryInUse(GateError):
 
 def _production_reason(conn: psycopg.Connection) -> str | None:
     """Why the database is a production registry, or None; reads only, and works before it is migrated."""
-    role = registry_role(conn)
-    if role == "production":
+    if registry_role(conn) == "production":
         return "it is marked as a production registry"
-    if role is None:
-        # Unmarked with mappings: a registry managed with ias-admin alone, which the platform's router reads.
-        with conn.transaction():
-            exists = conn.execute("SELECT to_regclass('model_mappings') IS NOT NULL").fetchone()
-            rows = conn.execute("SELECT count(*) FROM model_mappings").fetchone() if exists and exists[0] else None
-        if rows and rows[0]:
-            return (f"it holds {rows[0]} model_mappings row(s) and is not marked as a rehearsal registry (a "
-                    "registry the platform's router may read)")
+    with conn.transaction():
+        mappings = conn.execute("SELECT to_regclass('model_mappings') IS NOT NULL").fetchone()
+        certifications = conn.execute("SELECT to_regclass('certifications') IS NOT NULL").fetchone()
+        # A passed rehearsal writes its row and its rehearsal_passed certification in one transaction: any other
+        # row was written by someone else (ias-admin, the platform), and the router may read it. Marked or not.
+        foreign = conn.execute(
+            "SELECT count(*) FROM model_mappings m WHERE NOT EXISTS (SELECT 1 FROM certifications c WHERE "
+            "c.model_name = m.name AND c.verdict = 'rehearsal_passed')" if certifications and certifications[0]
+            else "SELECT count(*) FROM model_mappings").fetchone() if mappings and mappings[0] else None
+    if foreign and foreign[0]:
+        return (f"it holds {foreign[0]} model_mappings row(s) no rehearsal registered (a registry the platform's "
+                "router may read)")
     with conn.transaction():
         exists = conn.execute("SELECT to_regclass('certifications') IS NOT NULL").fetchone()
         # Any run that was not a rehearsal (certified, failed, partial, interrupted) was a production one.
@@ -75,20 +82,20 @@ def claim_for_rehearsals(conn: psycopg.Connection, where: str | None = None) -> 
     """Refuse a production database before touching it; else migrate it and mark it 'rehearsal'."""
     where = where or database_name(conn)
     if reason := _production_reason(conn):
-        raise NotARehearsalRegistry(f"refusing {where} as the rehearsal registry: {reason}")
+        raise NotARehearsalRegistry(f"refusing {where} as the rehearsal registry: {reason}; {WAY_OUT}")
     migrate(conn)
     with conn.transaction():
         mark_role(conn, "rehearsal")
-        # Again inside the marking transaction: a certification written meanwhile undoes the mark.
+        # Again inside the marking transaction: a certification or a row written meanwhile undoes the mark.
         if reason := _production_reason(conn):
-            raise NotARehearsalRegistry(f"refusing {where} as the rehearsal registry: {reason}")
+            raise NotARehearsalRegistry(f"refusing {where} as the rehearsal registry: {reason}; {WAY_OUT}")
 
 
 def refuse_same_database(rehearsal: Secret, given: Secret, rehearsal_where: str, given_where: str) -> None:
     """Before a rehearsal claims ``rehearsal``: refuse it when it is the database ``given`` for certifications,
     decided by the server's identity (any address, port, alias or DSN form of one database is the same).
 
-    A ``given`` registry that cannot be reached cannot be compared: its own checks say so later.
+    A ``given`` registry that cannot be reached cannot be the one the rehearsal writes: nothing to refuse.
     """
     try:
         first = db.connect(rehearsal)
@@ -101,15 +108,18 @@ def refuse_same_database(rehearsal: Secret, given: Secret, rehearsal_where: str,
             return
         try:
             same = database_identity(first) == database_identity(second)
+        except psycopg.Error as exc:
+            raise NotARehearsalRegistry(f"cannot tell whether the rehearsal registry {rehearsal_where} is the "
+                                        f"registry you gave ({given_where}): {type(exc).__name__}; {WAY_OUT}"
+                                        ) from None
         finally:
             second.close()
     finally:
         first.close()
     if same:
         raise NotARehearsalRegistry(f"the rehearsal registry {rehearsal_where} and the registry you gave "
-                                    f"({given_where}) are the same database: a rehearsal never writes a production "
-                                    "registry; give a separate one (or none: a local one is kept under "
-                                    "VLLM_GATE_STATE)")
+                                    f"({given_where}) are the same database (or a physical copy of it): a "
+                                    f"rehearsal never writes a production registry; {WAY_OUT}")
 
 
 def refuse_rehearsal_registry(conn: psycopg.Connection, where: str | None = None) -> None:

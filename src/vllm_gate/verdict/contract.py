@@ -181,14 +181,16 @@ def _headline(mode: Mode, kind: Kind, detail: str, simulated: str | None) -> str
     return f"{head}: {detail}" if detail else head
 
 
-def decision_failed(verdict: Verdict, why: str, simulated: str | None) -> Verdict:
-    """The verdict of a run whose checks passed but whose decision failed (it did not register, or its undo was not
-    confirmed): FAILED, so that the headline, the report, summary.json and the exit status all say it."""
+def decision_failed(verdict: Verdict, line: str, simulated: str | None) -> Verdict:
+    """The verdict of a run whose checks passed but whose decision failed (``line``, e.g. "REGISTRATION FAILED: ..."):
+    FAILED, so that the headline, the report, summary.json and the exit status all say it; any other verdict
+    stands. The headline names what failed; the line, with its detail, leads the reasons."""
     if verdict.kind is not Kind.PASSED:
         return verdict
-    return Verdict(verdict.mode, Kind.FAILED, _headline(verdict.mode, Kind.FAILED, f"every check passed, but {why}",
-                                                       simulated),
-                   (why, *verdict.reasons), verdict.not_shown)
+    what = line.split(":", 1)[0].lower()
+    return Verdict(verdict.mode, Kind.FAILED,
+                   _headline(verdict.mode, Kind.FAILED, f"every required check passed, but {what}", simulated),
+                   (line, *verdict.reasons), verdict.not_shown)
 
 
 def decide(*, required: Iterable[str], outcomes: Iterable[Outcome], mode: Mode, interrupted: str | None,
