@@ -92,11 +92,52 @@ def registry_rows(dsn: str) -> tuple[list[tuple[str, str]], list[str]]:
 
 
 # First in this file: the longest gate run (five runs), so that pytest -n 2 starts it early (tests/scheduling.py).
-def test_identity_baselines_are_recorded_then_compared_and_planted_changes_fail_naming_the_cause(
-        tmp_path, rehearsal_registry):
-    first = run_gate(tmp_path, *SHORT_LOAD, *STEADY)
+def test_a_full_rehearsal_records_baselines_leaves_the_given_registry_then_compares_and_planted_changes_fail(
+        tmp_path, rehearsal_registry, dsn):
+    # The given registry holds a row already, so "untouched" means more than "still empty".
+    subprocess.run([str(Path(sys.executable).with_name("ias-admin")), "--database-url", dsn, "model", "add",
+                    "--name", "llama3", "--display-name", "Llama 3 (production)", "--backend-url",
+                    "http://old.ias-production.svc.cluster.local:8000", "--input-cost", "1", "--output-cost", "2"],
+                   check=True, capture_output=True, timeout=60)
+    before = dump_tables(dsn)
+    first = run_gate(tmp_path, *SHORT_LOAD, *STEADY, "--load-from", "local", IAS_DATABASE_URL=dsn)
     output = first.stdout + first.stderr
     assert first.returncode == 0, output
+    # A full rehearsal: every suite, the given registry untouched, the evidence beside the report.
+    assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
+    tunnel = "load: measured through kubectl port-forward: latency includes the tunnel"
+    assert tunnel in output
+    assert "TTFT p95 +17 %" in output  # the warning carries the measured cost of the tunnel
+    assert tunnel in (tmp_path / "report.html").read_text()
+    assert re.search(r"registered llama3 -> \S+ in the rehearsal registry at postgresql://gate:\*\*\*@\S+ "
+                     r"\(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "
+                     r"\(rehearsal_passed certification 1\)", output), output
+    assert re.search(r"the registry you gave \(postgresql://gate:\*\*\*@127\.0\.0\.1:\d+/\w+\) was not touched",
+                     output), output
+    assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
+    assert dump_tables(dsn) == before
+    report = (tmp_path / "report.html").read_text()
+    assert "REHEARSAL PASSED" in report
+    # The local cluster's own Prometheus answered the monitoring and gpu suites; its GPU data are named recorded.
+    assert "suite monitoring: passed" in output
+    assert "suite gpu: passed (on recorded telemetry, not a live GPU)" in output
+    for text in (output, report):
+        assert "GPU telemetry: recorded telemetry (H100 capture, test data, not a live GPU) in Prometheus" in text
+    # The evidence beside the report: summary.json (valid), JUnit listing every check, samples, /metrics, values.
+    evidence = tmp_path / "report"
+    summary = json.loads((evidence / "summary.json").read_text())
+    jsonschema.Draft202012Validator(schema()).validate(summary)
+    assert summary["models"][0]["verdict"]["headline"].startswith("REHEARSAL PASSED")
+    cases = {case.get("name") for case in ElementTree.parse(evidence / "junit.xml").iter("testcase")}  # noqa: S314 (the JUnit XML this test just had pytest write)
+    assert len(cases) == len(known_checks(load_spec("llama3", MODELS_DIR).slo))
+    assert "test_chat_completion" in cases
+    assert len((evidence / "samples.jsonl").read_text().splitlines()) > 0
+    assert "vllm:num_requests_running" in (evidence / "metrics-before.txt").read_text()
+    assert "vllm:request_success_total" in (evidence / "metrics-after.txt").read_text()  # made by the first success
+    assert yaml.safe_load((evidence / "values.yaml").read_text())["engine"] == "sim"
+    assert "Scheduled" in (evidence / "events.txt").read_text()
+
+    # The identity baselines that first run recorded, then compared by the next runs.
     assert "suite identity: baseline" in output
     recorded = re.search(r"BASELINE RECORDED identity/test_canary_prompt_tokens_match_the_model: canary prompt "
                          r"tokens (\d+): nothing to compare with \(the first passed rehearsal of llama3 in the "
@@ -229,50 +270,6 @@ def test_a_model_that_fails_does_not_stop_or_taint_the_next_and_the_run_fails(tm
     assert [(m["name"], m["verdict"]["kind"], m["verdict"]["exit_code"]) for m in summary["models"]] == [
         ("llama3", "failed", 1), ("mistral-7b", "passed", 0)]
     assert summary["models"][0]["release"] is None
-
-
-def test_a_full_rehearsal_passes_and_leaves_the_given_registry_untouched(tmp_path, dsn):
-    # A row already there, so "untouched" means more than "still empty".
-    subprocess.run([str(Path(sys.executable).with_name("ias-admin")), "--database-url", dsn, "model", "add",
-                    "--name", "llama3", "--display-name", "Llama 3 (production)", "--backend-url",
-                    "http://old.ias-production.svc.cluster.local:8000", "--input-cost", "1", "--output-cost", "2"],
-                   check=True, capture_output=True, timeout=60)
-    before = dump_tables(dsn)
-    result = run_gate(tmp_path, *SHORT_LOAD, "--load-from", "local", IAS_DATABASE_URL=dsn)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
-    assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
-    tunnel = "load: measured through kubectl port-forward: latency includes the tunnel"
-    assert tunnel in output
-    assert "TTFT p95 +17 %" in output  # the warning carries the measured cost of the tunnel
-    assert tunnel in (tmp_path / "report.html").read_text()
-    assert re.search(r"registered llama3 -> \S+ in the rehearsal registry at postgresql://gate:\*\*\*@\S+ "
-                     r"\(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "
-                     r"\(rehearsal_passed certification 1\)", output), output
-    assert re.search(r"the registry you gave \(postgresql://gate:\*\*\*@127\.0\.0\.1:\d+/\w+\) was not touched",
-                     output), output
-    assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
-    assert dump_tables(dsn) == before
-    report = (tmp_path / "report.html").read_text()
-    assert "REHEARSAL PASSED" in report
-    # The local cluster's own Prometheus answered the monitoring and gpu suites; its GPU data are named recorded.
-    assert "suite monitoring: passed" in output
-    assert "suite gpu: passed (on recorded telemetry, not a live GPU)" in output
-    for text in (output, report):
-        assert "GPU telemetry: recorded telemetry (H100 capture, test data, not a live GPU) in Prometheus" in text
-    # The evidence beside the report: summary.json (valid), JUnit listing every check, samples, /metrics, values.
-    evidence = tmp_path / "report"
-    summary = json.loads((evidence / "summary.json").read_text())
-    jsonschema.Draft202012Validator(schema()).validate(summary)
-    assert summary["models"][0]["verdict"]["headline"].startswith("REHEARSAL PASSED")
-    cases = {case.get("name") for case in ElementTree.parse(evidence / "junit.xml").iter("testcase")}  # noqa: S314 (the JUnit XML this test just had pytest write)
-    assert len(cases) == len(known_checks(load_spec("llama3", MODELS_DIR).slo))
-    assert "test_chat_completion" in cases
-    assert len((evidence / "samples.jsonl").read_text().splitlines()) > 0
-    assert "vllm:num_requests_running" in (evidence / "metrics-before.txt").read_text()
-    assert "vllm:request_success_total" in (evidence / "metrics-after.txt").read_text()  # made by the first success
-    assert yaml.safe_load((evidence / "values.yaml").read_text())["engine"] == "sim"
-    assert "Scheduled" in (evidence / "events.txt").read_text()
 
 
 @pytest.mark.real_node

@@ -46,7 +46,9 @@ from vllm_gate.verdict.serving import KWOK_NODE_ANNOTATION
 KWOK_WORKDIR = STATE_ROOT / "kwok"
 OWNER_FILE = "vllm-gate-owner.json"
 CREATE_TIMEOUT_S = 180
-NODE_READY_TIMEOUT_S = 60
+# Seconds on an idle machine; past 60 s once in about forty starts while two test workers share 2 cores.
+NODE_READY_TIMEOUT_S = 120
+PROGRESS_EVERY_S = 5
 STOP_GRACE_S = 15
 # On the KWOK GPU nodes when a real node runs: the scheduler prefers the real one, KWOK takes the overflow.
 KWOK_PREFER_NOT = {"key": "vllm-gate/kwok-node", "value": "true", "effect": "PreferNoSchedule"}
@@ -362,17 +364,27 @@ class LocalCluster:
                 "status": {"capacity": resources, "allocatable": resources}}
 
     def _wait_nodes_ready(self, core: client.CoreV1Api, names: list[str]) -> None:
-        deadline = time.monotonic() + NODE_READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            nodes = core.list_node(_request_timeout=15).items
+        started = time.monotonic()
+        said = started
+        waiting = "no node listed yet"
+        while time.monotonic() - started < NODE_READY_TIMEOUT_S:
+            nodes = {n.metadata.name: n for n in core.list_node(_request_timeout=15).items}
             # Ready, and the node controller has lifted its not-ready taint (until then nothing schedules there).
-            ready = {n.metadata.name for n in nodes
-                     if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])
-                     and not any(t.key == "node.kubernetes.io/not-ready" for t in n.spec.taints or [])}
-            if ready.issuperset(names):
+            not_ready = [name for name in names if name not in nodes or not any(
+                c.type == "Ready" and c.status == "True" for c in nodes[name].status.conditions or [])]
+            tainted = [name for name in names if name in nodes and name not in not_ready and any(
+                t.key == "node.kubernetes.io/not-ready" for t in nodes[name].spec.taints or [])]
+            if not not_ready and not tainted:
                 return
+            waiting = "; ".join(part for part in (
+                f"not Ready: {', '.join(not_ready)}" if not_ready else "",
+                f"still tainted not-ready by the node controller: {', '.join(tainted)}" if tainted else "") if part)
+            if time.monotonic() - said >= PROGRESS_EVERY_S:
+                said = time.monotonic()
+                self._progress(f"local cluster {self.name}: waiting for its nodes ({waiting}), "
+                               f"{said - started:.0f}/{NODE_READY_TIMEOUT_S} s")
             time.sleep(0.3)
-        raise ClusterError(f"local cluster {self.name}: nodes not Ready within {NODE_READY_TIMEOUT_S} s")
+        raise ClusterError(f"local cluster {self.name}: nodes not Ready within {NODE_READY_TIMEOUT_S} s ({waiting})")
 
     def stop(self) -> None:
         if self._data_plane is not None:
