@@ -26,6 +26,7 @@ from vllm_gate.base.kube import api_client, server_version
 from vllm_gate.base.tools import STATE_ROOT, require_tool
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
+from vllm_gate.cluster.creation_lock import one_creation_at_a_time
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, LocalPrometheus
 from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
 from vllm_gate.cluster.dataplane.served_pods import DataPlane
@@ -258,9 +259,10 @@ class LocalCluster:
                        "scheduler, kwok-controller")
         config_path = self._config()
         try:
-            proc = kwokctl("create", "cluster", "--name", self.name, "--config", str(config_path),
-                           "--kubeconfig", str(self.kubeconfig), "--enable-crds=PortForward",
-                           "--wait", f"{CREATE_TIMEOUT_S - 30}s")
+            with one_creation_at_a_time(self.name, self._progress):
+                proc = kwokctl("create", "cluster", "--name", self.name, "--config", str(config_path),
+                               "--kubeconfig", str(self.kubeconfig), "--enable-crds=PortForward",
+                               "--wait", f"{CREATE_TIMEOUT_S - 30}s")
         except subprocess.TimeoutExpired:
             destroy(self.name)
             raise ClusterError(f"local cluster {self.name}: not ready within {CREATE_TIMEOUT_S} s") from None
