@@ -18,7 +18,7 @@ def model_exit_code(run: GateRun, pytest_status: int, require_certification: boo
     ``require_certification``: a passed rehearsal or endpoint run is not enough (NOT_A_CERTIFICATION_EXIT).
     """
     verdict = run.settle()
-    code = verdict.exit_code or (1 if run.decision_failed else 0)
+    code = verdict.exit_code  # a decision that failed has made a passed verdict FAILED (GateRun.fail_decision)
     if code == 0 and pytest_status not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         return int(pytest_status)
     if code == 0 and require_certification and not verdict.certified:
