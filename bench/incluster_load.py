@@ -28,6 +28,7 @@ from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.cluster.node.locust_image import default_image
 from vllm_gate.deploy.release import ensure_namespace, install_or_upgrade
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.load.incluster import run_incluster_load
 from vllm_gate.load.local import run_load
@@ -81,13 +82,14 @@ def main() -> None:
         api = api_client(cluster.kubeconfig, cluster.context)
         base = spec_for(1, args.duration)
         created = ensure_namespace(client.CoreV1Api(api), NS)
-        install_or_upgrade(base, cluster.kubeconfig, cluster.context, created_namespace=created)
+        install_or_upgrade(base, in_place(base), cluster.kubeconfig, cluster.context, created_namespace=created)
         wait_ready(api, RolloutTarget(NS, release_fullname(base.name), f"app.kubernetes.io/instance={base.name}"),
                    ROLLOUT_TIMEOUT_S, progress=lambda _m: None)
 
         def incluster(streams: int, workers: int, workdir: Path) -> LoadRun:
             per_worker = -(-streams // workers)
-            return run_incluster_load(api, spec_for(streams, args.duration), image=default_image(), workdir=workdir,
+            spec = spec_for(streams, args.duration)
+            return run_incluster_load(api, spec, spec.in_cluster_url, image=default_image(), workdir=workdir,
                                       progress=lambda _m: None, kubeconfig=cluster.kubeconfig,
                                       context=cluster.context, users_per_worker=per_worker).load
 

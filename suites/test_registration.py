@@ -38,8 +38,8 @@ def test_registry_accepts_the_row(registry_conn, gate_release):
     assert problem is None, problem
 
 
-def test_backend_url_names_the_service(kube_api, gate_release, gate_spec):
-    pods = client.CoreV1Api(kube_api).list_namespaced_pod(
-        gate_spec.namespace, label_selector=f"app.kubernetes.io/instance={gate_spec.name}", _request_timeout=15).items
+def test_backend_url_names_the_service(kube_api, gate_release, gate_target):
+    pods = client.CoreV1Api(kube_api).list_namespaced_pod(gate_target.namespace, label_selector=gate_target.selector,
+                                                          _request_timeout=15).items
     assert pods, "the release has no pods"
     assert backend_problems(kube_api, gate_release.mapping().backend_url, pods[0].metadata.labels) == []

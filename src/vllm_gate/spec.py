@@ -209,6 +209,17 @@ class Rollout(StrictModel):
                             "Recreate; rolling: RollingUpdate or fail preflight; recreate: always Recreate.")
 
 
+class Promotion(StrictModel):
+    """How a certified candidate takes over from the live revision once the registry's row is switched to it."""
+
+    drain_s: int = Field(30, ge=0, strict=True,
+                         description="After the switch: time for the router's connections and caches to leave the "
+                                     "previous revision before it is uninstalled.")
+    router_timeout_s: int = Field(60, gt=0, strict=True,
+                                  description="How long the API router may take to serve the candidate after the "
+                                              "switch before the gate switches the row back (PROMOTION FAILED).")
+
+
 class Costs(StrictModel):
     input_per_1k: Decimal = Field(ge=0, description="Price per 1K prompt tokens.")
     output_per_1k: Decimal = Field(ge=0, description="Price per 1K output tokens.")
@@ -386,6 +397,7 @@ class ModelSpec(StrictModel):
     shutdown: Shutdown = Field(default_factory=Shutdown)
     scheduling: Scheduling = Field(default_factory=Scheduling)
     rollout: Rollout = Field(default_factory=Rollout)
+    promotion: Promotion = Field(default_factory=Promotion)
     costs: Costs
     slo: Slos
     load: Load

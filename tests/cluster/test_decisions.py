@@ -21,6 +21,7 @@ from vllm_gate.cluster.dataplane.portforward import PortForward
 from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.deploy.release import Release, ensure_namespace, install_or_upgrade, roll_back
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
 
@@ -60,7 +61,7 @@ def spec_in(namespace: str, *overrides: str) -> ModelSpec:
 
 def deploy(cluster: LocalCluster, api: client.ApiClient, spec: ModelSpec) -> Release:
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
-    return install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    return install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
 
 
 def target(spec: ModelSpec) -> RolloutTarget:
@@ -129,7 +130,7 @@ def test_uninstall_reports_a_namespace_still_terminating(cluster, api):
 
 def test_uninstall_reports_the_http_error_of_a_namespace_it_may_not_delete(cluster, api):
     spec = spec_in("default")
-    release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=False)
+    release = install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=False)
     release.created_namespace = True  # planted: as if the gate had made "default", which cannot be deleted
     line = roll_back(release, cluster.kubeconfig, cluster.context, timeout_s=10)
     assert line == ("uninstalled default/llama3 (a fresh install); "

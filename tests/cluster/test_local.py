@@ -31,6 +31,7 @@ from vllm_gate.cluster.resolve import resolve_cluster
 from vllm_gate.deploy.release import DeployFailed, current_revision, ensure_namespace, helm_test, install_or_upgrade
 from vllm_gate.deploy.render import helm_client
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.gate.decision import finish
 from vllm_gate.gate.run import NO_REGISTRY, Attempt, GateRun, Registry
@@ -101,7 +102,7 @@ def test_unsatisfiable_gpu_request_stays_pending_unschedulable(api, name, gpu_ty
 def test_port_forward_to_the_service_reaches_the_simulator(cluster, api):
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=pf-test"])
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
-    install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
     target = RolloutTarget(spec.namespace, release_fullname(spec.name), f"app.kubernetes.io/instance={spec.name}")
     wait_ready(api, target, 60, progress=lambda _m: None)
     with PortForward(spec.namespace, f"svc/{spec.service.name}", spec.service.port, kubeconfig=cluster.kubeconfig,
@@ -190,7 +191,8 @@ def _deploy(cluster, api, spec, dsn: str | None = None) -> GateRun:
     run = _gate_run(spec, passed=True, dsn=dsn)
     run.kubeconfig, run.context = cluster.kubeconfig, cluster.context
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
-    run.release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    run.release = install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context,
+                                     created_namespace=created)
     return run
 
 
@@ -286,7 +288,8 @@ def test_a_revision_the_gate_never_heard_of_is_undone(cluster, api):
     run.kubeconfig, run.context = cluster.kubeconfig, cluster.context
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
     run.attempt = Attempt(spec.name, spec.namespace, None, created)
-    install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)  # result never seen
+    # The result is never seen: the decision must find what helm left behind.
+    install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
     run.interrupted = "SIGINT"
     finish(run, keep_on_failure=False)
     assert re.fullmatch(r"uninstalled half-done/llama3 \(a fresh install\); deleted namespace half-done "
@@ -300,7 +303,7 @@ def test_helm_test_whose_pod_never_succeeds_fails_naming_helms_reason(cluster, a
     """
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "namespace=helm-test"])
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
-    release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    release = install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
     with pytest.raises(DeployFailed) as failed:
         helm_test(release, cluster.kubeconfig, cluster.context, timeout_s=10)
     assert failed.value.summary == "helm test llama3 -n helm-test: context deadline exceeded"

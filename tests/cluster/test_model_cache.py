@@ -20,6 +20,7 @@ from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
 from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.deploy.release import current_revision, ensure_namespace, install_or_upgrade, roll_back
 from vllm_gate.deploy.render import helm_client
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import chart_values, release_fullname
 from vllm_gate.spec import load_spec
 
@@ -83,7 +84,7 @@ def test_undoing_a_fresh_install_keeps_the_cache_claim_and_the_namespace_holding
     spec = load_spec("llama3", MODELS_DIR, ["model_cache.kind=pvc", "model_cache.size=5Gi",
                                             f"model_cache.storage_class={STORAGE_CLASS}", "namespace=cache-undo"])
     created = ensure_namespace(core, spec.namespace)
-    release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    release = install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
     line = roll_back(release, cluster.kubeconfig, cluster.context)
     claim = f"{release_fullname(spec.name)}-model-cache"
     assert line == (f"uninstalled cache-undo/llama3 (a fresh install); kept namespace cache-undo: it holds the "

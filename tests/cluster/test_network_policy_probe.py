@@ -26,6 +26,7 @@ from vllm_gate.cluster.node.images import chart_images
 from vllm_gate.cluster.node.real_node import NODE_NAME
 from vllm_gate.deploy.release import ensure_namespace, install_or_upgrade
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
 
@@ -57,7 +58,7 @@ def deploy(cluster: LocalCluster, api: client.ApiClient, *sets: str) -> ModelSpe
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", *sets])
     core = client.CoreV1Api(api)
     created = ensure_namespace(core, spec.namespace)
-    install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
     selector = f"app.kubernetes.io/instance={spec.name}"
     wait_ready(api, RolloutTarget(spec.namespace, release_fullname(spec.name), selector), ROLLOUT_TIMEOUT_S,
                progress=lambda _m: None)
@@ -99,7 +100,7 @@ def plant(api: client.ApiClient, release: ModelSpec) -> Iterator[Callable[[dict]
 
 
 def test_the_probe_passes_with_the_charts_policy_both_sides_observed(api, release):
-    probe = probe_network_policy(api, release)
+    probe = probe_network_policy(api, release, in_place(release))
     assert probe.problems == ()
     assert probe.enforced is True
     router, other = probe.router, probe.other
@@ -127,7 +128,7 @@ def test_the_routers_own_replicaset_does_not_adopt_the_probe_pods(api, release):
     try:
         wait_ready(api, RolloutTarget(NS, "router", "app.kubernetes.io/name=ias-router"), ROLLOUT_TIMEOUT_S,
                    lambda _m: None)
-        probe = probe_network_policy(api, release)
+        probe = probe_network_policy(api, release, in_place(release))
         assert probe.problems == ()
         assert (probe.router.outcome, probe.router.status) == (Outcome.ANSWERED, 200), probe.router.describe()
     finally:
@@ -186,7 +187,7 @@ def test_a_broad_policy_planted_beside_the_charts_is_named(api, release, plant):
     plant({"metadata": {"name": BROAD}, "spec": {
         "podSelector": {"matchLabels": {"app.kubernetes.io/instance": release.name}},
         "policyTypes": ["Ingress"], "ingress": [{}]}})
-    probe = probe_network_policy(api, release)
+    probe = probe_network_policy(api, release, in_place(release))
     assert probe.enforced is False
     (problem,) = probe.problems
     assert "a pod without the router's labels reached the model" in problem
@@ -211,7 +212,7 @@ def without_the_releases_policy(api: client.ApiClient, release: ModelSpec) -> It
 
 def test_without_the_releases_policy_the_probe_says_nothing_refuses(api, release):
     with without_the_releases_policy(api, release):
-        probe = probe_network_policy(api, release)
+        probe = probe_network_policy(api, release, in_place(release))
     assert probe.enforced is False
     (problem,) = probe.problems
     assert f"nothing refuses it: no NetworkPolicy in {NS} selects the model pods" in problem
@@ -223,7 +224,7 @@ def test_when_the_router_is_refused_too_the_probe_fails(api, release, plant):
         plant({"metadata": {"name": "deny-all"}, "spec": {
             "podSelector": {"matchLabels": {"app.kubernetes.io/instance": release.name}},
             "policyTypes": ["Ingress"], "ingress": []}})
-        probe = probe_network_policy(api, release)
+        probe = probe_network_policy(api, release, in_place(release))
     assert probe.other.outcome is Outcome.NO_CONNECTION
     assert probe.enforced is None
     (problem,) = probe.problems
@@ -238,7 +239,7 @@ def test_probe_pods_a_crashed_run_left_are_removed_first(api, release):
                                     "spec": {"nodeSelector": {"no-such-node": "x"},
                                              "containers": [{"name": "c", "image": "example.invalid/x:1"}]}},
                                _request_timeout=REQUEST_S)
-    probe = probe_network_policy(api, release)
+    probe = probe_network_policy(api, release, in_place(release))
     assert probe.leftovers_removed == ("vllm-gate-probe-leftover",)
     assert probe.problems == ()
     wait_no_probe_pods(api, NS)
@@ -272,13 +273,14 @@ def test_an_interrupted_probe_deletes_its_pod(api, release):
 def test_with_the_router_in_another_namespace_the_probe_runs_there(cluster, api):
     # The chart's policy then admits router-labelled pods of that namespace only; a missing namespace is said.
     sets = ("namespace=policy-probe-b", "network.router_namespace=probe-router")
-    missing = probe_network_policy(api, load_spec("llama3", MODELS_DIR, ["engine=sim", *sets]))
+    missing_spec = load_spec("llama3", MODELS_DIR, ["engine=sim", *sets])
+    missing = probe_network_policy(api, missing_spec, in_place(missing_spec))
     assert missing.problems == ("the router's namespace probe-router does not exist on this cluster: no probe pod "
                                 "can run where the router sits, so enforcement was not exercised",)
     assert missing.enforced is None
     client.CoreV1Api(api).create_namespace({"metadata": {"name": "probe-router"}}, _request_timeout=REQUEST_S)
     spec = deploy(cluster, api, *sets)
-    probe = probe_network_policy(api, spec)
+    probe = probe_network_policy(api, spec, in_place(spec))
     assert probe.problems == ()
     assert probe.router.namespace == probe.other.namespace == "probe-router"
     assert probe.enforced is True
@@ -287,7 +289,7 @@ def test_with_the_router_in_another_namespace_the_probe_runs_there(cluster, api)
 def test_a_probe_pod_that_cannot_pull_its_image_fails_naming_it(api, release):
     # Where the chart's tests.image is not mirrored: the probe cannot tell, and says which image it needed.
     broken = replace(chart_template(release), image="example.invalid/curl:1")
-    probe = probe_network_policy(api, release, broken)
+    probe = probe_network_policy(api, release, in_place(release), broken)
     assert probe.enforced is None
     assert len(probe.problems) == 2
     assert all("example.invalid/curl:1" in p for p in probe.problems), probe.problems

@@ -24,6 +24,7 @@ from vllm_gate.deploy.preflight import Decision, PreflightFailed, check_pool
 from vllm_gate.deploy.release import Release, current_revision, ensure_namespace, install_or_upgrade, roll_back
 from vllm_gate.deploy.render import helm_client
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
 
@@ -85,7 +86,7 @@ def releases(cluster: LocalCluster) -> Iterator[list[Release]]:
 def deploy(cluster: LocalCluster, api: client.ApiClient, spec: ModelSpec, decision: Decision,
            releases: list[Release]) -> Release:
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
-    release = install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created,
+    release = install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created,
                                  strategy=decision.strategy)
     if release.previous_revision is None:
         releases.append(release)

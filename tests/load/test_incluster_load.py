@@ -33,6 +33,7 @@ from vllm_gate.cluster.node.locust_image import default_image, locust_version
 from vllm_gate.cluster.node.real_node import NODE_NAME
 from vllm_gate.deploy.release import ensure_namespace, install_or_upgrade
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
 from vllm_gate.load.incluster import InClusterLoad, choose_load_from, remove_leftovers, run_incluster_load
 from vllm_gate.load.pods import (
@@ -241,7 +242,7 @@ def release(cluster: LocalCluster, api: client.ApiClient) -> ModelSpec:
     require("helm")
     spec = load_spec("llama3", MODELS_DIR, [*SHORT, "load.profile.duration_s=15"])
     created = ensure_namespace(client.CoreV1Api(api), spec.namespace)
-    install_or_upgrade(spec, cluster.kubeconfig, cluster.context, created_namespace=created)
+    install_or_upgrade(spec, in_place(spec), cluster.kubeconfig, cluster.context, created_namespace=created)
     target = RolloutTarget(spec.namespace, release_fullname(spec.name), f"app.kubernetes.io/instance={spec.name}")
     wait_ready(api, target, ROLLOUT_TIMEOUT_S, progress=lambda _m: None)
     return spec
@@ -303,8 +304,9 @@ def test_the_load_runs_as_router_labelled_pods_and_its_records_match_the_servers
     before = metrics.counters(metrics.parse(metrics.fetch(model_url)), release.served_name)
     lines: list[str] = []
     with PodWatcher(api) as watcher:
-        run = run_incluster_load(api, release, image=default_image(), workdir=tmp_path, progress=lines.append,
-                                 kubeconfig=cluster.kubeconfig, context=cluster.context, users_per_worker=2)
+        run = run_incluster_load(api, release, release.in_cluster_url, image=default_image(), workdir=tmp_path,
+                                 progress=lines.append, kubeconfig=cluster.kubeconfig, context=cluster.context,
+                                 users_per_worker=2)
     after = metrics.counters(metrics.parse(metrics.fetch(model_url)), release.served_name)
     plan = run.plan
     # Master and two workers ran as pods, on the node that runs containers, in the router's namespace (the model's
@@ -351,8 +353,9 @@ def test_killing_a_worker_mid_run_fails_naming_it_and_cleans_up(cluster, api, re
             killed.append(victim)
 
     with PodWatcher(api, kill_once_loading), pytest.raises(LoadFailed) as failed:
-        run_incluster_load(api, spec, image=default_image(), workdir=tmp_path, progress=lines.append,
-                           kubeconfig=cluster.kubeconfig, context=cluster.context, users_per_worker=2)
+        run_incluster_load(api, spec, spec.in_cluster_url, image=default_image(), workdir=tmp_path,
+                           progress=lines.append, kubeconfig=cluster.kubeconfig, context=cluster.context,
+                           users_per_worker=2)
     assert killed, lines
     assert f"load worker {NS}/{killed[0]}" in failed.value.summary
     assert "mid-run" in failed.value.summary
@@ -369,8 +372,9 @@ def test_an_interrupted_load_deletes_its_pods_and_configmap(cluster, api, releas
             sent.append(True)
 
     with PodWatcher(api, interrupt_once_running), pytest.raises(KeyboardInterrupt):
-        run_incluster_load(api, spec, image=default_image(), workdir=tmp_path, progress=lambda _m: None,
-                           kubeconfig=cluster.kubeconfig, context=cluster.context, users_per_worker=2)
+        run_incluster_load(api, spec, spec.in_cluster_url, image=default_image(), workdir=tmp_path,
+                           progress=lambda _m: None, kubeconfig=cluster.kubeconfig, context=cluster.context,
+                           users_per_worker=2)
     assert sent
     wait_nothing_left(api)
 
@@ -380,8 +384,9 @@ def test_without_the_router_labels_the_network_policy_refuses_the_load(cluster, 
     # than the router get no answer from the model, and the run says so.
     spec = load_spec("llama3", MODELS_DIR, [*SHORT, "load.profile.duration_s=5",
                                             "network.router_pod_labels={app.kubernetes.io/name: not-the-router}"])
-    load = InClusterLoad(api, spec, image=default_image(), workdir=tmp_path, progress=lambda _m: None,
-                         kubeconfig=cluster.kubeconfig, context=cluster.context, users_per_worker=2)
+    load = InClusterLoad(api, spec, spec.in_cluster_url, image=default_image(), workdir=tmp_path,
+                         progress=lambda _m: None, kubeconfig=cluster.kubeconfig, context=cluster.context,
+                         users_per_worker=2)
     with pytest.raises(LoadFailed) as failed:
         load.start_and_collect()
     assert re.match(r"the Locust master \S+ exited with status 3: \d user\(s\) on \S+-worker-\d_\w+.* stopped on an "

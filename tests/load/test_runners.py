@@ -34,8 +34,8 @@ def test_the_incluster_runner_runs_and_returns_what_its_pods_collected(tmp_path:
     # The pods themselves are tested on the real node (tests/load/test_incluster_load.py); here only the interface:
     # run() is a method (not shadowed by the runner's state) and hands back the collected samples.
     spec = load_spec("llama3", MODELS_DIR)
-    runner: LoadRunner = InClusterLoad(client.ApiClient(), spec, image="locustio/locust:test", workdir=tmp_path,
-                                       progress=lambda _m: None, kubeconfig=None, context=None)
+    runner: LoadRunner = InClusterLoad(client.ApiClient(), spec, spec.in_cluster_url, image="locustio/locust:test",
+                                       workdir=tmp_path, progress=lambda _m: None, kubeconfig=None, context=None)
     assert isinstance(runner, InClusterLoad)
     sample = RequestSample(0.0, 0.1, [0.01], 0.2, 16, 2, None)
     collected = InClusterRun(LoadRun([sample], 1.0, math.nan, tmp_path / "locust.log"), runner.plan)

@@ -49,7 +49,7 @@ def validator() -> jsonschema.Draft202012Validator:
 def test_a_run_summary_validates_and_says_what_the_run_decided():
     summary = run_summary([a_run()])
     validator().validate(summary)
-    assert summary["schema_version"] == SCHEMA_VERSION == 1
+    assert summary["schema_version"] == SCHEMA_VERSION == 2
     (model,) = summary["models"]
     assert model["verdict"]["mode"] == "rehearsal"
     assert model["verdict"]["kind"] == "partial"  # most required checks never ran in this made-up run
@@ -65,7 +65,7 @@ def test_a_run_summary_validates_and_says_what_the_run_decided():
 @pytest.mark.parametrize(("plant", "path"), [
     (lambda s: s["models"][0].pop("verdict"), "'verdict' is a required property"),
     (lambda s: s["models"][0]["verdict"].update(kind="certified"), "'certified' is not one of"),
-    (lambda s: s.update(schema_version=2), "1 was expected"),
+    (lambda s: s.update(schema_version=1), "2 was expected"),
     (lambda s: s["models"][0]["slo"][0].update(measured="75 ms"), "'75 ms' is not of type 'number', 'null'"),
 ])
 def test_a_summary_that_breaks_the_schema_is_refused_naming_what(plant, path):

@@ -32,6 +32,7 @@ from vllm_gate.checks.probe_pod import (
     remove_leftover_probes,
     run_probe,
 )
+from vllm_gate.deploy.target import Target
 from vllm_gate.spec import ModelSpec
 
 RETRIES = 5  # a second apart: a refusal that outlasts them is a refusal (an enforcer may admit a new pod late)
@@ -61,9 +62,11 @@ class PolicyProbe:
         return None
 
 
-def probe_network_policy(api: client.ApiClient, spec: ModelSpec, template: ProbeTemplate | None = None, *,
-                         retries: int = RETRIES, request_timeout_s: float = REQUEST_TIMEOUT_S) -> PolicyProbe:
-    """Run the router-labelled probe pod, then the unlabelled one, from the router's namespace, and judge both."""
+def probe_network_policy(api: client.ApiClient, spec: ModelSpec, target: Target,
+                         template: ProbeTemplate | None = None, *, retries: int = RETRIES,
+                         request_timeout_s: float = REQUEST_TIMEOUT_S) -> PolicyProbe:
+    """Run the router-labelled probe pod, then the unlabelled one, from the router's namespace, against ``target``'s
+    Service, and judge both."""
     core = client.CoreV1Api(api)
     namespace = spec.network.router_namespace or spec.namespace
     try:
@@ -75,7 +78,7 @@ def probe_network_policy(api: client.ApiClient, spec: ModelSpec, template: Probe
                                         "pod can run where the router sits, so enforcement was not exercised",))
     removed = tuple(remove_leftover_probes(api, namespace))
     template = template or chart_template(spec)
-    url = f"{spec.in_cluster_url}{HEALTH_PATH}"
+    url = f"{target.url}{HEALTH_PATH}"
     router_labels = dict(spec.network.router_pod_labels)
     problems: list[str] = []
 
@@ -92,7 +95,7 @@ def probe_network_policy(api: client.ApiClient, spec: ModelSpec, template: Probe
     if router is not None:
         problems += router_problems(router, router_labels, url)
     if other is not None:
-        problems += other_problems(api, spec, other, url)
+        problems += other_problems(api, spec, target, other, url)
     return PolicyProbe(router, other, tuple(problems), removed)
 
 
@@ -111,7 +114,8 @@ def router_problems(router: ProbeResult, labels: Mapping[str, str], url: str) ->
             f"tell whether policy is enforced: {router.describe()}"]
 
 
-def other_problems(api: client.ApiClient, spec: ModelSpec, other: ProbeResult, url: str) -> list[str]:
+def other_problems(api: client.ApiClient, spec: ModelSpec, target: Target, other: ProbeResult,
+                   url: str) -> list[str]:
     """What is wrong when the pod without the router's labels was not refused."""
     if other.outcome is Outcome.NO_CONNECTION:
         return []
@@ -119,13 +123,13 @@ def other_problems(api: client.ApiClient, spec: ModelSpec, other: ProbeResult, u
         return [f"the probe pod without the router's labels failed for another reason than a refused connection, so "
                 f"whether the NetworkPolicy refuses it is unknown: {other.describe()}"]
     return [f"a pod without the router's labels reached the model ({url}): {other.describe()}; "
-            f"{who_admits(api, spec, other)}"]
+            f"{who_admits(api, spec, target, other)}"]
 
 
-def who_admits(api: client.ApiClient, spec: ModelSpec, source: ProbeResult) -> str:
-    """Name every NetworkPolicy selecting the model pods that admits ``source``, or say why none refuses it."""
+def who_admits(api: client.ApiClient, spec: ModelSpec, target: Target, source: ProbeResult) -> str:
+    """Name every NetworkPolicy selecting ``target``'s pods that admits ``source``, or say why none refuses it."""
     core = client.CoreV1Api(api)
-    pods = core.list_namespaced_pod(spec.namespace, label_selector=f"app.kubernetes.io/instance={spec.name}",
+    pods = core.list_namespaced_pod(spec.namespace, label_selector=target.selector,
                                     _request_timeout=REQUEST_LIMIT_S).items
     if not pods:
         return f"the release has no pods in {spec.namespace} to read the policies' selection from"

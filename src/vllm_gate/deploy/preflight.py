@@ -325,8 +325,10 @@ def pod_uses(pods: Iterable[Mapping[str, Any]], namespace: str, release: str) ->
     return uses
 
 
-def check_pool(spec: ModelSpec, api: client.ApiClient) -> Decision:
-    """Read nodes and pods, then decide (see ``decide``); raise PreflightFailed when the model cannot fit."""
+def check_pool(spec: ModelSpec, api: client.ApiClient, release: str | None = None) -> Decision:
+    """Read nodes and pods, then decide (see ``decide``) for ``release`` (default: the spec's own); raise
+    PreflightFailed when the model cannot fit. Only that release's pods count as replaced: a candidate release
+    (its own name) needs room beside every pod that runs."""
     core = client.CoreV1Api(api)
     try:
         nodes = core.list_node(_request_timeout=REQUEST_TIMEOUT_S).items
@@ -341,7 +343,7 @@ def check_pool(spec: ModelSpec, api: client.ApiClient) -> Decision:
     need = need_of(spec)
     if spec.model_cache.kind == "existingClaim":
         need = replace(need, surge_blocker=cache_surge_blocker(spec, _claim_modes(core, spec)))
-    return decide(need, [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, spec.name))
+    return decide(need, [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, release or spec.name))
 
 
 def _claim_modes(core: client.CoreV1Api, spec: ModelSpec) -> list[str]:

@@ -21,6 +21,7 @@ from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import CHART_DIR, require_tool
 from vllm_gate.deploy.render import helm_client, run_helm
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
+from vllm_gate.deploy.target import Target
 from vllm_gate.deploy.values import Strategy, chart_values, release_fullname
 from vllm_gate.spec import ModelSpec
 
@@ -124,31 +125,32 @@ def current_revision(helm: pyhelm3.Client, name: str, namespace: str) -> int | N
         raise _helm_error(f"helm status {name} -n {namespace}", exc) from None
 
 
-def install_or_upgrade(spec: ModelSpec, kubeconfig: Path | None, context: str | None, *,
+def install_or_upgrade(spec: ModelSpec, target: Target, kubeconfig: Path | None, context: str | None, *,
                        created_namespace: bool, strategy: Strategy = "Recreate") -> Release:
-    """``helm upgrade --install`` without --wait: the gate watches the rollout itself (rollout.py).
+    """``helm upgrade --install`` of ``target`` without --wait: the gate watches the rollout itself (rollout.py).
 
     ``strategy`` is the Deployment strategy the preflight decided (vllm_gate.deploy.preflight).
     """
     helm = helm_client(kubeconfig, context)
-    previous = current_revision(helm, spec.name, spec.namespace)
+    name, namespace = target.release, target.namespace
+    previous = current_revision(helm, name, namespace)
 
     async def run() -> tuple[int, str]:
         chart = await helm.get_chart(CHART_DIR)
         rev = await helm.install_or_upgrade_release(
-            spec.name, chart, chart_values(spec, strategy), namespace=spec.namespace, create_namespace=False,
+            name, chart, chart_values(spec, strategy, target.service), namespace=namespace, create_namespace=False,
             timeout=HELM_TIMEOUT, wait=False)
         return rev.revision, chart.metadata.version
 
     try:
-        revision, chart_version = run_helm(run(), f"helm upgrade --install {spec.name}")
+        revision, chart_version = run_helm(run(), f"helm upgrade --install {name}")
     except pyhelm3.errors.Error as exc:
-        failure = _helm_error(f"helm upgrade --install {spec.name} -n {spec.namespace}", exc)
-        after = current_revision(helm, spec.name, spec.namespace)
+        failure = _helm_error(f"helm upgrade --install {name} -n {namespace}", exc)
+        after = current_revision(helm, name, namespace)
         if after is not None and after != previous:
-            failure.release = Release(spec.name, spec.namespace, after, previous, "", created_namespace)
+            failure.release = Release(name, namespace, after, previous, "", created_namespace)
         raise failure from None
-    return Release(spec.name, spec.namespace, revision, previous, chart_version, created_namespace)
+    return Release(name, namespace, revision, previous, chart_version, created_namespace)
 
 
 def helm_test(release: Release, kubeconfig: Path | None, context: str | None,
@@ -219,6 +221,37 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
     except (ApiException, HTTPError) as exc:
         return f"{rolled}, but could not confirm it is Ready: {_api_reason(exc)}"
     return f"{rolled}; its pods are Ready again ({time.monotonic() - started:.0f} s)"
+
+
+def uninstall(name: str, namespace: str, kubeconfig: Path | None, context: str | None, *, why: str) -> str:
+    """Uninstall release ``name`` (a retired revision) and the model cache claim Helm keeps for it; say so."""
+    helm = helm_client(kubeconfig, context)
+    try:
+        run_helm(helm.uninstall_release(name, namespace=namespace, wait=True, timeout=HELM_TIMEOUT),
+                 f"helm uninstall {name}")
+    except pyhelm3.errors.Error as exc:
+        raise _helm_error(f"helm uninstall {name} -n {namespace}", exc) from None
+    claims = delete_cache_claims(name, namespace, kubeconfig, context)
+    return f"uninstalled the previous revision {namespace}/{name} ({why}){claims}"
+
+
+def delete_cache_claims(name: str, namespace: str, kubeconfig: Path | None, context: str | None) -> str:
+    """Delete the model cache claim Helm kept for release ``name``; return what was done ("" when it had none).
+
+    Each revision is its own release with its own claim (charts/vllm ``vllm.cacheClaimName``): an uninstalled
+    revision's weights are never mounted again. An existing claim the user named is never the release's.
+    """
+    core = client.CoreV1Api(api_client(kubeconfig, context))
+    done = ""
+    try:
+        claims = core.list_namespaced_persistent_volume_claim(
+            namespace, label_selector=f"{INSTANCE_LABEL}={name}", _request_timeout=15).items
+        for claim in claims:
+            core.delete_namespaced_persistent_volume_claim(claim.metadata.name, namespace, _request_timeout=15)
+            done += f"; deleted its model cache claim {claim.metadata.name}"
+    except (ApiException, HTTPError) as exc:
+        done += f"; its model cache claim may remain: {_api_reason(exc)}"
+    return done
 
 
 def revision_selector(api: client.ApiClient, namespace: str, deployment: str, release: str,

@@ -46,10 +46,11 @@ def model_cache_values(spec: ModelSpec) -> dict[str, Any]:
     return values
 
 
-def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, Any]:
+def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str | None = None) -> dict[str, Any]:
     """Return chart values for ``spec``. The HF token is referenced by Secret name, never held.
 
-    ``strategy`` is the Deployment's, as the preflight decided it (vllm_gate.deploy.preflight).
+    ``strategy`` is the Deployment's, as the preflight decided it (vllm_gate.deploy.preflight); ``service`` the
+    Service's name when it is not the spec's (a candidate's, vllm_gate.deploy.target).
     """
     res = spec.resources
     net = spec.network
@@ -81,7 +82,7 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate") -> dict[str, 
             "eosAfter": rehearsal.eos_after_tokens,
             "answerSalt": rehearsal.answer_salt,
         },
-        "service": {"name": spec.service.name, "type": spec.service.type, "port": spec.service.port},
+        "service": {"name": service or spec.service.name, "type": spec.service.type, "port": spec.service.port},
         "resources": {
             "requests": {"cpu": res.cpu_request, "memory": res.memory_request},
             "limits": {"memory": res.memory_limit},

@@ -6,8 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vllm_gate.base.errors import GateError
-from vllm_gate.deploy.release import Release, current_revision, remove_created_namespace, roll_back
+from vllm_gate.deploy.release import (
+    Release,
+    current_revision,
+    delete_cache_claims,
+    remove_created_namespace,
+    roll_back,
+)
 from vllm_gate.deploy.render import helm_client
+from vllm_gate.gate.promotion import restore_rotation, retire_previous, switched
 from vllm_gate.gate.run import NOTHING_DEPLOYED, GateRun
 from vllm_gate.registry import db
 from vllm_gate.registry.baselines import record_baseline
@@ -46,15 +53,17 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
         else:
             run.decision.append(NOTHING_DEPLOYED)
         return
-    if run.settle().certified:
+    if run.promotes():
         return
     if keep_on_failure:
         run.decision.append(f"kept the release {release.namespace}/{release.name} (--keep-on-failure)")
         return
     try:
         # The previous revision's pods start from scratch (download + load): give them the spec's budget.
-        run.decision.append(roll_back(release, kubeconfig, context, timeout_s=run.spec.startup.timeout_s,
-                                      progress=progress))
+        undone = roll_back(release, kubeconfig, context, timeout_s=run.spec.startup.timeout_s, progress=progress)
+        if run.target is not None and release.previous_revision is None:  # a candidate: its cache is never reused
+            undone += delete_cache_claims(release.name, release.namespace, kubeconfig, context)
+        run.decision.append(undone)
     except GateError as exc:
         run.fail_decision(f"ROLLBACK FAILED: {exc.summary}")
 
@@ -86,7 +95,8 @@ def _write_registry(run: GateRun) -> None:
                     if run.identity is not None:
                         record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
                                         run.identity.answers, fingerprint=run.identity.fingerprint)
-                run.decision.append(f"registered {run.spec.name} -> {run.spec.in_cluster_url} in "
+                switched(run)
+                run.decision.append(f"registered {run.spec.name} -> {run.deployed.url} in "
                                     f"{registry.description} ({cert.verdict} certification {cert_id})")
                 if run.identity is not None:
                     run.decision.append(f"identity baseline stored with certification {cert_id}: canary prompt "
@@ -109,14 +119,20 @@ def _write_registry(run: GateRun) -> None:
 
 
 def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], None] = lambda _line: None) -> None:
-    """Settle the verdict, undo anything that is not certified (unless kept), then register or record; a
+    """Settle the verdict, undo anything that does not promote (unless kept), then register or record; a
     certified run that cannot register is not certified after all (``GateRun.fail_decision``) and is undone then.
+    A promotion then retires the previous revision (gate/promotion.py); anything else puts a model this run took
+    out of rotation back in.
 
     The undo acts on the run's own cluster (``run.kubeconfig``/``run.context``). Appends what actually
     happened to ``run.decision``.
     """
-    certified = run.settle().certified
+    promotes = run.promotes()
     _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     _write_registry(run)
-    if certified and not run.settle().certified and run.release is not None:  # it could not register: undone too
+    if promotes and not run.promotes() and run.release is not None:  # it could not register: undone too
         _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
+    if run.promotes():
+        retire_previous(run, run.kubeconfig, run.context, progress)
+    else:
+        restore_rotation(run)

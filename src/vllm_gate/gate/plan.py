@@ -7,9 +7,10 @@ from pathlib import Path
 
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.secret import Secret
+from vllm_gate.base.tools import STATE_ROOT
 from vllm_gate.cluster.base import Cluster
 from vllm_gate.cluster.dataplane.sim import sim_name
-from vllm_gate.gate.run import GateRun, Registry
+from vllm_gate.gate.run import GateRun, Promotion, Registry
 from vllm_gate.registry import db
 from vllm_gate.registry.db import DatabaseUnreachable
 from vllm_gate.registry.rehearsal import refuse_rehearsal_registry
@@ -25,13 +26,14 @@ def report_name(given: list[str], specs: list[ModelSpec]) -> str:
 
 
 def new_run(spec: ModelSpec, cluster: Cluster | None, endpoint: str | None, report: Path,
-            database_url: Secret | None, evidence: Path | None, *, compare_last: bool) -> GateRun:
+            database_url: Secret | None, evidence: Path | None, *, compare_last: bool,
+            promotion: str = "candidate") -> GateRun:
     """One model's run: its mode, required checks and where it may register, known before collection."""
     containers = bool(cluster and cluster.capabilities.runs_containers)
     run = GateRun(spec=spec, cluster=cluster.describe() if cluster else f"none (--endpoint-url {endpoint})",
                   report_path=report, evidence_dir=evidence, capabilities=cluster.capabilities if cluster else None,
                   mode=Mode.ENDPOINT if endpoint else Mode.CERTIFICATION,
-                  containers=containers, compare_last=compare_last)
+                  containers=containers, compare_last=compare_last, promotion=Promotion(mode=promotion))
     run.require()
     if spec.engine == "sim":
         run.rehearsal(f"simulator: {sim_name()}")
@@ -53,6 +55,17 @@ def on_cluster(run: GateRun, cluster: Cluster) -> None:
     # is known by its API server (a context is only a kubeconfig's local name).
     run.cluster_key = (f"local:{socket.gethostname()}" if cluster.kind == "local" else
                        f"{cluster.kind}:{api_client(cluster.kubeconfig, cluster.context).configuration.host}")
+
+
+def serves_rehearsal_registry(cluster: Cluster) -> bool:
+    """Whether a passed rehearsal here takes over from the last one (row switched, previous retired): only on a local
+    cluster (embedded, or one ``vllm-gate cluster up`` started: its kubeconfig is under the gate's state directory),
+    whose API-router stand-in reads the rehearsal registry. Anywhere else a rehearsal is undone whatever its verdict.
+    """
+    if cluster.kind == "local":
+        return True
+    kubeconfig = cluster.kubeconfig.resolve() if cluster.kubeconfig else None
+    return kubeconfig is not None and STATE_ROOT.resolve() in kubeconfig.parents
 
 
 def refuse_the_rehearsal_registry(registry: Registry) -> None:

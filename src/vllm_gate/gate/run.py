@@ -14,13 +14,14 @@ from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import CHART_DIR
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.deploy.release import Release
+from vllm_gate.deploy.target import Target, in_place
 from vllm_gate.gate.evidence import artifacts_dir
 from vllm_gate.load.samples import RequestSample
 from vllm_gate.load.slo import SloResult, slo_names
 from vllm_gate.registry.certify import Certification
 from vllm_gate.registry.mappings import Mapping
 from vllm_gate.spec import ModelSpec
-from vllm_gate.verdict.contract import NOT_BUILT, Mode, Outcome, Verdict, decide, decision_failed, required_checks
+from vllm_gate.verdict.contract import NOT_BUILT, Kind, Mode, Outcome, Verdict, decide, decision_failed, required_checks
 from vllm_gate.verdict.regression import load_fingerprint
 
 # Worst first. "baseline": the check had nothing to compare with yet and recorded what it measured.
@@ -64,6 +65,44 @@ class Attempt:
     created_namespace: bool
 
 
+@dataclass(frozen=True)
+class Live:
+    """What the router served before this run: the registry's row and the release behind its ``backend_url``."""
+
+    row: Mapping | None  # None: the registry holds no row of the model (or there is no registry)
+    target: Target | None  # None: no release of this cluster serves the row's backend_url
+    found: str  # one line: what the gate found
+
+
+@dataclass
+class Promotion:
+    """How this run's candidate takes over from the live revision, as it happened (the report shows it)."""
+
+    mode: str = "candidate"  # candidate: a release beside the live one; in-place: the live release upgraded
+    live: Live | None = None
+    out_of_rotation: Registry | None = None  # in place: the registry whose row this run disabled (restored after)
+    switched_at: datetime | None = None  # when the row's backend_url became the candidate's
+    live_after: str | None = None  # the row's backend_url after the decision
+    router: str | None = None  # what the test through the API router showed
+
+    def lines(self, deployed: Target) -> list[str]:
+        """The report's and the terminal's account: live before, the candidate, the switch, live after."""
+        if self.live is None:
+            return []
+        before = self.live.row.backend_url if self.live.row and self.live.row.enabled else "none"
+        lines = [f"live before this run: {before} ({self.live.found})",
+                 f"{'candidate' if self.mode == 'candidate' else 'upgraded in place'}: {deployed}"]
+        if self.out_of_rotation is not None:
+            lines.append(f"out of rotation during this run (model_mappings.enabled false in "
+                         f"{self.out_of_rotation.description})")
+        if self.switched_at is not None:
+            lines.append(f"row switched to {deployed.url} at {self.switched_at:%Y-%m-%d %H:%M:%S} UTC")
+        if self.router is not None:
+            lines.append(f"API router: {self.router}")
+        lines.append(f"live after this run: {self.live_after or before}")
+        return lines
+
+
 @dataclass
 class GateRun:
     spec: ModelSpec
@@ -78,6 +117,8 @@ class GateRun:
     finished_at: datetime | None = None  # when its decision was made (None: not decided yet)
     evidence_dir: Path | None = None  # where its evidence goes; None: beside the report (reports/<run>/)
     release: Release | None = None
+    target: Target | None = None  # the release this run deploys and checks (None: the spec's own, in place)
+    promotion: Promotion = field(default_factory=Promotion)
     attempt: Attempt | None = None  # set before the first change to the cluster
     kubeconfig: Path | None = None  # of the cluster the release is in: the undo acts there and nowhere else
     context: str | None = None
@@ -99,11 +140,19 @@ class GateRun:
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
     decision_failed: bool = False
+    # A passed rehearsal takes over from the last one where a router reads the rehearsal registry (the local cluster's
+    # API-router stand-in); anywhere else a rehearsal is undone whatever its verdict.
+    rehearsal_promotes: bool = False
 
     @property
     def evidence(self) -> Path:
         """This model's evidence directory: ``reports/<run>/``, or ``reports/<run>/<model>/`` beside other models."""
         return self.evidence_dir or artifacts_dir(self.report_path)
+
+    @property
+    def deployed(self) -> Target:
+        """The release this run deploys and checks: its candidate, or the spec's own release in place."""
+        return self.target or in_place(self.spec)
 
     @property
     def duration_s(self) -> float:
@@ -160,6 +209,13 @@ class GateRun:
                                   engine_observed=self.engine_observed, not_shown=self.not_shown())
         return self.verdict
 
+    def promotes(self) -> bool:
+        """Whether this run's release takes over from the live revision: certified, or a passed rehearsal that the
+        rehearsal registry's router serves (``rehearsal_promotes``)."""
+        verdict = self.settle()
+        return verdict.certified or (verdict.kind is Kind.PASSED and verdict.mode is Mode.REHEARSAL
+                                     and self.registry.rehearsal and self.rehearsal_promotes)
+
     def fail_decision(self, line: str) -> None:
         """What the decision could not do (register, undo): said in its lines, and a passed run is not one after
         all (``contract.decision_failed``)."""
@@ -192,7 +248,7 @@ class GateRun:
 
     def mapping(self) -> Mapping:
         spec = self.spec
-        return Mapping(name=spec.name, display_name=spec.display_name, backend_url=spec.in_cluster_url,
+        return Mapping(name=spec.name, display_name=spec.display_name, backend_url=self.deployed.url,
                        upstream_model_id=spec.served_name, max_tokens=spec.vllm.max_model_len,
                        input_cost=spec.costs.input_per_1k, output_cost=spec.costs.output_per_1k,
                        chart_version=self.release.chart_version if self.release else None,

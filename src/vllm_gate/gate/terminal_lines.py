@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from vllm_gate.gate.run import GateRun
 from vllm_gate.load.local import TUNNEL_COST
-from vllm_gate.spec import ModelSpec
 
 
 def header_lines(runs: list[GateRun]) -> list[str]:
@@ -25,11 +24,11 @@ def header_lines(runs: list[GateRun]) -> list[str]:
             f"before the next): {names}", *shared, *per_model]
 
 
-def local_load_line(spec: ModelSpec, url: str, *, endpoint_given: bool) -> str:
+def local_load_line(url: str, *, endpoint_given: bool) -> str:
     """Where one Locust process on this machine (or in the gate's pod) loads the model from."""
     if endpoint_given:
         return f"load: measured from this machine (one Locust process) against {url}"
-    if url == spec.in_cluster_url:
+    if ".svc.cluster.local:" in url:  # the gate runs in a pod and calls the model's Service
         return f"load: measured from the gate's own pod (one Locust process) against {url}, not the router's namespace"
     return ("load: measured through kubectl port-forward: latency includes the tunnel (one Locust process here; "
             f"{TUNNEL_COST})")
@@ -57,6 +56,7 @@ def verdict_lines(run: GateRun) -> list[str]:
     lines += [f"  not shown by this run: {line}" for line in verdict.not_shown]
     lines += [f"  cluster: {line}" for line in run.cluster_problems]
     lines += [f"  {line}" for line in run.decision]
+    lines += [f"  promotion: {line}" for line in run.promotion.lines(run.deployed)]
     return lines
 
 

@@ -103,7 +103,8 @@ def remove_leftovers(core: client.CoreV1Api, namespace: str, url: str, now: floa
 class InClusterLoad:
     """One run: create, watch, collect, and always delete."""
 
-    def __init__(self, api: client.ApiClient, spec: ModelSpec, *, image: str, workdir: Path, progress: Progress,
+    def __init__(self, api: client.ApiClient, spec: ModelSpec, url: str, *, image: str, workdir: Path,
+                 progress: Progress,
                  kubeconfig: Path | None, context: str | None, users_per_worker: int = USERS_PER_WORKER) -> None:
         self.core = client.CoreV1Api(api)
         self.spec = spec
@@ -116,7 +117,7 @@ class InClusterLoad:
         active_deadline_s = math.ceil(WORKERS_CONNECT_S + self.duration_s + END_ALLOWANCE_S + COPY_TIMEOUT_S)
         self.plan = LoadPlan(
             run_id=secrets.token_hex(3), namespace=router_namespace(spec), router_labels=spec.network.router_pod_labels,
-            url=spec.in_cluster_url, served_model=spec.served_name, load=spec.load, image=image,
+            url=url, served_model=spec.served_name, load=spec.load, image=image,
             workers=worker_count(spec.load, users_per_worker), expires_at=math.ceil(time.time() + active_deadline_s),
             active_deadline_s=active_deadline_s)
         self.result = InClusterRun(LoadRun([], 0.0, math.nan, workdir / "locust.log"), self.plan)
@@ -335,11 +336,12 @@ class InClusterLoad:
                               "next run removes it")
 
 
-def run_incluster_load(api: client.ApiClient, spec: ModelSpec, *, image: str, workdir: Path, progress: Progress,
-                       kubeconfig: Path | None, context: str | None,
+def run_incluster_load(api: client.ApiClient, spec: ModelSpec, url: str, *, image: str, workdir: Path,
+                       progress: Progress, kubeconfig: Path | None, context: str | None,
                        users_per_worker: int = USERS_PER_WORKER) -> InClusterRun:
-    """Drive ``spec.load`` from the router's namespace with Locust pods; return the samples and who ran them."""
-    return InClusterLoad(api, spec, image=image, workdir=workdir, progress=progress, kubeconfig=kubeconfig,
+    """Drive ``spec.load`` at ``url`` from the router's namespace with Locust pods; return the samples and who ran
+    them."""
+    return InClusterLoad(api, spec, url, image=image, workdir=workdir, progress=progress, kubeconfig=kubeconfig,
                          context=context, users_per_worker=users_per_worker).start_and_collect()
 
 

@@ -120,7 +120,8 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample], history: RunHistory
     baselines = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "baseline"]
     lists = [("Skipped checks", skipped), ("Baselines recorded", baselines), ("Not shown by this run",
                                                                             list(verdict.not_shown)),
-             ("Telemetry and evidence", list(run.telemetry)), ("Decision", list(run.decision))]
+             ("Telemetry and evidence", list(run.telemetry)), ("Decision", list(run.decision)),
+             ("Promotion", run.promotion.lines(run.deployed))]
     sections = "".join(f"<h3>{_e(title)}</h3><ul>{''.join(f'<li>{_e(x)}</li>' for x in items)}</ul>"
                        for title, items in lists if items)
     slo = f"<h3>SLOs</h3>{slo_table(run.slo_results)}" if run.slo_results else "<p>No load test ran.</p>"

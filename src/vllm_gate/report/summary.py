@@ -1,4 +1,4 @@
-"""``summary.json``: what a run decided, for CI systems and scripts (schema: summary.schema.json, version 1)."""
+"""``summary.json``: what a run decided, for CI systems and scripts (schema: summary.schema.json, version 2: a model's promotion added)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 from vllm_gate.base.tools import PROJECT_ROOT
 from vllm_gate.gate.run import GateRun, chart_version
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def schema() -> dict[str, Any]:
@@ -51,7 +51,19 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
         "started_at": run.started_at.isoformat(), "finished_at": finished_at.isoformat(),
         "duration_s": round((finished_at - run.started_at).total_seconds(), 1),
         "not_shown": list(verdict.not_shown), "telemetry": list(run.telemetry), "decision": list(run.decision),
+        "promotion": promotion_summary(run),
     }
+
+
+def promotion_summary(run: GateRun) -> dict[str, Any]:
+    """The schema's ``promotion``: the live revision before and after, the switch, the router's check."""
+    promotion = run.promotion
+    row = promotion.live.row if promotion.live else None
+    before = row.backend_url if row is not None and row.enabled else None
+    return {"mode": promotion.mode, "live_before": before, "deployed": str(run.deployed),
+            "switched_at": promotion.switched_at.isoformat() if promotion.switched_at else None,
+            "live_after": promotion.live_after or before, "router": promotion.router,
+            "lines": promotion.lines(run.deployed)}
 
 
 def run_summary(runs: list[GateRun]) -> dict[str, Any]:
