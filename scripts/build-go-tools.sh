@@ -113,6 +113,15 @@ build_sim() {
     touch "$standin/.complete"
   fi
   link_all "$standin" vllm-sim-standin
+
+  local router="$cache/router-standin-$(source_hash "$root/scripts/router-standin")"
+  if [ ! -f "$router/.complete" ]; then
+    echo "  router-standin (scripts/router-standin: the API-router stand-in)"
+    (cd "$root/scripts/router-standin" && with_progress "router-standin" go build -trimpath -ldflags "-s -w" \
+      -o "$router/router-standin" .)
+    touch "$router/.complete"
+  fi
+  link_all "$router" router-standin
 }
 
 # Static (CGO_ENABLED=0): the btrfs, devmapper and ZFS snapshotters need cgo and are not used (overlayfs

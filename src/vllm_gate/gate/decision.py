@@ -14,7 +14,7 @@ from vllm_gate.deploy.release import (
     roll_back,
 )
 from vllm_gate.deploy.render import helm_client
-from vllm_gate.gate.promotion import restore_rotation, retire_previous, switched
+from vllm_gate.gate.promotion import prove_through_router, restore_rotation, retire_previous, switched
 from vllm_gate.gate.run import NOTHING_DEPLOYED, GateRun
 from vllm_gate.registry import db
 from vllm_gate.registry.baselines import record_baseline
@@ -95,7 +95,7 @@ def _write_registry(run: GateRun) -> None:
                     if run.identity is not None:
                         record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
                                         run.identity.answers, fingerprint=run.identity.fingerprint)
-                switched(run)
+                switched(run, cert_id)
                 run.decision.append(f"registered {run.spec.name} -> {run.deployed.url} in "
                                     f"{registry.description} ({cert.verdict} certification {cert_id})")
                 if run.identity is not None:
@@ -132,6 +132,10 @@ def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], Non
     _write_registry(run)
     if promotes and not run.promotes() and run.release is not None:  # it could not register: undone too
         _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
+    if run.promotes() and run.promotion.switched_at is not None and run.release is not None:
+        prove_through_router(run, progress)
+        if not run.promotes():  # PROMOTION FAILED: the row is switched back, the candidate undone
+            _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     if run.promotes():
         retire_previous(run, run.kubeconfig, run.context, progress)
     else:

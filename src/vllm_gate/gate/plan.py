@@ -10,6 +10,8 @@ from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import STATE_ROOT
 from vllm_gate.cluster.base import Cluster
 from vllm_gate.cluster.dataplane.sim import sim_name
+from vllm_gate.cluster.local import LocalCluster
+from vllm_gate.cluster.node.config import NodeNetwork
 from vllm_gate.gate.run import GateRun, Promotion, Registry
 from vllm_gate.registry import db
 from vllm_gate.registry.db import DatabaseUnreachable
@@ -66,6 +68,16 @@ def serves_rehearsal_registry(cluster: Cluster) -> bool:
         return True
     kubeconfig = cluster.kubeconfig.resolve() if cluster.kubeconfig else None
     return kubeconfig is not None and STATE_ROOT.resolve() in kubeconfig.parents
+
+
+def pods_reach(cluster: Cluster | None) -> tuple[str, str, int] | None:
+    """Where a local cluster's pods reach this machine (its node link's host address), the network they come from
+    and the one port of this machine they may reach besides the API server's, for the rehearsal registry the
+    API-router stand-in reads; None where no stand-in runs."""
+    if cluster is None or not cluster.capabilities.runs_containers or not serves_rehearsal_registry(cluster):
+        return None
+    network = cluster.network if isinstance(cluster, LocalCluster) else NodeNetwork()
+    return network.host_address, network.supernet, network.registry_port
 
 
 def refuse_the_rehearsal_registry(registry: Registry) -> None:

@@ -18,11 +18,14 @@ import psycopg
 from kubernetes import client
 
 from vllm_gate.base.errors import GateError
+from vllm_gate.checks import router
+from vllm_gate.checks.router import Expected
 from vllm_gate.deploy.preflight import Decision, PreflightFailed, check_pool
 from vllm_gate.deploy.release import uninstall
 from vllm_gate.deploy.target import Target, candidate, in_place, revision_id, target_of_url
 from vllm_gate.gate.run import GateRun, Live, Registry
 from vllm_gate.registry import db, mappings
+from vllm_gate.registry.certify import revise
 from vllm_gate.registry.mappings import Mapping, MappingNotFound
 from vllm_gate.spec import ModelSpec
 
@@ -39,9 +42,10 @@ def find_live(core: client.CoreV1Api, spec: ModelSpec, registry: Registry) -> Li
     try:
         conn = db.connect(registry.dsn)
         try:
-            row = Mapping.model_validate(mappings.from_row(mappings.get(conn, spec.name)))
+            raw = mappings.get(conn, spec.name)
         finally:
             conn.close()
+        row = Mapping.model_validate(mappings.from_row(raw))
     except MappingNotFound:
         return Live(None, None, f"no row of {spec.name} in {registry.description}")
     except psycopg.Error as exc:
@@ -52,8 +56,9 @@ def find_live(core: client.CoreV1Api, spec: ModelSpec, registry: Registry) -> Li
     state = "" if row.enabled else " (disabled)"
     if target is None:
         return Live(row, None, f"row {spec.name}{state} -> {row.backend_url}, which names no release's Service in "
-                               "this cluster")
-    return Live(row, target, f"row {spec.name}{state} -> {row.backend_url}, served by release {target.release}")
+                               "this cluster", raw["certified_at"])
+    return Live(row, target, f"row {spec.name}{state} -> {row.backend_url}, served by release {target.release}",
+                raw["certified_at"])
 
 
 def plan_target(spec: ModelSpec, api: client.ApiClient, mode: str, live: Live) -> tuple[Target, Decision]:
@@ -144,7 +149,69 @@ def retire_previous(run: GateRun, kubeconfig: Path | None, context: str | None, 
                             f"{live.target.release} -n {live.target.namespace}")
 
 
-def switched(run: GateRun) -> None:
+def switched(run: GateRun, certification_id: int) -> None:
     """Note that the row now names this run's release (said in the report)."""
     run.promotion.switched_at = datetime.now(UTC)
     run.promotion.live_after = run.deployed.url
+    run.promotion.certification_id = certification_id
+
+
+def _expected(run: GateRun) -> Expected | None:
+    """What the router must answer: the candidate's own first drift answer (None: the identity checks did not run)."""
+    if run.identity is None or not run.identity.answers:
+        return None
+    prompt, answer = run.identity.answers[0]
+    return Expected(run.spec.name, run.deployed.url, prompt, answer)
+
+
+def prove_through_router(run: GateRun, progress: Progress) -> None:
+    """Test via the API router after the switch; when it does not serve the candidate in time, PROMOTION FAILED:
+    the row is switched back (``switch_back``) and the caller undoes the candidate."""
+    promotion = run.promotion
+    expected = _expected(run)
+    if promotion.router_url is None:
+        why = "no API router to test through: give --router-url (or VLLM_GATE_ROUTER_URL)"
+    elif expected is None:
+        why = "no answer of the candidate to compare the router's with (the identity checks did not run)"
+    else:
+        progress(f"vllm-gate: testing {run.spec.name} through {promotion.router_what or promotion.router_url}")
+        try:
+            promotion.router = router.wait_serves_candidate(promotion.router_url, router.router_key(), expected,
+                                                            run.spec.identity.drift,
+                                                            run.spec.promotion.router_timeout_s, progress,
+                                                            promotion.router_what)
+            return
+        except router.RouterFailed as exc:
+            why = exc.summary
+    promotion.router = f"not served from the candidate: {why}"
+    run.fail_decision(f"PROMOTION FAILED: {why}")
+    switch_back(run)
+
+
+def switch_back(run: GateRun) -> None:
+    """Put the row back as it was before the switch (or remove it, if there was none) and record the certification
+    as what the run now is (failed), in one transaction."""
+    registry, live, promotion = run.registry, run.promotion.live, run.promotion
+    assert registry.dsn is not None
+    before = live.row if live is not None else None
+    try:
+        conn = db.connect(registry.dsn)
+        try:
+            with conn.transaction():
+                if before is not None:
+                    mappings.upsert(conn, before, certified_at=live.certified_at if live else None)
+                else:
+                    conn.execute("DELETE FROM model_mappings WHERE name = %s", (run.spec.name,))
+                if promotion.certification_id is not None:
+                    revise(conn, promotion.certification_id, run.settle().record_as, run.summary())
+        finally:
+            conn.close()
+    except (psycopg.Error, GateError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        run.decision.append(f"ROW NOT SWITCHED BACK: {db.scrub(first, registry.dsn)}; the router may still send "
+                            f"{run.spec.name} to {run.deployed.url}, which is being undone")
+        return
+    promotion.switched_at = None
+    promotion.live_after = before.backend_url if before is not None and before.enabled else None
+    run.decision.append(f"switched the row back: {run.spec.name} -> {before.backend_url}" if before is not None else
+                        f"removed the row of {run.spec.name} this run had written (there was none before)")

@@ -50,6 +50,7 @@ class Registry:
     description: str  # redacted DSN, or why there is none
     rehearsal: bool = False  # the rehearsal registry (persistent, never a production registry)
     untouched: str | None = None  # the registry the user gave, which this rehearsal did not use
+    pods_dsn: Secret | None = None  # how a local cluster's pods (the API-router stand-in) reach it; None: they do not
 
 
 NO_REGISTRY = Registry(None, "no --database-url given")
@@ -72,6 +73,7 @@ class Live:
     row: Mapping | None  # None: the registry holds no row of the model (or there is no registry)
     target: Target | None  # None: no release of this cluster serves the row's backend_url
     found: str  # one line: what the gate found
+    certified_at: datetime | None = None  # the row's, restored with it when a promotion is switched back
 
 
 @dataclass
@@ -82,6 +84,9 @@ class Promotion:
     live: Live | None = None
     out_of_rotation: Registry | None = None  # in place: the registry whose row this run disabled (restored after)
     switched_at: datetime | None = None  # when the row's backend_url became the candidate's
+    certification_id: int | None = None  # the passed certification written with the switch
+    router_url: str | None = None  # where the gate calls the API router (None: no router to test through)
+    router_what: str = ""  # which router that is, for the report (e.g. the local stand-in, port-forwarded)
     live_after: str | None = None  # the row's backend_url after the decision
     router: str | None = None  # what the test through the API router showed
 

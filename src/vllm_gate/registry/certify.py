@@ -55,6 +55,13 @@ def record_outcome(conn: psycopg.Connection, cert: Certification) -> int:
         return _insert(conn, cert)
 
 
+def revise(conn: psycopg.Connection, cert_id: int, verdict: str, summary: dict[str, Any]) -> None:
+    """Inside the caller's transaction: certification ``cert_id`` is now ``verdict`` (a promotion that failed after
+    it was written), with the run's final summary."""
+    conn.execute("UPDATE certifications SET verdict = %s, summary = %s WHERE id = %s",
+                 (verdict, Jsonb(summary), cert_id))
+
+
 def certifications(conn: psycopg.Connection, model_name: str) -> list[tuple[Any, ...]]:
     rows = conn.execute(
         "SELECT id, cluster, verdict, finished_at FROM certifications WHERE model_name = %s ORDER BY id",

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from vllm_gate.base.errors import GateError
 from vllm_gate.base.lifecycle import Started
-from vllm_gate.base.ports import free_port
+from vllm_gate.base.ports import free_port, port_open
 from vllm_gate.base.secret import REDACTED, Secret
 
 START_TIMEOUT_S = 60
@@ -48,13 +48,20 @@ class PostgresServer(Started):
     """
 
     def __init__(self, user: str = "gate", database: str = "registry", *, data_dir: Path | None = None,
-                 password: Secret | None = None) -> None:
+                 password: Secret | None = None, also_listen: str | None = None,
+                 also_admit: str | None = None, port: int | None = None) -> None:
+        """``also_listen``: one more address to listen on (besides loopback); ``also_admit``: the network whose
+        clients may log in there (with the password), e.g. a local cluster's pods behind its node's address;
+        ``port``: a fixed port (a free one by default)."""
         if (data_dir is None) != (password is None):
             raise ValueError("a kept data_dir needs the password its cluster is made with, and only it takes one")
         self.user = user
         self.database = database
         self.password = password.reveal() if password is not None else secrets.token_urlsafe(16)
-        self.port = free_port()
+        if port is not None and port_open(port):
+            raise GateError(f"PostgreSQL: port {port} on 127.0.0.1 is taken by another program; the rehearsal "
+                            "registry listens there for the local cluster's pods")
+        self.port = port if port is not None else free_port()
         # The whole server when throwaway; only the socket, the log and initdb's password file when kept.
         self._dir = Path(tempfile.mkdtemp(prefix="vllm-gate-pg-"))
         self._kept = data_dir is not None
@@ -62,11 +69,26 @@ class PostgresServer(Started):
         self._bindir = pg_bindir()
         # PostgreSQL refuses to run as root; use the package's postgres account then.
         self._run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.also_listen = also_listen
+        self.also_admit = also_admit
 
     @property
     def dsn(self) -> str:
+        return self.dsn_at("127.0.0.1")
+
+    def dsn_at(self, host: str) -> str:
+        """The DSN through ``host``: loopback, or ``also_listen`` for the clients ``also_admit`` names."""
         credentials = f"{self.user}:{self.password}"
-        return f"postgresql://{credentials}@127.0.0.1:{self.port}/{self.database}"
+        return f"postgresql://{credentials}@{host}:{self.port}/{self.database}"
+
+    def _hba_file(self) -> Path:
+        """initdb's rules (local trust, loopback with the password) plus the admitted network, with the password."""
+        path = self._dir / "pg_hba.conf"
+        path.write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+                        "host all all ::1/128 scram-sha-256\n"
+                        f"host {self.database} {self.user} {self.also_admit} scram-sha-256\n")
+        self._give_to_server_account(path)
+        return path
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run([*self._run_as, *args], capture_output=True, text=True,
@@ -136,7 +158,10 @@ class PostgresServer(Started):
         if not (self._data / "PG_VERSION").exists():
             self._initdb()
         # fsync is off only for a throwaway server: a kept one holds what later runs compare with.
-        options = f"-p {self.port} -k {self._dir} -c listen_addresses=127.0.0.1"
+        listen = ",".join(["127.0.0.1", *([self.also_listen] if self.also_listen else [])])
+        options = f"-p {self.port} -k {self._dir} -c listen_addresses={listen}"
+        if self.also_admit:
+            options += f" -c hba_file={self._hba_file()}"
         if not self._kept:
             options += " -c fsync=off"
         self._run(str(self._bindir / "pg_ctl"), "-D", str(self._data), "-l", str(self._dir / "log"), "-w",

@@ -189,7 +189,10 @@ class RehearsalRegistry(Started):
     """Start with ``with RehearsalRegistry() as registry:``; write rehearsals to ``registry.dsn``."""
 
     def __init__(self, dsn: str | Secret | None = None, *, directory: Path | None = None,
-                 lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+                 lock_timeout_s: float = LOCK_TIMEOUT_S, pods_reach: tuple[str, str, int] | None = None) -> None:
+        """``pods_reach``: (the host's address on a local cluster's node link, the network its pods come from, the
+        port they may reach): the local server listens there too, on that port, so the cluster's API-router
+        stand-in reads it (``pods_dsn``)."""
         given = dsn if dsn is not None else os.environ.get(DSN_ENV) or None
         self._given = Secret(given) if isinstance(given, str) else given
         self._source = "--rehearsal-database-url" if dsn is not None else DSN_ENV
@@ -197,6 +200,7 @@ class RehearsalRegistry(Started):
         self.lock_timeout_s = lock_timeout_s
         self._lock_fd: int | None = None
         self._server: PostgresServer | None = None
+        self._pods_reach = pods_reach
 
     @property
     def location(self) -> str:
@@ -216,6 +220,14 @@ class RehearsalRegistry(Started):
             raise GateError(f"{self.description} is not started")
         return Secret(self._server.dsn)
 
+    @property
+    def pods_dsn(self) -> Secret | None:
+        """The DSN a local cluster's pods use: through the node link's host address; None for a database given by
+        its DSN (the gate cannot tell whether pods reach it) or without ``pods_reach``."""
+        if self._given is not None or self._server is None or self._pods_reach is None:
+            return None
+        return Secret(self._server.dsn_at(self._pods_reach[0]))
+
     def __repr__(self) -> str:
         return f"RehearsalRegistry({self.description!r})"
 
@@ -223,7 +235,9 @@ class RehearsalRegistry(Started):
         # Others may enter (not list) the directory: as root the server runs as 'postgres' and needs data/.
         self.directory.mkdir(mode=0o711, parents=True, exist_ok=True)
         self._lock_fd = _lock(self.directory / LOCK_FILE, self.lock_timeout_s, self.description)
-        self._server = PostgresServer(data_dir=self.directory / "data", password=_password(self.directory))
+        listen, admit, port = self._pods_reach or (None, None, None)
+        self._server = PostgresServer(data_dir=self.directory / "data", password=_password(self.directory),
+                                      also_listen=listen, also_admit=admit, port=port)
         try:
             self._server.start()
         except DataDirUnreachable as exc:

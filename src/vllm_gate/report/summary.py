@@ -1,4 +1,4 @@
-"""``summary.json``: what a run decided, for CI systems and scripts (schema: summary.schema.json, version 2: a model's promotion added)."""
+"""``summary.json``: what a run decided, for CI systems and scripts (schema: summary.schema.json, version 2)."""
 
 from __future__ import annotations
 

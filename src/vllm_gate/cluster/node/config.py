@@ -23,6 +23,9 @@ class NodeNetwork:
     pod_cidr: str = "10.250.1.0/24"
     service_cidr: str = "10.0.0.0/24"  # given to the API server and kube-router alike
     supernet: str = "10.250.0.0/16"  # refused when the host already routes any of it
+    # The rehearsal registry's port: besides the API server, the only place on this machine pods may reach (the
+    # API-router stand-in reads model_mappings there). Below the ephemeral range, so no free_port() takes it.
+    registry_port: int = 15432
 
 
 @dataclass(frozen=True)

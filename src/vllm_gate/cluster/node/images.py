@@ -1,9 +1,10 @@
 """The real node's images, built here without a registry (cluster/node/oci.py), and their import into containerd.
 
 The local cluster's real node runs the images the chart and the gate name, under those exact names, built here
-from local binaries: the simulator stand-in as the llm-d simulator's image, the sandbox (pause) image, and a curl
-image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's probe pods, and
-Locust's image (this machine's Python and Locust, cluster/node/locust_image.py) for the gate's in-cluster load test.
+from local binaries: the simulator stand-in as the llm-d simulator's image, the API-router stand-in, the sandbox
+(pause) image, a curl image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's
+probe pods, and Locust's image (this machine's Python and Locust, cluster/node/locust_image.py) for the gate's
+in-cluster load test.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ CONTAINERD_NAMESPACE = "k8s.io"  # the CRI's namespace: images elsewhere are inv
 IMPORT_TIMEOUT_S = 120
 # The kubelet's image garbage collection leaves a pinned image alone (the CRI reports it as pinned).
 PINNED_LABEL = "io.cri-containerd.pinned=pinned"
+# The API-router stand-in (scripts/router-standin, cluster/dataplane/router_standin.py): a name of this project's own,
+# never pulled.
+ROUTER_STANDIN_IMAGE = "vllm-gate/router-standin:0.1.0"
 CURL_UID = 100  # curlimages/curl runs as curl_user, uid 100; the chart's test pod sets runAsUser 100
 
 Progress = Callable[[str], None]
@@ -91,6 +95,7 @@ def node_image_specs() -> list[ImageSpec]:
         static_binary_image(chart["sim"], "vllm-sim-standin", user="65532:65532"),  # distroless nonroot, as llm-d's
         static_binary_image(SANDBOX_IMAGE, "vg-pause", user="65535:65535", install_as="/pause"),
         curl_image(chart["tests"]),
+        static_binary_image(ROUTER_STANDIN_IMAGE, "router-standin", user="65532:65532"),
         # The gate's in-cluster load test (vllm_gate.load.incluster): this machine's Python and Locust.
         locust_image(default_image()),
     ]
