@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -30,6 +33,8 @@ from tests.report.chromium import open_page
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.ports import free_port, port_open
 from vllm_gate.base.tools import MODELS_DIR, PROJECT_ROOT, find_tool, require_tool
+from vllm_gate.cluster.dataplane import router_standin
+from vllm_gate.cluster.node.images import chart_images
 from vllm_gate.gate.run import chart_version
 from vllm_gate.report.summary import schema
 from vllm_gate.spec import available, load_spec
@@ -214,9 +219,12 @@ def test_every_model_in_one_run_is_deployed_checked_and_decided_before_the_next(
     assert ["llama3" if "[llama3" in name else "mistral-7b" for name in ran] == (
         ["llama3"] * len(node_names("llama3")) + ["mistral-7b"] * len(node_names("mistral-7b"))), ran
     assert "suites/test_load.py::test_slo[mistral-7b-ttft p95] PASSED" in output
-    order = [output.index(line) for line in (
-        "vllm-gate: llama3: uninstalled ias-production/llama3", "vllm-gate: llama3: registered llama3 -> ",
-        "helm: mistral-7b revision 1", "vllm-gate: mistral-7b: uninstalled ias-production/mistral-7b",
+    # Each model is its own candidate release (<model>-<revision id>).
+    order = [re.search(line, output).start() for line in (
+        r"vllm-gate: llama3: uninstalled ias-production/llama3-[0-9a-f]{6} ",
+        "vllm-gate: llama3: registered llama3 -> ",
+        r"helm: mistral-7b-[0-9a-f]{6} revision 1",
+        r"vllm-gate: mistral-7b: uninstalled ias-production/mistral-7b-[0-9a-f]{6} ",
         "vllm-gate: mistral-7b: registered mistral-7b -> ")]
     assert order == sorted(order), output
     assert registry_rows(rehearsal_registry) == (
@@ -280,7 +288,8 @@ def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_
     assert result.returncode == 0, output
     assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
     assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
-    assert re.search(r"pod llama3-vllm-\S+ on node real-0 \(its kubelet ran the container\)", output), output
+    assert re.search(r"pod llama3-[0-9a-f]{6}-vllm-\S+ on node real-0 \(its kubelet ran the container\)",
+                     output), output
     # The default where pods run containers: the load came from Locust pods in the router's namespace.
     assert re.search(r"load: measured in-cluster: Locust 1 worker with the router's labels and a master "
                      r"\(locustio/locust:\S+\) as pods in ias-production", output), output
@@ -292,7 +301,7 @@ def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_
     assert cases["test_network_policy_is_enforced"] == [], "the NetworkPolicy probe did not pass for real"
     assert "suite monitoring: passed" in output
     events = (tmp_path / "report" / "events.txt").read_text()
-    assert re.search(r"Successfully assigned ias-production/llama3-vllm-\S+ to real-0", events), events
+    assert re.search(r"Successfully assigned ias-production/llama3-[0-9a-f]{6}-vllm-\S+ to real-0", events), events
     assert "Started" in events  # the kubelet started the container
 
 
@@ -422,10 +431,12 @@ def test_planted_secrets_reach_no_output_report_junit_helm_values_or_locust(tmp_
     # The DSN was read and shown (redacted): the late-found rehearsal left the given registry alone.
     assert re.search(r"the registry you gave \(.*\*\*\*.*\) was not touched", output), output
     assert environments, f"no Locust process was seen: the load test did not run\n{output}"
-    helm = subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "get", "values", "llama3",
-                           "-n", "ias-production", "--all", "-o", "yaml"], capture_output=True, text=True,
-                          timeout=60, check=True).stdout
-    subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "uninstall", "llama3", "-n",
+    kept = re.search(r"helm: (llama3-[0-9a-f]{6}) revision 1", output)  # the candidate --keep-on-failure kept
+    assert kept, output
+    helm = subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "get", "values",
+                           kept.group(1), "-n", "ias-production", "--all", "-o", "yaml"], capture_output=True,
+                          text=True, timeout=60, check=True).stdout
+    subprocess.run([str(require_tool("helm")), "--kubeconfig", str(pool.kubeconfig), "uninstall", kept.group(1), "-n",
                     "ias-production", "--wait"], capture_output=True, timeout=120, check=True)
     places = {"terminal": output, "HTML report": (tmp_path / "report.html").read_text(),
               "JUnit XML": (tmp_path / "junit.xml").read_text(), "Helm values": helm,
@@ -448,3 +459,109 @@ def test_a_deploy_that_fails_before_helm_removes_the_namespace_it_created(tmp_pa
     assert re.search(r"nothing deployed; deleted namespace gate-made \(gone after \d+ s\)", output), output
     core = client.CoreV1Api(api_client(pool.kubeconfig, pool.context))
     assert core.list_namespace(field_selector="metadata.name=gate-made").items == []
+
+
+TRAFFIC_LOOP = ("while true; do curl -s -o /dev/null -m 10 -w '%{http_code} %header{x-router-backend}\\n' "
+                "-H 'Content-Type: application/json' -d '{\"model\": \"llama3\", \"messages\": [{\"role\": \"user\", "
+                "\"content\": \"hi\"}], \"max_tokens\": 2}' $ROUTER/v1/chat/completions; sleep 0.2; done")
+
+
+def _traffic_pod(core: client.CoreV1Api) -> str:
+    """A client of the router (no router labels: it calls the router, not the model) that asks for llama3 through
+    the API-router stand-in five times a second and logs each answer's status and the backend the router names."""
+    name = "router-traffic"
+    core.create_namespaced_pod("ias-production", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": "real-0"}, "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "curl", "image": chart_images()["tests"],
+                                 "command": ["sh", "-c", TRAFFIC_LOOP],
+                                 "env": [{"name": "ROUTER",
+                                          "value": "http://router-standin.ias-production.svc.cluster.local:8080"}]}]}})
+    deadline = time.monotonic() + 60
+    while core.read_namespaced_pod(name, "ias-production").status.phase != "Running":
+        assert time.monotonic() < deadline, "the router's traffic pod did not start"
+        time.sleep(0.5)
+    return name
+
+
+def _answers(core: client.CoreV1Api, pod: str) -> list[tuple[datetime, str, str]]:
+    """(when, HTTP status, backend) of every request the traffic pod made, from its log's kubelet timestamps."""
+    answers = []
+    for line in core.read_namespaced_pod_log(pod, "ias-production", timestamps=True).splitlines():
+        stamp, _, rest = line.partition(" ")
+        status, _, backend = rest.partition(" ")
+        answers.append((datetime.fromisoformat(stamp), status, backend.strip()))
+    return answers
+
+
+def _promoted(result: subprocess.CompletedProcess[str], tmp_path: Path) -> dict[str, object]:
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "REHEARSAL PASSED (simulator: vllm-sim-standin)" in output, output
+    return json.loads((tmp_path / "report" / "summary.json").read_text())["models"][0]["promotion"]
+
+
+@pytest.mark.real_node
+def test_rehearsals_on_a_standing_cluster_switch_the_router_only_to_a_candidate_that_passed(tmp_path, monkeypatch):
+    skip_unless_node_can_run()
+    # vllm-gate cluster up, then --cluster existing: the rehearsal registry of its own state directory (which the
+    # PostgreSQL account must enter), read by the API-router stand-in the first run starts.
+    monkeypatch.delenv("VLLM_GATE_REHEARSAL_DATABASE_URL")
+    state = Path(tempfile.mkdtemp(prefix="vllm-gate-state-"))
+    state.chmod(0o711)
+    env = gate_env(VLLM_GATE_STATE=str(state))
+    cli = [str(Path(sys.executable).with_name("vllm-gate")), "cluster"]
+    up = subprocess.run([*cli, "up", "--name", "standing", "--gpu-nodes", "1", "--node", "real"], capture_output=True,
+                        text=True, timeout=300, env=env, cwd=PROJECT_ROOT, check=False)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        kubeconfig = subprocess.run([*cli, "kubeconfig", "--name", "standing"], capture_output=True, text=True,
+                                    timeout=30, env=env, check=True).stdout.strip()
+        core = client.CoreV1Api(api_client(Path(kubeconfig), None))
+
+        def rehearse(run: str, *sets: str) -> subprocess.CompletedProcess[str]:
+            (tmp_path / run).mkdir()
+            cmd = gate_command(tmp_path / run, *SHORT_LOAD, "--set", "promotion.drain_s=3", *sets)
+            cmd[cmd.index("local")] = "existing"
+            return subprocess.run([*cmd, "--kubeconfig", kubeconfig], capture_output=True, text=True,
+                                  timeout=GATE_TIMEOUT_S, env=env, cwd=PROJECT_ROOT, check=False)
+
+        first = _promoted(rehearse("first"), tmp_path / "first")
+        assert first["live_before"] is None
+        assert first["switched_at"]
+        assert first["router"]
+        traffic = _traffic_pod(core)
+        # A changed simulator setting (its answers differ): the live revision serves the router's traffic while the
+        # candidate takes the load test, so the exact counter checks pass beside that traffic.
+        second_run = rehearse("second", "--set", "rehearsal.answer_salt=second")
+        second = _promoted(second_run, tmp_path / "second")
+        assert "suite metrics: passed" in second_run.stdout
+        assert second["live_before"] == first["live_after"] != second["live_after"]
+        assert "the router named the candidate's backend (x-router-backend)" in second["router"]
+        old_release = re.search(r"candidate: ias-production/(\S+) ", "\n".join(first["lines"])).group(1)
+        assert f"uninstalled the previous revision ias-production/{old_release} (drained 3 s after the switch)" in (
+            second_run.stdout)
+        # A planted bad candidate: an SLO it cannot meet. Not promoted: the row and the live revision untouched.
+        third_run = rehearse("third", "--set", "slo.ttft_ms.p50=1")
+        output = third_run.stdout + third_run.stderr
+        assert third_run.returncode == 1, output
+        assert "REHEARSAL FAILED (simulator: vllm-sim-standin)" in output
+        third = json.loads((tmp_path / "third" / "report" / "summary.json").read_text())["models"][0]["promotion"]
+        assert third["live_before"] == third["live_after"] == second["live_after"]
+        assert third["switched_at"] is None
+        time.sleep(2)
+        answers = _answers(core, traffic)
+        releases = subprocess.run([str(require_tool("helm")), "--kubeconfig", kubeconfig, "list", "-n",
+                                   "ias-production", "-q"], capture_output=True, text=True, timeout=60,
+                                  check=True).stdout.split()
+    finally:
+        subprocess.run([*cli, "down", "--name", "standing"], capture_output=True, timeout=300, env=env, check=False)
+        shutil.rmtree(state, ignore_errors=True)
+    switched = datetime.fromisoformat(second["switched_at"])
+    settled = switched + timedelta(seconds=router_standin.REFRESH_S + 2)
+    assert answers, "the traffic pod logged no request"
+    assert [a for a in answers if a[1] != "200"] == [], "router requests failed"
+    assert {backend for when, _, backend in answers if when < switched} == {first["live_after"]}
+    assert {backend for when, _, backend in answers if when > settled} == {second["live_after"]}
+    new_release = re.search(r"candidate: ias-production/(\S+) ", "\n".join(second["lines"])).group(1)
+    assert releases == [new_release], releases  # the first one retired after its drain, the bad one undone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import threading
 import time
 
@@ -141,7 +142,9 @@ def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(ga
                       "--keep-on-failure", "-k", "health", *SHORT_LOAD)
         api = api_client(local.kubeconfig, local.context)
         secret = client.CoreV1Api(api).read_namespaced_secret("hf-token", "ias-production")
-        deployment = client.AppsV1Api(api).read_namespaced_deployment("llama3-vllm", "ias-production")
+        # --keep-on-failure kept the candidate: its own release, named for the model and a revision id.
+        deployment, = [d for d in client.AppsV1Api(api).list_namespaced_deployment("ias-production").items
+                       if re.fullmatch(r"llama3-[0-9a-f]{6}-vllm", d.metadata.name)]
     finally:
         local.stop()
     # Pods on KWOK nodes: whatever answers is a simulator, so this is a rehearsal, and -k makes it partial.

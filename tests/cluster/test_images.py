@@ -33,6 +33,7 @@ from vllm_gate.base.tools import LOADTESTS_DIR, MODELS_DIR, find_tool
 from vllm_gate.checks.probe_pod import Outcome, classify, curl_args
 from vllm_gate.cluster.dataplane.sim import SimServer, stop_process, wait_listening
 from vllm_gate.cluster.node.images import (
+    ROUTER_STANDIN_IMAGE,
     SANDBOX_IMAGE,
     build_node_images,
     chart_images,
@@ -236,7 +237,7 @@ def test_node_images_carry_the_names_the_chart_renders(node_images):
     rendered = rendered_images()
     assert rendered == chart_images()
     assert set(node_images) == {normalized_reference(rendered["sim"]), normalized_reference(rendered["tests"]),
-                                SANDBOX_IMAGE, LOCUST_IMAGE}
+                                SANDBOX_IMAGE, LOCUST_IMAGE, normalized_reference(ROUTER_STANDIN_IMAGE)}
 
 
 def test_every_node_image_is_a_valid_layout_named_for_containerd(node_images):

@@ -77,6 +77,11 @@ def pods_reach(cluster: Cluster | None) -> tuple[str, str, int] | None:
     if cluster is None or not cluster.capabilities.runs_containers or not serves_rehearsal_registry(cluster):
         return None
     network = cluster.network if isinstance(cluster, LocalCluster) else NodeNetwork()
+    try:  # the node link exists only while a real node runs on this machine
+        with socket.socket() as sock:
+            sock.bind((network.host_address, 0))
+    except OSError:
+        return None
     return network.host_address, network.supernet, network.registry_port
 
 

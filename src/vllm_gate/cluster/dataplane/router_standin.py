@@ -31,6 +31,15 @@ DSN_KEY = "dsn"
 Progress = Callable[[str], None]
 
 
+def runs_pods_on_real_node(core: client.CoreV1Api) -> bool:
+    """Whether this cluster has the local real node, Ready (a KWOK-only cluster runs no stand-in)."""
+    try:
+        node = core.read_node(NODE_NAME, _request_timeout=15)
+    except ApiException:
+        return False
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
 def _dsn_secret(namespace: str, dsn: Secret) -> client.V1Secret:
     return client.V1Secret(metadata=client.V1ObjectMeta(name=f"{NAME}-registry", namespace=namespace,
                                                         labels={"app.kubernetes.io/managed-by": "vllm-gate"}),
