@@ -6,7 +6,7 @@
 //	POST /v1/chat/completions        proxied to the row's backend_url, "model" rewritten to upstream_model_id
 //	POST /v1/completions             likewise; streams are passed through as they come (no buffering)
 //	GET  /health                     200 once the table was read at least once
-//	GET  /stats                      requests and failures per backend_url, the table, when it was read
+//	GET  /stats                      per backend_url: requests, failures, first and last sent; the table
 //
 // Each proxied answer carries X-Router-Backend: the backend_url it came from. With --key-file, /v1/* needs
 // "Authorization: Bearer <key>". If the registry cannot be read, the last table is kept (and said in the log).
@@ -42,9 +42,13 @@ type row struct {
 	Upstream string `json:"upstream_model_id"`
 }
 
+// counts: per backend, how many requests were proxied, how many failed, and when the first and last were sent
+// (so a client can tell which backend served before and after a switch).
 type counts struct {
-	Requests int `json:"requests"`
-	Failures int `json:"failures"`
+	Requests int       `json:"requests"`
+	Failures int       `json:"failures"`
+	First    time.Time `json:"first"`
+	Last     time.Time `json:"last"`
 }
 
 type router struct {
@@ -116,13 +120,16 @@ func (rt *router) refresh(ctx context.Context, dsn string) {
 	rt.loadedAt = time.Now()
 }
 
-func (rt *router) count(backend string, failed bool) {
+func (rt *router) count(backend string, sent time.Time, failed bool) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	c := rt.stats[backend]
 	if c == nil {
-		c = &counts{}
+		c = &counts{First: sent}
 		rt.stats[backend] = c
+	}
+	if sent.After(c.Last) {
+		c.Last = sent
 	}
 	c.Requests++
 	if failed {
@@ -167,6 +174,7 @@ func (rt *router) models(w http.ResponseWriter, r *http.Request) {
 }
 
 type backendKey struct{}
+type sentKey struct{}
 
 func (rt *router) forward(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -196,7 +204,7 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	backend, err := url.Parse(target.Backend)
 	if err != nil {
-		rt.count(target.Backend, true)
+		rt.count(target.Backend, time.Now().UTC(), true)
 		openAIError(w, http.StatusBadGateway, "router_error", "the model's backend_url is not a URL")
 		return
 	}
@@ -204,7 +212,8 @@ func (rt *router) forward(w http.ResponseWriter, r *http.Request) {
 		request["model"] = target.Upstream
 	}
 	body, _ = json.Marshal(request)
-	out := r.Clone(context.WithValue(r.Context(), backendKey{}, target.Backend))
+	ctx := context.WithValue(context.WithValue(r.Context(), backendKey{}, target.Backend), sentKey{}, time.Now().UTC())
+	out := r.Clone(ctx)
 	out.URL.Scheme, out.URL.Host, out.Host = backend.Scheme, backend.Host, backend.Host
 	out.URL.Path = strings.TrimSuffix(backend.Path, "/") + r.URL.Path
 	out.Body = io.NopCloser(bytes.NewReader(body))
@@ -261,12 +270,14 @@ func main() {
 		FlushInterval: -1,                              // streams: every chunk goes out as it comes
 		ModifyResponse: func(resp *http.Response) error {
 			backend, _ := resp.Request.Context().Value(backendKey{}).(string)
-			rt.count(backend, resp.StatusCode >= 500)
+			sent, _ := resp.Request.Context().Value(sentKey{}).(time.Time)
+			rt.count(backend, sent, resp.StatusCode >= 500)
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			backend, _ := r.Context().Value(backendKey{}).(string)
-			rt.count(backend, true)
+			sent, _ := r.Context().Value(sentKey{}).(time.Time)
+			rt.count(backend, sent, true)
 			log.Printf("proxy to %s failed: %v", backend, err)
 			openAIError(w, http.StatusBadGateway, "router_error", "the model's backend did not answer")
 		},

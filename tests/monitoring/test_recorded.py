@@ -28,8 +28,9 @@ from vllm_gate.monitoring.recorded import (
 
 PACKAGED = Path(str(RECORDED_DIR))
 COPIED = ("README.md", IDLE_FILE, LOAD_FILE, XML_FILE)
+# dcgm-exporter's, and ours saying the series are recorded (so a gate reading them anywhere never takes them as live)
 DCGM_LABELS = {"gpu", "UUID", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION", "container",
-               "namespace", "pod"}
+               "namespace", "pod", "vllm_gate_recorded"}
 SERIES = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_XID_ERRORS"}
 
 
@@ -105,6 +106,7 @@ def test_dcgm_exposition_labels_and_values():
         for s in samples:
             assert set(s.labels) == DCGM_LABELS
             assert s.labels["device"] == f"nvidia{s.labels['gpu']}"
+            assert s.labels["vllm_gate_recorded"] == "true"
             assert (s.labels["UUID"], s.labels["modelName"]) == (recorded.idle.uuid, recorded.idle.name)
             assert s.labels["DCGM_FI_DRIVER_VERSION"] == recorded.driver_version
             assert (s.labels["namespace"], s.labels["container"]) == ("models", "vllm")

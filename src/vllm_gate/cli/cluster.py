@@ -41,7 +41,7 @@ def cluster() -> None:
 @click.option("--node", type=click.Choice(list(LOCAL_NODES)), default="auto", show_default=True,
               envvar=LOCAL_NODE_ENV, help="Its real node: auto (where this machine can), real (required), kwok (none).")
 def up(name: str, gpu_nodes: int, node: str) -> None:
-    """Start the cluster in the background and print its kubeconfig."""
+    """Start the cluster in the background and print its kubeconfig (and its Prometheus, for --prometheus-url)."""
     if _owner(name):
         raise ActionFailed(f"local cluster {name} is already running; see: vllm-gate cluster status --name {name}")
     STATE_ROOT.mkdir(parents=True, exist_ok=True)
@@ -60,6 +60,8 @@ def up(name: str, gpu_nodes: int, node: str) -> None:
                 raise ActionFailed(f"local cluster {name}: {info['error']}; log: {STATE_ROOT / f'{name}.log'}")
             click.echo(info["describe"], err=True)
             click.echo(f"export KUBECONFIG={info['kubeconfig']}")
+            if info.get("prometheus_url"):  # what --cluster existing reads the model's series from
+                click.echo(f"export VLLM_GATE_PROMETHEUS_URL={info['prometheus_url']}")
             return
         time.sleep(0.5)
     raise ActionFailed(f"local cluster {name}: not ready within {UP_TIMEOUT_S} s; log: {STATE_ROOT / f'{name}.log'}")

@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
         state.write_text(json.dumps({"error": exc.summary}))
         return 1
     state.write_text(json.dumps({"ready": True, "kubeconfig": str(cluster.kubeconfig), "context": cluster.context,
-                                 "describe": cluster.describe()}))
+                                 "describe": cluster.describe(), "prometheus_url": cluster.prometheus_url}))
     try:
         stop.wait()
     finally:

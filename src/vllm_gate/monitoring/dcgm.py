@@ -8,6 +8,7 @@ from typing import Any
 
 from vllm_gate.monitoring.gpu import GpuReading
 from vllm_gate.monitoring.prometheus import POLL_S, Prometheus, promql_string
+from vllm_gate.monitoring.recorded import RECORDED_SERIES_LABEL
 
 UTIL, FB_USED, FB_FREE, XID = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE",
                                "DCGM_FI_DEV_XID_ERRORS")
@@ -28,6 +29,12 @@ def wait_for_series(prom: Prometheus, namespace: str, pod: str, timeout_s: float
             return False
         time.sleep(POLL_S)
     return True
+
+
+def recorded_series(prom: Prometheus, namespace: str, pod: str) -> bool:
+    """Whether the pod's GPU series say they are recorded test data (the local cluster's stand-in exporter)."""
+    return any(one["metric"].get(RECORDED_SERIES_LABEL) == "true"
+               for one in prom.query(pod_series(FB_USED, namespace, pod)))
 
 
 def _readings(by_field: dict[str, list[dict[str, Any]]]) -> list[GpuReading]:

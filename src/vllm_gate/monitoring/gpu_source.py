@@ -110,7 +110,8 @@ def choose_gpu_source(prom: Prometheus | None, api: client.ApiClient, namespace:
     if prom is not None:
         try:
             if dcgm.wait_for_series(prom, namespace, pods[0], 2 * step_s + DCGM_WAIT_MARGIN_S):
-                return DcgmSource(prom, namespace, step_s, recorded=recorded)
+                marked = dcgm.recorded_series(prom, namespace, pods[0])
+                return DcgmSource(prom, namespace, step_s, recorded=recorded or marked)
             reasons.append(f"Prometheus {prom.shown} has no {dcgm.FB_USED} series for pod {namespace}/{pods[0]} "
                            "(pod/namespace or exported_pod/exported_namespace labels)")
         except GateError as exc:

@@ -34,9 +34,11 @@ _SERIES: tuple[tuple[str, str, Callable[[GpuReading], float]], ...] = (
     # gpu_recovery_action is None and the load kept the GPU at 100 %).
     ("DCGM_FI_DEV_XID_ERRORS", "Value of the last XID error encountered.", lambda r: r.xid or 0.0),
 )
-# dcgm-exporter's label names; pod, namespace and container come with DCGM_EXPORTER_KUBERNETES=true.
+# dcgm-exporter's label names; pod, namespace and container come with DCGM_EXPORTER_KUBERNETES=true. The last is
+# ours: the series say themselves that they are recorded, wherever a gate reads them (--cluster existing too).
+RECORDED_SERIES_LABEL = "vllm_gate_recorded"
 _LABELS = ("gpu", "UUID", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION", "container", "namespace",
-           "pod")
+           "pod", RECORDED_SERIES_LABEL)
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def dcgm_exposition(pods: Sequence[PodGpus], busy: Callable[[str, str], bool], t
         for index in range(p.gpus):
             shown = replace(reading, index=index)
             labels = (str(index), shown.uuid, f"nvidia{index}", shown.name, p.node, card.driver_version,
-                      p.container, p.namespace, p.pod)
+                      p.container, p.namespace, p.pod, "true")
             for family, (_, _, value) in zip(families, _SERIES, strict=True):
                 family.add_metric(labels, value(shown))
     return generate_latest(_Families(families)).decode()
