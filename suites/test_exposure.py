@@ -31,7 +31,7 @@ def test_no_host_network_or_host_port(core, gate_target):
 def test_network_policy_admits_only_router_and_monitoring(kube_api, core, gate_spec, gate_target):
     pod = core.list_namespaced_pod(gate_target.namespace, label_selector=gate_target.selector,
                                    _request_timeout=15).items[0]
-    allowed = exposure.AllowedIngress.for_spec(gate_spec)
+    allowed = exposure.AllowedIngress.for_spec(gate_spec, gate_target.release)
     assert exposure.network_policy_problems(kube_api, gate_spec.namespace, pod.metadata.labels, allowed) == []
 
 

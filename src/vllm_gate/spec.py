@@ -215,6 +215,10 @@ class Promotion(StrictModel):
     drain_s: int = Field(30, ge=0, strict=True,
                          description="After the switch: time for the router's connections and caches to leave the "
                                      "previous revision before it is uninstalled.")
+    keep_previous_s: int = Field(0, ge=0, strict=True,
+                                 description="After the drain: keep the previous revision this long (0: uninstall "
+                                             "it at once) so `ias-admin model rollback NAME` can switch the row back; "
+                                             "the first gate run of the model after that uninstalls it.")
     router_timeout_s: int = Field(60, gt=0, strict=True,
                                   description="How long the API router may take to serve the candidate after the "
                                               "switch before the gate switches the row back (PROMOTION FAILED).")

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,7 @@ from tests.conftest import dump_tables
 from tests.registry.test_redaction import FORMS, WRONG, leaks, server_dsn
 from vllm_gate.cli.admin import main
 from vllm_gate.registry.db import redact_dsn
+from vllm_gate.registry.mappings import keep_previous
 from vllm_gate.registry.migrate import available_migrations
 from vllm_gate.registry.rehearsal import claim_for_rehearsals
 from vllm_gate.registry.role import registry_role
@@ -229,3 +231,27 @@ def test_history_lists_each_run_with_its_verdict_image_chart_and_slo_values(dsn)
     rows = json.loads(invoke(dsn, "model", "history", "llama3", "--json").output)
     assert [(r["verdict"], r["slo"]["ttft p95"]) for r in rows] == [("certified", 71.5), ("not_certified", 140.25)]
     assert invoke(dsn, "model", "history", "mistral-7b").output == "no certification of mistral-7b recorded\n"
+
+
+def test_rollback_switches_to_the_kept_revision_and_back_only_while_it_is_kept(dsn):
+    old, new = ("http://llama-3-8b-inference-aaaaaa.ias-production.svc.cluster.local:8000",
+                "http://llama-3-8b-inference-bbbbbb.ias-production.svc.cluster.local:8000")
+    assert run_shell(RUNBOOK.replace("http://llama-3-8b-inference.ias-production.svc.cluster.local:8000", new),
+                     dsn).returncode == 0
+    refused = invoke(dsn, "model", "rollback", "llama3")
+    assert refused.exit_code == 1
+    assert "keeps no previous revision" in refused.output
+    with psycopg.connect(dsn) as conn, conn.transaction():  # what a promotion with keep_previous_s writes
+        keep_previous(conn, "llama3", old, datetime.now(UTC) + timedelta(hours=1))
+    back = invoke(dsn, "model", "rollback", "llama3")
+    assert back.exit_code == 0, back.output
+    assert back.output.startswith(f"rolled llama3 back: {old} (was {new}")
+    shown = json.loads(invoke(dsn, "model", "show", "llama3", "--json").output)
+    assert (shown["backend_url"], shown["previous_backend_url"]) == (old, new)
+    assert invoke(dsn, "model", "rollback", "llama3").exit_code == 0  # and forward again
+    with psycopg.connect(dsn) as conn, conn.transaction():  # the window has passed
+        keep_previous(conn, "llama3", old, datetime.now(UTC) - timedelta(seconds=1))
+    late = invoke(dsn, "model", "rollback", "llama3")
+    assert late.exit_code == 1
+    assert f"the previous revision {old} was kept until" in late.output
+    assert json.loads(invoke(dsn, "model", "show", "llama3", "--json").output)["backend_url"] == new

@@ -25,8 +25,11 @@ def test_up_status_down_leaves_nothing_running():
     up = cli("up", "--name", name, "--gpu-nodes", "3")
     try:
         assert up.returncode == 0, up.stderr
-        assert up.stdout.startswith("export KUBECONFIG=")
-        kubeconfig = up.stdout.strip().split("=", 1)[1]
+        # Lines to eval: the kubeconfig, and the cluster's own Prometheus for --cluster existing runs.
+        exports = [line.removeprefix("export ").split("=", 1) for line in up.stdout.splitlines()]
+        assert [name for name, _ in exports] == ["KUBECONFIG", "VLLM_GATE_PROMETHEUS_URL"], up.stdout
+        kubeconfig = exports[0][1]
+        assert exports[1][1].startswith("http://127.0.0.1:")
         kubectl = [str(require_tool("kubectl")), "--kubeconfig", kubeconfig]
         nodes = subprocess.run([*kubectl, "get", "nodes", "-l", "gpu-type=rtx-6000-ada", "-o", "name"],
                                capture_output=True, text=True, timeout=30, check=False)

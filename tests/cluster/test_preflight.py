@@ -26,6 +26,8 @@ from vllm_gate.deploy.render import helm_client
 from vllm_gate.deploy.rollout import RolloutTarget, wait_ready
 from vllm_gate.deploy.target import in_place
 from vllm_gate.deploy.values import release_fullname
+from vllm_gate.gate.promotion import plan_target
+from vllm_gate.gate.run import Live
 from vllm_gate.spec import ModelSpec, load_spec
 
 TOOLS = ("kwokctl", "kwok", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "helm")
@@ -250,6 +252,18 @@ def test_without_a_spare_gpu_preflight_picks_recreate_and_says_so(cluster, api, 
         "+ 1 spare: no current pods), 1 fit; free nvidia.com/gpu: gpu-0 1; not usable: gpu-1 cordoned"))
     deploy(cluster, api, first, decision, releases)
     wait_release_ready(api, first)
+    # A candidate beside the live release needs a GPU of its own: none is left, so the run fails before Helm, naming
+    # the choice; in place, the live release's own GPU counts as freed.
+    live = Live(None, in_place(first), "the live release")
+    with pytest.raises(PreflightFailed) as beside:
+        plan_target(first, api, "candidate", live)
+    assert beside.value.summary.startswith("preflight: 1 pod of (1 nvidia.com/gpu + 4 cpu + 20Gi memory) needed on "
+                                           "one node of gpu-type=rtx-6000-ada, 0 fit"), beside.value.summary
+    assert beside.value.summary.endswith(
+        ". The pool cannot hold a candidate beside the live revision llama3: run with --promotion in-place to upgrade "
+        "it in place (llama3 is then out of rotation during the run)"), beside.value.summary
+    target, in_place_decision = plan_target(first, api, "in-place", live)
+    assert (target, in_place_decision.strategy) == (in_place(first), "Recreate")
 
     upgrade = sim_spec("pf-recreate", "vllm.max_model_len=4096")
     rolling = sim_spec("pf-recreate", "vllm.max_model_len=4096", "rollout.strategy=rolling")

@@ -159,9 +159,10 @@ def test_the_router_check_sees_the_switch_through_the_router_and_a_stale_router_
         assert f"it answered from {old.url}, not the candidate {new.url}" in before.value.summary
         assert any("waiting for the API router to serve llama3 from the candidate" in line for line in lines), lines
         _write(dsn, _row(new.url))
-        shown = router.wait_serves_candidate(live.url, None, expected, SPEC.identity.drift, 10, lines.append)
-        assert f"serves llama3 from the candidate {new.url}" in shown
-        assert "the router named the candidate's backend (x-router-backend)" in shown
+        line, shown = router.wait_serves_candidate(live.url, None, expected, SPEC.identity.drift, 10, lines.append)
+        assert shown
+        assert f"serves llama3 from the candidate {new.url}" in line
+        assert "the router named the candidate's backend (x-router-backend)" in line
         with pytest.raises(router.RouterFailed) as kept:
             router.wait_serves_candidate(stale.url, None, expected, SPEC.identity.drift, 3, lines.append)
         assert f"it answered from {old.url}" in kept.value.summary
@@ -204,10 +205,11 @@ def _certified_run(dsn: str) -> GateRun:
 
 def _switch(run: GateRun, dsn: str) -> int:
     """What the decision's registration does: the row names the candidate, the certification is written."""
+    at = datetime.now(UTC)
     with psycopg.connect(dsn) as conn:
         cert = run.certification()
         cert_id = register_certified(conn, run.mapping(), cert)
-    switched(run, cert_id)
+    switched(run, at, cert_id)
     return cert_id
 
 
@@ -222,7 +224,7 @@ def test_a_router_that_keeps_the_old_backend_fails_the_promotion_and_the_row_is_
         run.promotion.router_url = stale.url
         cert_id = _switch(run, dsn)
         lines: list[str] = []
-        prove_through_router(run, lines.append)
+        assert prove_through_router(run, lines.append)  # switched back: the caller may undo the candidate
     finally:
         stale.stop()
     verdict = run.settle()
@@ -254,7 +256,7 @@ def test_a_promotion_nothing_can_prove_fails_and_removes_the_row_it_wrote(dsn, r
     if not identity:
         run.identity = None
     _switch(run, dsn)
-    prove_through_router(run, lambda _line: None)
+    assert prove_through_router(run, lambda _line: None)
     assert run.settle().reasons[0].startswith(f"PROMOTION FAILED: {why}")
     assert run.decision[-1] == "removed the row of llama3 this run had written (there was none before)"
     with psycopg.connect(dsn) as conn:
@@ -282,8 +284,63 @@ def test_in_place_the_model_is_out_of_rotation_during_the_run_and_back_unless_pr
     assert "llama3 back in rotation: its row in the test registry is enabled again" in run.decision
     with psycopg.connect(dsn) as conn:
         assert mappings.get(conn, "llama3")["enabled"] is True
-    restore_rotation(run)  # once is enough: nothing left to restore
+    restore_rotation(run, undone=True)  # once is enough: nothing left to restore
     assert run.decision.count("llama3 back in rotation: its row in the test registry is enabled again") == 1
+
+
+def test_in_place_a_release_not_confirmed_rolled_back_stays_out_of_rotation(dsn):
+    _write(dsn, _row("http://llama-3-8b-inference.ias-production.svc.cluster.local:8000"))
+    run = _certified_run(dsn)
+    run.promotion.mode = "in-place"
+    run.promotion.live = Live(_row("http://llama-3-8b-inference.ias-production.svc.cluster.local:8000"), None, "")
+    take_out_of_rotation(run, lambda _line: None)
+    restore_rotation(run, undone=False)  # --keep-on-failure, or a rollback not seen Ready
+    assert run.decision[-1].startswith("llama3 stays out of rotation (disabled in the test registry): its release was "
+                                       "not confirmed rolled back")
+    with psycopg.connect(dsn) as conn:
+        assert mappings.get(conn, "llama3")["enabled"] is False
+
+
+def test_in_place_a_failed_promotion_switches_the_row_back_still_out_of_rotation(dsn):
+    live_url = "http://llama-3-8b-inference.ias-production.svc.cluster.local:8000"
+    _write(dsn, _row(live_url))
+    run = _certified_run(dsn)
+    run.promotion.mode = "in-place"
+    run.promotion.live = Live(_row(live_url), None, "")
+    take_out_of_rotation(run, lambda _line: None)
+    _switch(run, dsn)  # the registration enabled it, naming this run's release
+    assert prove_through_router(run, lambda _line: None)  # no router: PROMOTION FAILED, switched back
+    with psycopg.connect(dsn) as conn:
+        row = mappings.get(conn, "llama3")
+    assert (row["backend_url"], row["enabled"]) == (live_url, False)  # enabled only once the rollback is confirmed
+
+
+def test_a_row_that_cannot_be_switched_back_keeps_the_candidate(dsn, postgres):
+    run = _certified_run(dsn)
+    run.promotion.live = Live(None, None, "no row of llama3")
+    _switch(run, dsn)
+    # The registry is gone by the time the router check fails: the row still names the candidate, so it stays.
+    run.registry = Registry(Secret(f"postgresql://gate:pw@127.0.0.1:{_free_port_number()}/gone?connect_timeout=2"),
+                            "the vanished registry")
+    assert not prove_through_router(run, lambda _line: None)
+    assert run.decision[-1].startswith("ROW NOT SWITCHED BACK: ")
+    assert "so it is kept: switch the row back with ias-admin model update" in run.decision[-1]
+    assert ":pw@" not in run.decision[-1]
+
+
+def test_without_a_backend_header_the_answer_shows_the_candidate_only_when_the_previous_differs(sims):
+    old, new = sims
+    # The candidate's own server stands in for a router that names no backend; its models list its served name.
+    candidate_answer, previous_answer = _answer(new.url), _answer(old.url)
+    drift = SPEC.identity.drift
+    same = router.Expected(SPEC.served_name, new.url, PROMPT, candidate_answer, candidate_answer)
+    line, shown = router.wait_serves_candidate(new.url, None, same, drift, 5, lambda _line: None)
+    assert not shown
+    assert "which revision answered is not shown" in line
+    differs = router.Expected(SPEC.served_name, new.url, PROMPT, candidate_answer, previous_answer)
+    line, shown = router.wait_serves_candidate(new.url, None, differs, drift, 5, lambda _line: None)
+    assert shown
+    assert "the previous revision answers differently" in line
 
 
 def test_a_rehearsal_promotes_only_where_a_router_reads_the_rehearsal_registry():
@@ -296,3 +353,40 @@ def test_a_rehearsal_promotes_only_where_a_router_reads_the_rehearsal_registry()
     assert not run.promotes()  # no router stand-in reads it: undone like any rehearsal
     run.rehearsal_promotes = True
     assert run.promotes()
+
+
+def test_a_certified_candidate_with_no_registry_to_switch_is_undone_but_in_place_stays(dsn):
+    run = _certified_run(dsn)
+    assert run.settle().certified
+    assert run.promotes()
+    run.registry = Registry(None, "no --database-url given")
+    assert not run.promotes()  # nothing would ever route to it
+    run.promotion.mode = "in-place"
+    assert run.promotes()  # the live release itself, upgraded and certified
+
+
+def test_a_promotion_that_keeps_the_previous_revision_records_it_for_a_rollback(dsn):
+    live_url = "http://llama-3-8b-inference-aaaaaa.ias-production.svc.cluster.local:8000"
+    _write(dsn, _row(live_url))
+    run = _certified_run(dsn)
+    run.spec = load_spec("llama3", MODELS_DIR, ["promotion.keep_previous_s=3600"])
+    run.release = None  # the decision's registry side only (the cluster side runs on the standing cluster)
+    run.promotion.live = Live(_row(live_url), candidate(SPEC, "aaaaaa"), "the live release")
+    finish(run, keep_on_failure=False)
+    assert run.settle().certified
+    kept = [line for line in run.decision if line.startswith("kept the previous revision llama3-aaaaaa until ")]
+    assert kept, run.decision
+    assert kept[0].endswith("(promotion.keep_previous_s) for: ias-admin model rollback llama3; the first gate run of "
+                            "llama3 after that uninstalls it")
+    with psycopg.connect(dsn) as conn:
+        row = mappings.get(conn, "llama3")
+    assert (row["backend_url"], row["previous_backend_url"]) == (run.deployed.url, live_url)
+    assert row["previous_kept_until"] == run.promotion.kept_until
+    # Without keep_previous_s a later promotion clears it: a retired revision is never rolled back to.
+    later = _certified_run(dsn)
+    later.release = None
+    later.promotion.live = Live(_row(run.deployed.url), None, "")
+    finish(later, keep_on_failure=False)
+    with psycopg.connect(dsn) as conn:
+        row = mappings.get(conn, "llama3")
+    assert (row["previous_backend_url"], row["previous_kept_until"]) == (None, None)

@@ -35,7 +35,7 @@ def test_migration_3_applies_to_a_registry_migrated_to_2_and_keeps_its_rows(empt
     with psycopg.connect(empty_dsn) as conn:
         migrate_to_2(conn)
         old = add_certification(conn, "certified")
-        assert [m.version for m in migrate(conn)] == [3]
+        assert [m.version for m in migrate(conn)] == [3, 4]  # 4: the previous revision kept for a rollback
         assert pending(conn) == []
         assert registry_role(conn) is None  # existing databases stay unmarked
         record_baseline(conn, old, "llama3", 17, ANSWERS, fingerprint="fp")

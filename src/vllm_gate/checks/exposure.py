@@ -81,10 +81,11 @@ class AllowedIngress:
     test_pod_labels: Mapping[str, str] | None = None
 
     @classmethod
-    def for_spec(cls, spec: ModelSpec) -> AllowedIngress:
+    def for_spec(cls, spec: ModelSpec, release: str | None = None) -> AllowedIngress:
+        """What the chart's NetworkPolicy admits for ``spec``'s ``release`` (default: the release the spec names)."""
         net = spec.network
         elsewhere = net.router_namespace not in (None, spec.namespace)
-        test_pod = {**net.router_pod_labels, HELM_TEST_LABEL: spec.name} if elsewhere else None
+        test_pod = {**net.router_pod_labels, HELM_TEST_LABEL: release or spec.name} if elsewhere else None
         return cls(router_labels=dict(net.router_pod_labels), router_namespace=net.router_namespace,
                    monitoring_namespace=spec.monitoring.namespace,
                    prometheus_labels=dict(spec.monitoring.prometheus_pod_labels), serving_port=spec.service.port,

@@ -141,7 +141,7 @@ def who_admits(api: client.ApiClient, spec: ModelSpec, target: Target, source: P
         return (f"nothing refuses it: no NetworkPolicy in {spec.namespace} selects the model pods "
                 f"{dict(sorted(model_labels.items()))} for Ingress")
     namespace_labels = core.read_namespace(source.namespace, _request_timeout=REQUEST_LIMIT_S).metadata.labels or {}
-    allowed = AllowedIngress.for_spec(spec)
+    allowed = AllowedIngress.for_spec(spec, target.release)
     admitting = [f"NetworkPolicy {policy.metadata.name} {rule}" for policy in selecting
                  for rule in admitting_rules(policy, allowed, source, namespace_labels)]
     if admitting:

@@ -41,6 +41,7 @@ class Expected:
     backend_url: str
     prompt: str
     answer: str  # the candidate's temperature-0 answer to ``prompt`` (seeded as the drift check asks)
+    previous_answer: str | None = None  # the previous revision's (its identity baseline), None where unknown
 
 
 def router_key() -> Secret | None:
@@ -53,9 +54,9 @@ def _headers(key: Secret | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {key.reveal()}"} if key else {}
 
 
-def listed_models(url: str, key: Secret | None) -> list[str]:
+def listed_models(url: str, key: Secret | None, timeout_s: float = REQUEST_TIMEOUT_S) -> list[str]:
     """The model ids the router's ``/v1/models`` lists."""
-    response = httpx.get(f"{url}/v1/models", headers=_headers(key), timeout=REQUEST_TIMEOUT_S)
+    response = httpx.get(f"{url}/v1/models", headers=_headers(key), timeout=timeout_s)
     if response.status_code != 200:
         raise GateError(f"GET {url}/v1/models answered HTTP {response.status_code}")
     return [str(m.get("id")) for m in response.json().get("data", [])]
@@ -69,10 +70,11 @@ def _request(expected: Expected, drift: Drift, *, stream: bool) -> dict[str, obj
     return body
 
 
-def ask(url: str, key: Secret | None, expected: Expected, drift: Drift) -> tuple[str | None, str]:
+def ask(url: str, key: Secret | None, expected: Expected, drift: Drift,
+        timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[str | None, str]:
     """One chat completion through the router: (the backend it names, the answer's text)."""
     response = httpx.post(f"{url}/v1/chat/completions", json=_request(expected, drift, stream=False),
-                          headers=_headers(key), timeout=REQUEST_TIMEOUT_S)
+                          headers=_headers(key), timeout=timeout_s)
     if response.status_code != 200:
         raise GateError(f"POST {url}/v1/chat/completions (model {expected.name}) answered HTTP "
                         f"{response.status_code}: {response.text[:200]}")
@@ -80,11 +82,12 @@ def ask(url: str, key: Secret | None, expected: Expected, drift: Drift) -> tuple
     return response.headers.get(BACKEND_HEADER), str((choices[0].get("message") or {}).get("content") or "")
 
 
-def ask_streamed(url: str, key: Secret | None, expected: Expected, drift: Drift) -> tuple[str | None, str]:
+def ask_streamed(url: str, key: Secret | None, expected: Expected, drift: Drift,
+                 timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[str | None, str]:
     """The same request streamed through the router: every chunk, then ``[DONE]`` as the last event."""
     text, done = [], False
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=_request(expected, drift, stream=True),
-                      headers=_headers(key), timeout=REQUEST_TIMEOUT_S) as response:
+                      headers=_headers(key), timeout=timeout_s) as response:
         if response.status_code != 200:
             raise GateError(f"streamed POST {url}/v1/chat/completions answered HTTP {response.status_code}")
         for line in response.iter_lines():
@@ -102,30 +105,34 @@ def ask_streamed(url: str, key: Secret | None, expected: Expected, drift: Drift)
     return backend, "".join(text)
 
 
-def problem(url: str, key: Secret | None, expected: Expected, drift: Drift) -> tuple[str | None, bool]:
+def problem(url: str, key: Secret | None, expected: Expected, drift: Drift,
+            timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[str | None, bool]:
     """Why the router does not (yet) serve the model from the candidate (None when it does), and whether it named
-    the backend that answered."""
-    named = False
+    the backend of every answer. Each request waits at most ``timeout_s``."""
+    named = True
     try:
-        names = listed_models(url, key)
+        names = listed_models(url, key, timeout_s)
         if expected.name not in names:
-            return f"its /v1/models lists {names}, not {expected.name!r}", named
-        for backend, text in (ask(url, key, expected, drift), ask_streamed(url, key, expected, drift)):
-            named = backend is not None
+            return f"its /v1/models lists {names}, not {expected.name!r}", False
+        for backend, text in (ask(url, key, expected, drift, timeout_s),
+                              ask_streamed(url, key, expected, drift, timeout_s)):
+            named = named and backend is not None
             if backend is not None and backend != expected.backend_url:
                 return f"it answered from {backend}, not the candidate {expected.backend_url}", named
             if text != expected.answer:
                 return f"its answer {text[:60]!r} is not the candidate's {expected.answer[:60]!r}", named
-    except (httpx.HTTPError, ValueError) as exc:
-        return f"no usable answer ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})", named
     except GateError as exc:
-        return exc.summary, named
+        return exc.summary, False
+    except Exception as exc:  # whatever a router answers (a JSON list, a broken stream): not the candidate's answer
+        return f"no usable answer ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})", False
     return None, named
 
 
 def wait_serves_candidate(url: str, key: Secret | None, expected: Expected, drift: Drift, timeout_s: float,
-                          progress: Progress, who: str = "") -> str:
-    """Ask the router until it serves the model from the candidate; return how that was shown, or raise RouterFailed.
+                          progress: Progress, who: str = "") -> tuple[str, bool]:
+    """Ask the router until it serves the model from the candidate; return how that was shown and whether it showed
+    which revision answered (a backend header, or an answer the previous revision does not give), or raise
+    RouterFailed.
 
     A router picks a changed row up after its own refresh: it is asked again every second, and the wait says every
     few seconds what it still sees. ``who`` names the router in what is said (default: its URL).
@@ -133,7 +140,8 @@ def wait_serves_candidate(url: str, key: Secret | None, expected: Expected, drif
     started = time.monotonic()
     said = started
     while True:
-        why, named = problem(url, key, expected, drift)
+        left = timeout_s - (time.monotonic() - started)
+        why, named = problem(url, key, expected, drift, max(1.0, min(REQUEST_TIMEOUT_S, left)))
         if why is None:
             break
         now = time.monotonic()
@@ -145,8 +153,14 @@ def wait_serves_candidate(url: str, key: Secret | None, expected: Expected, drif
                      f"({timeout_s - (now - started):.0f} s left): {why}")
             said = now
         time.sleep(POLL_S)
-    how = ["its /v1/models lists it", "a chat completion and a streamed one answered as the candidate does",
-           f"the router named the candidate's backend ({BACKEND_HEADER})" if named else
-           f"the router names no backend ({BACKEND_HEADER}): shown by the candidate's answer alone"]
+    how = ["its /v1/models lists it", "a chat completion and a streamed one answered as the candidate does"]
+    if named:
+        how.append(f"the router named the candidate's backend ({BACKEND_HEADER})")
+    elif expected.previous_answer is not None and expected.previous_answer != expected.answer:
+        how.append(f"the router names no backend ({BACKEND_HEADER}), and the previous revision answers differently")
+    else:
+        return (f"{who or url} serves {expected.name} by name, but which revision answered is not shown: the router "
+                f"names no backend ({BACKEND_HEADER}) and the previous revision's answer is the candidate's or "
+                "unknown", False)
     return (f"{who or url} serves {expected.name} from the candidate {expected.backend_url} "
-            f"({time.monotonic() - started:.1f} s after the switch): {'; '.join(how)}")
+            f"(after {time.monotonic() - started:.1f} s of asking): {'; '.join(how)}", True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -35,6 +35,7 @@ Examples (the platform runbook's commands):
     --input-cost 0.0005 --output-cost 0.0015
   ias-admin model list --json
   ias-admin model history llama3
+  ias-admin model rollback llama3   # back to the revision its last promotion kept
 
 The database comes from --database-url or IAS_DATABASE_URL.
 
@@ -263,6 +264,16 @@ def update_(ctx: click.Context, name: str, **fields: Any) -> None:
     with _registry(ctx, writes=True) as conn:
         mappings.update(conn, name, changes)
     click.echo(f"updated {name}")
+
+
+@model.command(name="rollback")
+@click.argument("name")
+@click.pass_context
+def rollback_(ctx: click.Context, name: str) -> None:
+    """Switch NAME's row back to the revision its last promotion kept (promotion.keep_previous_s), while it runs."""
+    with _registry(ctx, writes=True) as conn:  # NoRollback, a GateError, fails the command in one line
+        now, was = mappings.rollback(conn, name, datetime.now(UTC))
+    click.echo(f"rolled {name} back: {now} (was {was}; run it again to switch forward while both are kept)")
 
 
 def _name_command(verb: str, doc: str, action: Callable[[psycopg.Connection, str], None]) -> None:

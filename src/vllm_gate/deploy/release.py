@@ -32,6 +32,7 @@ ROLLBACK_READY_TIMEOUT_S = 600.0  # the previous revision's pods start afresh
 HELM_TEST_TIMEOUT_S = 300.0
 NAMESPACE_GONE_TIMEOUT_S = 120.0
 POLL_S = 1.0
+UNCONFIRMED = "could not confirm"  # in what roll_back says when the previous revision was not seen Ready
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 HASH_LABEL = "pod-template-hash"
 
@@ -217,9 +218,9 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
         remaining = max(1.0, timeout_s - (time.monotonic() - started))
         wait_ready(api, RolloutTarget(release.namespace, deployment, selector), remaining, progress)
     except GateError as exc:
-        return f"{rolled}, but could not confirm it is Ready: {exc.summary}"
+        return f"{rolled}, but {UNCONFIRMED} it is Ready: {exc.summary}"
     except (ApiException, HTTPError) as exc:
-        return f"{rolled}, but could not confirm it is Ready: {_api_reason(exc)}"
+        return f"{rolled}, but {UNCONFIRMED} it is Ready: {_api_reason(exc)}"
     return f"{rolled}; its pods are Ready again ({time.monotonic() - started:.0f} s)"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from vllm_gate.base.errors import GateError
 from vllm_gate.deploy.release import (
+    UNCONFIRMED,
     Release,
     current_revision,
     delete_cache_claims,
@@ -14,7 +15,14 @@ from vllm_gate.deploy.release import (
     roll_back,
 )
 from vllm_gate.deploy.render import helm_client
-from vllm_gate.gate.promotion import prove_through_router, restore_rotation, retire_previous, switched
+from vllm_gate.gate.promotion import (
+    prove_through_router,
+    record_previous,
+    restore_rotation,
+    retire_previous,
+    switched,
+    switching,
+)
 from vllm_gate.gate.run import NOTHING_DEPLOYED, GateRun
 from vllm_gate.registry import db
 from vllm_gate.registry.baselines import record_baseline
@@ -39,12 +47,14 @@ def _left_behind(run: GateRun) -> Release | None:
 
 
 def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context: str | None,
-          progress: Callable[[str], None]) -> None:
+          progress: Callable[[str], None]) -> bool:
+    """Undo a release that does not promote; return whether nothing of this run's is left serving (undone and
+    confirmed, or nothing deployed)."""
     try:
         release = run.release or _left_behind(run)
     except GateError as exc:
         run.fail_decision(f"UNDO NOT CONFIRMED: could not ask helm what this run left behind: {exc.summary}")
-        return
+        return False
     if release is None:
         attempt = run.attempt
         if attempt and attempt.created_namespace and not keep_on_failure:
@@ -52,20 +62,22 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
             run.decision.append(f"nothing deployed; {remove_created_namespace(kubeconfig, context, attempt.namespace)}")
         else:
             run.decision.append(NOTHING_DEPLOYED)
-        return
+        return True
     if run.promotes():
-        return
+        return False
     if keep_on_failure:
         run.decision.append(f"kept the release {release.namespace}/{release.name} (--keep-on-failure)")
-        return
+        return False
     try:
         # The previous revision's pods start from scratch (download + load): give them the spec's budget.
         undone = roll_back(release, kubeconfig, context, timeout_s=run.spec.startup.timeout_s, progress=progress)
-        if run.target is not None and release.previous_revision is None:  # a candidate: its cache is never reused
+        if run.promotion.mode == "candidate" and release.previous_revision is None:  # its cache is never reused
             undone += delete_cache_claims(release.name, release.namespace, kubeconfig, context)
         run.decision.append(undone)
     except GateError as exc:
         run.fail_decision(f"ROLLBACK FAILED: {exc.summary}")
+        return False
+    return UNCONFIRMED not in undone
 
 
 def _write_registry(run: GateRun) -> None:
@@ -88,14 +100,18 @@ def _write_registry(run: GateRun) -> None:
         try:
             cert = run.certification()
             if verdict.kind is Kind.PASSED:
+                at = switching(run)
                 with conn.transaction():  # the mapping, the certification and its baseline: all or nothing
                     if not registry.rehearsal:
                         mark_role(conn, "production")  # refuses the rehearsal registry; marks an unmarked one
                     cert_id = register_certified(conn, run.mapping(), cert)
+                    if run.promotes():
+                        record_previous(conn, run)
                     if run.identity is not None:
                         record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
                                         run.identity.answers, fingerprint=run.identity.fingerprint)
-                switched(run, cert_id)
+                if run.promotes():  # a rehearsal nothing routes from is undone: its row switches nothing
+                    switched(run, at, cert_id)
                 run.decision.append(f"registered {run.spec.name} -> {run.deployed.url} in "
                                     f"{registry.description} ({cert.verdict} certification {cert_id})")
                 if run.identity is not None:
@@ -128,15 +144,16 @@ def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], Non
     happened to ``run.decision``.
     """
     promotes = run.promotes()
-    _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
+    undone = _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     _write_registry(run)
     if promotes and not run.promotes() and run.release is not None:  # it could not register: undone too
-        _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
+        undone = _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     if run.promotes() and run.promotion.switched_at is not None and run.release is not None:
-        prove_through_router(run, progress)
+        if not prove_through_router(run, progress):
+            return  # PROMOTION FAILED and the row still names the candidate: it is kept (said in the decision)
         if not run.promotes():  # PROMOTION FAILED: the row is switched back, the candidate undone
-            _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
+            undone = _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     if run.promotes():
         retire_previous(run, run.kubeconfig, run.context, progress)
     else:
-        restore_rotation(run)
+        restore_rotation(run, undone)

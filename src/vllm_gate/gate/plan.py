@@ -12,7 +12,7 @@ from vllm_gate.cluster.base import Cluster
 from vllm_gate.cluster.dataplane.sim import sim_name
 from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.cluster.node.config import NodeNetwork
-from vllm_gate.gate.run import GateRun, Promotion, Registry
+from vllm_gate.gate.run import GateRun, PromotionRecord, Registry
 from vllm_gate.registry import db
 from vllm_gate.registry.db import DatabaseUnreachable
 from vllm_gate.registry.rehearsal import refuse_rehearsal_registry
@@ -35,7 +35,7 @@ def new_run(spec: ModelSpec, cluster: Cluster | None, endpoint: str | None, repo
     run = GateRun(spec=spec, cluster=cluster.describe() if cluster else f"none (--endpoint-url {endpoint})",
                   report_path=report, evidence_dir=evidence, capabilities=cluster.capabilities if cluster else None,
                   mode=Mode.ENDPOINT if endpoint else Mode.CERTIFICATION,
-                  containers=containers, compare_last=compare_last, promotion=Promotion(mode=promotion))
+                  containers=containers, compare_last=compare_last, promotion=PromotionRecord(mode=promotion))
     run.require()
     if spec.engine == "sim":
         run.rehearsal(f"simulator: {sim_name()}")

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 from kubernetes import client
 
 from vllm_gate.base.errors import GateError
+from vllm_gate.base.kube import api_client
 from vllm_gate.checks import router
 from vllm_gate.checks.router import Expected
 from vllm_gate.deploy.preflight import Decision, PreflightFailed, check_pool
@@ -49,16 +50,16 @@ def find_live(core: client.CoreV1Api, spec: ModelSpec, registry: Registry) -> Li
     except MappingNotFound:
         return Live(None, None, f"no row of {spec.name} in {registry.description}")
     except psycopg.Error as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise GateError(f"reading {spec.name}'s row from {registry.description}: {db.scrub(first, registry.dsn)}"
+        raise GateError(f"reading {spec.name}'s row from {registry.description}: {_first_line(exc, registry)}"
                         ) from None
     target = target_of_url(core, row.backend_url, spec.namespace)
     state = "" if row.enabled else " (disabled)"
     if target is None:
         return Live(row, None, f"row {spec.name}{state} -> {row.backend_url}, which names no release's Service in "
-                               "this cluster", raw["certified_at"])
+                               "this cluster", raw["certified_at"], raw["previous_backend_url"],
+                    raw["previous_kept_until"])
     return Live(row, target, f"row {spec.name}{state} -> {row.backend_url}, served by release {target.release}",
-                raw["certified_at"])
+                raw["certified_at"], raw["previous_backend_url"], raw["previous_kept_until"])
 
 
 def plan_target(spec: ModelSpec, api: client.ApiClient, mode: str, live: Live) -> tuple[Target, Decision]:
@@ -98,25 +99,29 @@ def take_out_of_rotation(run: GateRun, progress: Progress) -> None:
     try:
         _set_enabled(registry, run.spec.name, False)
     except (psycopg.Error, GateError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise GateError(f"taking {run.spec.name} out of rotation in {registry.description}: "
-                        f"{db.scrub(first, registry.dsn)}") from None
+                        f"{_first_line(exc, registry)}") from None
     run.promotion.out_of_rotation = registry
     progress(f"vllm-gate: {run.spec.name} is out of rotation during this run (its row in {registry.description} "
              "is disabled until the decision)")
 
 
-def restore_rotation(run: GateRun) -> None:
-    """Put a row this run disabled back in rotation (any outcome but a promotion, which enables it itself)."""
+def restore_rotation(run: GateRun, undone: bool) -> None:
+    """Put a row this run disabled back in rotation (any outcome but a promotion, which enables it itself), once the
+    release is ``undone`` (rolled back and Ready, or nothing deployed); else it stays out and the run says so."""
     registry = run.promotion.out_of_rotation
     if registry is None or registry.dsn is None:
+        return
+    if not undone:
+        run.decision.append(f"{run.spec.name} stays out of rotation (disabled in {registry.description}): its release "
+                            f"was not confirmed rolled back; enable it once it serves the live revision: ias-admin "
+                            f"model enable {run.spec.name}")
         return
     try:
         _set_enabled(registry, run.spec.name, True)
     except (psycopg.Error, GateError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
         run.fail_decision(f"ROTATION NOT RESTORED: {run.spec.name} stays disabled in {registry.description}: "
-                          f"{db.scrub(first, registry.dsn)}; enable it with: ias-admin model enable {run.spec.name}")
+                          f"{_first_line(exc, registry)}; enable it with: ias-admin model enable {run.spec.name}")
         return
     run.promotion.out_of_rotation = None
     run.decision.append(f"{run.spec.name} back in rotation: its row in {registry.description} is enabled again")
@@ -132,7 +137,9 @@ def drain(target: Target, seconds: float, progress: Progress) -> None:
 
 
 def retire_previous(run: GateRun, kubeconfig: Path | None, context: str | None, progress: Progress) -> None:
-    """After the row switched to the candidate: drain the previous revision, then uninstall it."""
+    """After the row switched to the candidate: drain the previous revision, then uninstall it (or keep it for a
+    rollback); a revision an earlier promotion kept is no longer tracked, so it goes now."""
+    _retire_untracked(run, kubeconfig, context)
     live, deployed = run.promotion.live, run.deployed
     if live is None or live.target is None or live.target.release == deployed.release:
         return
@@ -140,7 +147,17 @@ def retire_previous(run: GateRun, kubeconfig: Path | None, context: str | None, 
         run.decision.append(f"kept the previous revision {live.target.release}: the row was not switched away "
                             "from it")
         return
+    if run.promotion.kept_until is not None:
+        until = f"{run.promotion.kept_until:%Y-%m-%d %H:%M} UTC"
+        run.decision.append(f"kept the previous revision {live.target.release} until {until} (promotion."
+                            f"keep_previous_s) for: ias-admin model rollback {run.spec.name}; the first gate run of "
+                            f"{run.spec.name} after that uninstalls it")
+        return
     drain(live.target, run.spec.promotion.drain_s, progress)
+    if still := _rows_naming(run, live.target.url):
+        run.decision.append(f"kept the previous revision {live.target.release}: model_mappings still routes "
+                            f"{', '.join(still)} to it")
+        return
     try:
         run.decision.append(uninstall(live.target.release, live.target.namespace, kubeconfig, context,
                                       why=f"drained {run.spec.promotion.drain_s} s after the switch"))
@@ -149,9 +166,83 @@ def retire_previous(run: GateRun, kubeconfig: Path | None, context: str | None, 
                             f"{live.target.release} -n {live.target.namespace}")
 
 
-def switched(run: GateRun, certification_id: int) -> None:
+def _rows_naming(run: GateRun, url: str) -> list[str]:
+    """The rows (of any model: an alias, say) whose backend_url is ``url``; on an error, say so as a row."""
+    registry = run.registry
+    assert registry.dsn is not None
+    try:
+        conn = db.connect(registry.dsn)
+        try:
+            return [name for (name,) in conn.execute(
+                "SELECT name FROM model_mappings WHERE backend_url = %s ORDER BY name", (url,)).fetchall()]
+        finally:
+            conn.close()
+    except (psycopg.Error, GateError) as exc:
+        return [f"(the registry could not be asked: {_first_line(exc, registry)})"]
+
+
+def _retire_untracked(run: GateRun, kubeconfig: Path | None, context: str | None) -> None:
+    """Uninstall the revision an earlier promotion kept for a rollback (the switch replaced it in the row)."""
+    live = run.promotion.live
+    if live is None or live.previous_url is None or run.promotion.switched_at is None:
+        return
+    earlier = target_of_url(client.CoreV1Api(api_client(kubeconfig, context)), live.previous_url, run.spec.namespace)
+    if earlier is None or earlier.release in {run.deployed.release, live.target.release if live.target else ""}:
+        return
+    try:
+        run.decision.append(uninstall(earlier.release, earlier.namespace, kubeconfig, context,
+                                      why="kept for a rollback, now replaced by this promotion"))
+    except GateError as exc:
+        run.decision.append(f"EARLIER REVISION NOT RETIRED: {exc.summary}; uninstall it with: helm uninstall "
+                            f"{earlier.release} -n {earlier.namespace}")
+
+
+def record_previous(conn: psycopg.Connection, run: GateRun) -> None:
+    """Inside the switch's transaction: the revision a rollback may go back to and until when (keep_previous_s), or
+    none (so a revision retired earlier is never rolled back to)."""
+    live, keep = run.promotion.live, run.spec.promotion.keep_previous_s
+    kept = (keep > 0 and live is not None and live.row is not None and live.target is not None
+            and live.target.release != run.deployed.release)
+    run.promotion.kept_until = datetime.now(UTC) + timedelta(seconds=keep) if kept else None
+    mappings.keep_previous(conn, run.spec.name, live.row.backend_url if kept and live and live.row else None,
+                           run.promotion.kept_until)
+
+
+def retire_expired(run: GateRun, core: client.CoreV1Api, kubeconfig: Path | None, context: str | None,
+                   progress: Progress) -> None:
+    """Before this run deploys: uninstall the revision an earlier promotion kept for a rollback once its time has
+    passed (never the one the row names), and clear it from the row."""
+    live, registry = run.promotion.live, run.registry
+    if live is None or live.previous_url is None or registry.dsn is None:
+        return
+    if live.previous_until is not None and live.previous_until > datetime.now(UTC):
+        progress(f"vllm-gate: {run.spec.name}'s previous revision {live.previous_url} is kept for a rollback until "
+                 f"{live.previous_until:%Y-%m-%d %H:%M} UTC")
+        return
+    kept = target_of_url(core, live.previous_url, run.spec.namespace)
+    if kept is not None and (live.target is None or kept.release != live.target.release):
+        done = uninstall(kept.release, kept.namespace, kubeconfig, context, why="its rollback window passed")
+        progress(f"vllm-gate: {done}")
+    try:
+        conn = db.connect(registry.dsn)
+        try:
+            with conn.transaction():
+                mappings.keep_previous(conn, run.spec.name, None, None)
+        finally:
+            conn.close()
+    except psycopg.Error as exc:
+        raise GateError(f"clearing {run.spec.name}'s previous revision in {registry.description}: "
+                        f"{_first_line(exc, registry)}") from None
+
+
+def switching(run: GateRun) -> datetime:
+    """The moment just before the transaction that switches the row: no router can send to the candidate earlier."""
+    return datetime.now(UTC)
+
+
+def switched(run: GateRun, at: datetime, certification_id: int) -> None:
     """Note that the row now names this run's release (said in the report)."""
-    run.promotion.switched_at = datetime.now(UTC)
+    run.promotion.switched_at = at
     run.promotion.live_after = run.deployed.url
     run.promotion.certification_id = certification_id
 
@@ -161,12 +252,13 @@ def _expected(run: GateRun) -> Expected | None:
     if run.identity is None or not run.identity.answers:
         return None
     prompt, answer = run.identity.answers[0]
-    return Expected(run.spec.name, run.deployed.url, prompt, answer)
+    return Expected(run.spec.name, run.deployed.url, prompt, answer, run.promotion.previous_answer)
 
 
-def prove_through_router(run: GateRun, progress: Progress) -> None:
-    """Test via the API router after the switch; when it does not serve the candidate in time, PROMOTION FAILED:
-    the row is switched back (``switch_back``) and the caller undoes the candidate."""
+def prove_through_router(run: GateRun, progress: Progress) -> bool:
+    """Test via the API router after the switch. When it does not serve the candidate in time: PROMOTION FAILED and
+    the row is switched back. Returns whether the caller may undo the candidate (False only while the row could not
+    be switched back: the router may still send to it)."""
     promotion = run.promotion
     expected = _expected(run)
     if promotion.router_url is None:
@@ -176,24 +268,34 @@ def prove_through_router(run: GateRun, progress: Progress) -> None:
     else:
         progress(f"vllm-gate: testing {run.spec.name} through {promotion.router_what or promotion.router_url}")
         try:
-            promotion.router = router.wait_serves_candidate(promotion.router_url, router.router_key(), expected,
-                                                            run.spec.identity.drift,
-                                                            run.spec.promotion.router_timeout_s, progress,
-                                                            promotion.router_what)
-            return
+            promotion.router, shown = router.wait_serves_candidate(
+                promotion.router_url, router.router_key(), expected, run.spec.identity.drift,
+                run.spec.promotion.router_timeout_s, progress, promotion.router_what)
+            if not shown:  # served by name, but which revision answered the router cannot say: not shown
+                run.not_shown_after(promotion.router)
+            return True
         except router.RouterFailed as exc:
             why = exc.summary
     promotion.router = f"not served from the candidate: {why}"
     run.fail_decision(f"PROMOTION FAILED: {why}")
-    switch_back(run)
+    return switch_back(run)
 
 
-def switch_back(run: GateRun) -> None:
+def _first_line(exc: BaseException, registry: Registry) -> str:
+    """An error's first line with the registry's password scrubbed."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return db.scrub(first, registry.dsn) if registry.dsn else first
+
+
+def switch_back(run: GateRun) -> bool:
     """Put the row back as it was before the switch (or remove it, if there was none) and record the certification
-    as what the run now is (failed), in one transaction."""
+    as what the run now is (failed), in one transaction; return whether that was done. In place, the row stays
+    disabled until the rollback is confirmed (``restore_rotation``)."""
     registry, live, promotion = run.registry, run.promotion.live, run.promotion
     assert registry.dsn is not None
     before = live.row if live is not None else None
+    if before is not None and promotion.out_of_rotation is not None:
+        before = before.model_copy(update={"enabled": False})
     try:
         conn = db.connect(registry.dsn)
         try:
@@ -207,11 +309,13 @@ def switch_back(run: GateRun) -> None:
         finally:
             conn.close()
     except (psycopg.Error, GateError) as exc:
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        run.decision.append(f"ROW NOT SWITCHED BACK: {db.scrub(first, registry.dsn)}; the router may still send "
-                            f"{run.spec.name} to {run.deployed.url}, which is being undone")
-        return
+        run.decision.append(f"ROW NOT SWITCHED BACK: {_first_line(exc, registry)}; the router may still send "
+                            f"{run.spec.name} to {run.deployed.url}, so it is kept: switch the row back with "
+                            f"ias-admin model update, then: helm uninstall {run.deployed.release} -n "
+                            f"{run.deployed.namespace}")
+        return False
     promotion.switched_at = None
-    promotion.live_after = before.backend_url if before is not None and before.enabled else None
+    promotion.live_after = before.backend_url if before is not None and live and live.row.enabled else None
     run.decision.append(f"switched the row back: {run.spec.name} -> {before.backend_url}" if before is not None else
                         f"removed the row of {run.spec.name} this run had written (there was none before)")
+    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -74,10 +74,12 @@ class Live:
     target: Target | None  # None: no release of this cluster serves the row's backend_url
     found: str  # one line: what the gate found
     certified_at: datetime | None = None  # the row's, restored with it when a promotion is switched back
+    previous_url: str | None = None  # a revision an earlier promotion kept for a rollback (previous_backend_url)
+    previous_until: datetime | None = None  # ... and until when (previous_kept_until)
 
 
 @dataclass
-class Promotion:
+class PromotionRecord:
     """How this run's candidate takes over from the live revision, as it happened (the report shows it)."""
 
     mode: str = "candidate"  # candidate: a release beside the live one; in-place: the live release upgraded
@@ -85,8 +87,10 @@ class Promotion:
     out_of_rotation: Registry | None = None  # in place: the registry whose row this run disabled (restored after)
     switched_at: datetime | None = None  # when the row's backend_url became the candidate's
     certification_id: int | None = None  # the passed certification written with the switch
+    kept_until: datetime | None = None  # the previous revision is kept until then for a rollback (keep_previous_s)
     router_url: str | None = None  # where the gate calls the API router (None: no router to test through)
     router_what: str = ""  # which router that is, for the report (e.g. the local stand-in, port-forwarded)
+    previous_answer: str | None = None  # the last passed run's answer to the first drift prompt (its baseline)
     live_after: str | None = None  # the row's backend_url after the decision
     router: str | None = None  # what the test through the API router showed
 
@@ -122,8 +126,8 @@ class GateRun:
     finished_at: datetime | None = None  # when its decision was made (None: not decided yet)
     evidence_dir: Path | None = None  # where its evidence goes; None: beside the report (reports/<run>/)
     release: Release | None = None
-    target: Target | None = None  # the release this run deploys and checks (None: the spec's own, in place)
-    promotion: Promotion = field(default_factory=Promotion)
+    target: Target | None = None  # the release this run deploys and checks, once planned (``deployed``)
+    promotion: PromotionRecord = field(default_factory=PromotionRecord)
     attempt: Attempt | None = None  # set before the first change to the cluster
     kubeconfig: Path | None = None  # of the cluster the release is in: the undo acts there and nowhere else
     context: str | None = None
@@ -178,8 +182,10 @@ class GateRun:
         self.require()
 
     def runs_no_containers(self) -> None:
-        """The model's pods turned out to run no containers (KWOK): checks that need containers are not required."""
+        """The model's pods turned out to run no containers (KWOK): checks that need containers are not required, and
+        no router stand-in can reach them."""
         self.containers = False
+        self.rehearsal_promotes = False
         self.require()
 
     def require(self) -> None:
@@ -215,11 +221,19 @@ class GateRun:
         return self.verdict
 
     def promotes(self) -> bool:
-        """Whether this run's release takes over from the live revision: certified, or a passed rehearsal that the
-        rehearsal registry's router serves (``rehearsal_promotes``)."""
+        """Whether this run's release takes over from the live revision: certified with a registry to switch (in
+        place: certified), or a passed rehearsal that the rehearsal registry's router serves (``rehearsal_promotes``).
+        A certified candidate with no registry is undone: nothing would ever route to it."""
         verdict = self.settle()
-        return verdict.certified or (verdict.kind is Kind.PASSED and verdict.mode is Mode.REHEARSAL
-                                     and self.registry.rehearsal and self.rehearsal_promotes)
+        if verdict.certified:
+            return self.registry.dsn is not None or self.promotion.mode == "in-place"
+        return (verdict.kind is Kind.PASSED and verdict.mode is Mode.REHEARSAL and self.registry.rehearsal
+                and self.rehearsal_promotes)
+
+    def not_shown_after(self, line: str) -> None:
+        """Something the decision could not show (after the verdict was settled): listed with the rest."""
+        verdict = self.settle()
+        self.verdict = replace(verdict, not_shown=(*verdict.not_shown, line))
 
     def fail_decision(self, line: str) -> None:
         """What the decision could not do (register, undo): said in its lines, and a passed run is not one after

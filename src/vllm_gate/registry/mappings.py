@@ -17,7 +17,7 @@ from vllm_gate.registry.migrate import pending
 SLUG = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 COLUMNS = ("name", "display_name", "backend_url", "upstream_model_id", "max_tokens", "input_cost_per_1k",
            "output_cost_per_1k", "enabled", "chart_version", "image", "certified_at", "created_at",
-           "updated_at")
+           "updated_at", "previous_backend_url", "previous_kept_until")
 
 
 class NotMigrated(GateError):
@@ -30,6 +30,10 @@ class MappingExists(GateError):
 
 class MappingNotFound(GateError):
     """No row of that name."""
+
+
+class NoRollback(GateError):
+    """``rollback`` on a row with no previous revision kept, or one whose window has passed."""
 
 
 class Mapping(BaseModel):
@@ -180,3 +184,32 @@ def upsert_problem(conn: psycopg.Connection, mapping: Mapping) -> str | None:
     if stored != mapping:
         return f"the registry stored {stored} for {mapping.name!r}, not {mapping}"
     return None
+
+
+def keep_previous(conn: psycopg.Connection, name: str, url: str | None, until: datetime | None) -> None:
+    """Inside the caller's transaction: the revision row ``name`` was switched away from, kept until ``until``
+    (None, None: none is kept, and an older one may no longer be rolled back to)."""
+    conn.execute("UPDATE model_mappings SET previous_backend_url = %s, previous_kept_until = %s WHERE name = %s",
+                 (url, until, name))
+
+
+def rollback(conn: psycopg.Connection, name: str, now: datetime) -> tuple[str, str]:
+    """Switch row ``name`` back to the revision it was promoted from, in one transaction: (now serving, was).
+
+    The two swap, so a rollback can itself be rolled back while the window lasts.
+    """
+    row = get(conn, name)
+    previous, until = row["previous_backend_url"], row["previous_kept_until"]
+    if previous is None:
+        raise NoRollback(f"model {name!r} keeps no previous revision (promotion.keep_previous_s was 0, or it was "
+                         "retired); nothing to roll back to")
+    if until is None or until <= now:
+        raise NoRollback(f"model {name!r}: the previous revision {previous} was kept until {until:%Y-%m-%d %H:%M} "
+                         "UTC; the next gate run uninstalls it (or has): nothing to roll back to")
+    with conn.transaction():
+        cur = conn.execute("UPDATE model_mappings SET backend_url = previous_backend_url, previous_backend_url = "
+                           "backend_url, updated_at = now() WHERE name = %s AND previous_backend_url = %s",
+                           (name, previous))
+        if cur.rowcount == 0:
+            raise NoRollback(f"model {name!r} changed meanwhile; run the rollback again")
+    return previous, row["backend_url"]

@@ -60,7 +60,8 @@ def promotion_summary(run: GateRun) -> dict[str, Any]:
     promotion = run.promotion
     row = promotion.live.row if promotion.live else None
     before = row.backend_url if row is not None and row.enabled else None
-    return {"mode": promotion.mode, "live_before": before, "deployed": str(run.deployed),
+    deployed = str(run.deployed) if run.target is not None or run.release is not None else None
+    return {"mode": promotion.mode, "live_before": before, "deployed": deployed,
             "switched_at": promotion.switched_at.isoformat() if promotion.switched_at else None,
             "live_after": promotion.live_after or before, "router": promotion.router,
             "lines": promotion.lines(run.deployed)}

@@ -89,8 +89,8 @@ def _apply(create: Callable[[], object], replace: Callable[[], object]) -> None:
 
 
 def deploy(api: client.ApiClient, namespace: str, labels: Mapping[str, str], dsn: Secret, progress: Progress,
-           timeout_s: float = READY_TIMEOUT_S) -> str:
-    """Create or update the stand-in in ``namespace`` and wait until it serves; return its Service's in-cluster URL.
+           timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Create or update the stand-in in ``namespace`` and wait until it serves (its Service: ``NAME``:``PORT``).
 
     The router's ``labels`` are the spec's ``network.router_pod_labels``; its Service selects exactly them.
     """
@@ -110,17 +110,3 @@ def deploy(api: client.ApiClient, namespace: str, labels: Mapping[str, str], dsn
         raise ClusterError(f"API-router stand-in in {namespace}: HTTP {exc.status} {exc.reason}") from None
     selector = ",".join(f"{k}={v}" for k, v in {**labels, ROLE_LABEL: NAME}.items())
     wait_ready(api, RolloutTarget(namespace, NAME, selector), timeout_s, progress)
-    return f"http://{NAME}.{namespace}.svc.cluster.local:{PORT}"
-
-
-def endpoints_of_router_service(core: client.CoreV1Api, namespace: str) -> tuple[list[str], list[str]]:
-    """The pods behind the stand-in's Service: (ready, not ready), by name, from its EndpointSlices."""
-    discovery = client.DiscoveryV1Api(core.api_client)
-    slices = discovery.list_namespaced_endpoint_slice(namespace, label_selector=f"kubernetes.io/service-name={NAME}",
-                                                      _request_timeout=15).items
-    ready, not_ready = [], []
-    for endpoint_slice in slices:
-        for endpoint in endpoint_slice.endpoints or []:
-            name = endpoint.target_ref.name if endpoint.target_ref else ",".join(endpoint.addresses)
-            (ready if endpoint.conditions and endpoint.conditions.ready else not_ready).append(name)
-    return ready, not_ready
