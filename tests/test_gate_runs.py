@@ -19,6 +19,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import httpx
@@ -486,11 +487,11 @@ def _traffic_pod(core: client.CoreV1Api) -> str:
     return name
 
 
-def _router_stats(kubeconfig: str) -> dict[str, dict[str, object]]:
-    """The API-router stand-in's own account: per backend, requests, failures, first and last sent."""
+def _router_stats(kubeconfig: str) -> dict[str, Any]:
+    """The API-router stand-in's own account: per backend, requests, failures, first and last sent; its table."""
     with PortForward("ias-production", "svc/router-standin", router_standin.PORT, kubeconfig=Path(kubeconfig),
                      context=None) as forward:
-        return httpx.get(f"{forward.url}/stats", timeout=10).json()["backends"]
+        return httpx.get(f"{forward.url}/stats", timeout=10).json()
 
 
 def _promoted(result: subprocess.CompletedProcess[str], tmp_path: Path) -> dict[str, object]:
@@ -530,7 +531,7 @@ def test_rehearsals_on_a_standing_cluster_switch_the_router_only_to_a_candidate_
         first = _promoted(rehearse("first"), tmp_path / "first")
         assert first["live_before"] is None
         assert first["switched_at"]
-        assert first["router"]
+        assert "the router named the candidate's backend (x-router-backend)" in first["router"]
         traffic = _traffic_pod(core)
         # A changed image tag: the live revision serves the router's traffic while the candidate takes the load test,
         # so the exact counter checks pass beside that traffic.
@@ -551,7 +552,8 @@ def test_rehearsals_on_a_standing_cluster_switch_the_router_only_to_a_candidate_
         assert third["live_before"] == third["live_after"] == second["live_after"]
         assert third["switched_at"] is None
         statuses = core.read_namespaced_pod_log(traffic, "ias-production").split()
-        backends = _router_stats(kubeconfig)
+        stats = _router_stats(kubeconfig)
+        (tmp_path / "router-stats.json").write_text(json.dumps(stats, indent=2))  # beside the three runs' reports
         releases = subprocess.run([str(require_tool("helm")), "--kubeconfig", kubeconfig, "list", "-n",
                                    "ias-production", "-q"], capture_output=True, text=True, timeout=60,
                                   check=True).stdout.split()
@@ -559,6 +561,8 @@ def test_rehearsals_on_a_standing_cluster_switch_the_router_only_to_a_candidate_
         subprocess.run([*cli, "down", "--name", "standing"], capture_output=True, timeout=300, env=env, check=False)
         shutil.rmtree(state, ignore_errors=True)
     switched = datetime.fromisoformat(second["switched_at"])
+    assert stats["table"]["llama3"]["backend_url"] == second["live_after"]  # the bad candidate left the row alone
+    backends = stats["backends"]
     old, new = backends[first["live_after"]], backends[second["live_after"]]
     assert set(backends) == {first["live_after"], second["live_after"]}, backends  # never the bad candidate
     assert set(statuses) <= {"200"}, statuses  # what the client saw (curl's lines flushed so far)

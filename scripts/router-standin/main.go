@@ -93,6 +93,9 @@ func errorText(err error) string {
 
 func (rt *router) refresh(ctx context.Context, dsn string) {
 	table, err := readTable(ctx, dsn)
+	if ctx.Err() != nil {
+		return // shutting down: a read cut short says nothing about the registry
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if err != nil {

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -14,7 +18,7 @@ from vllm_gate.cluster.creation_lock import one_creation_at_a_time
 
 @pytest.fixture(autouse=True)
 def _state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(creation_lock, "STATE_ROOT", tmp_path)
+    monkeypatch.setattr(creation_lock, "CREATE_LOCK", tmp_path / "kwokctl-create.lock")
     monkeypatch.setattr(creation_lock, "PROGRESS_EVERY_S", 0.3)
 
 
@@ -53,3 +57,11 @@ def test_a_creation_held_too_long_fails_naming_the_lock(monkeypatch: pytest.Monk
     finally:
         release.set()
         holder.join(10)
+
+
+def test_the_lock_is_the_machines_whatever_state_directory_a_run_has():
+    # A `vllm-gate cluster up` with VLLM_GATE_STATE of its own beside a test run: kwokctl's ports are the machine's.
+    fresh = subprocess.run([sys.executable, "-c", "from vllm_gate.cluster.creation_lock import CREATE_LOCK; "
+                            "print(CREATE_LOCK)"], capture_output=True, text=True, timeout=60, check=True,
+                           env={**os.environ, "VLLM_GATE_STATE": "/nonexistent/state"}).stdout.strip()
+    assert fresh == str(Path(tempfile.gettempdir()) / "vllm-gate-kwokctl-create.lock")
