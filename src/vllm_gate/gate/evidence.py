@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,12 @@ def write(directory: Path, name: str, text: str) -> Path:
     path = directory / name
     path.write_text(text)
     return path
+
+
+def copy(directory: Path, name: str, source: Path) -> Path:
+    """Copy ``source`` into the evidence ``directory`` (made first: no writer may depend on another having run)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(source, directory / name))
 
 
 def write_json(directory: Path, name: str, data: Any) -> Path:
