@@ -218,7 +218,7 @@ class Promotion(StrictModel):
     keep_previous_s: int = Field(0, ge=0, strict=True,
                                  description="After the drain: keep the previous revision this long (0: uninstall "
                                              "it at once) so `ias-admin model rollback NAME` can switch the row back; "
-                                             "the first gate run of the model after that uninstalls it.")
+                                             "a later gate run of the model uninstalls it once that time has passed.")
     router_timeout_s: int = Field(60, gt=0, strict=True,
                                   description="How long the API router may take to serve the candidate after the "
                                               "switch before the gate switches the row back (PROMOTION FAILED).")

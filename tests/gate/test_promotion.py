@@ -325,7 +325,6 @@ def test_a_row_that_cannot_be_switched_back_keeps_the_candidate(dsn, postgres):
     assert not prove_through_router(run, lambda _line: None)
     assert run.decision[-1].startswith("ROW NOT SWITCHED BACK: ")
     assert "so it is kept: switch the row back with ias-admin model update" in run.decision[-1]
-    assert ":pw@" not in run.decision[-1]
 
 
 def test_without_a_backend_header_the_answer_shows_the_candidate_only_when_the_previous_differs(sims):
@@ -376,8 +375,8 @@ def test_a_promotion_that_keeps_the_previous_revision_records_it_for_a_rollback(
     assert run.settle().certified
     kept = [line for line in run.decision if line.startswith("kept the previous revision llama3-aaaaaa until ")]
     assert kept, run.decision
-    assert kept[0].endswith("(promotion.keep_previous_s) for: ias-admin model rollback llama3; the first gate run of "
-                            "llama3 after that uninstalls it")
+    assert kept[0].endswith("(promotion.keep_previous_s) for: ias-admin model rollback llama3; a later gate run of "
+                            "llama3 uninstalls it once that time has passed")
     with psycopg.connect(dsn) as conn:
         row = mappings.get(conn, "llama3")
     assert (row["backend_url"], row["previous_backend_url"]) == (run.deployed.url, live_url)
@@ -385,8 +384,29 @@ def test_a_promotion_that_keeps_the_previous_revision_records_it_for_a_rollback(
     # Without keep_previous_s a later promotion clears it: a retired revision is never rolled back to.
     later = _certified_run(dsn)
     later.release = None
-    later.promotion.live = Live(_row(run.deployed.url), None, "")
+    later.promotion.live = Live(_row(run.deployed.url), candidate(SPEC, "bbbbbb"), "")  # a revision it could keep
     finish(later, keep_on_failure=False)
     with psycopg.connect(dsn) as conn:
         row = mappings.get(conn, "llama3")
     assert (row["previous_backend_url"], row["previous_kept_until"]) == (None, None)
+
+
+@pytest.mark.parametrize(("window", "cleared"), [("-1 second", True), ("1 hour", False)])
+def test_a_kept_revision_is_cleared_by_the_registrys_clock_once_its_window_passed(dsn, window, cleared):
+    kept_url = "http://127.0.0.1:1"  # names no Service: nothing to uninstall, only the row to clear
+    _write(dsn, _row("http://llama-3-8b-inference-aaaaaa.ias-production.svc.cluster.local:8000"))
+    with psycopg.connect(dsn) as conn:
+        with conn.transaction():
+            conn.execute("UPDATE model_mappings SET previous_backend_url = %s, previous_kept_until = now() + "
+                         "%s::interval", (kept_url, window))
+        until = mappings.get(conn, "llama3")["previous_kept_until"]
+    run = _certified_run(dsn)
+    run.release = None
+    run.outcomes.clear()  # a run that does not promote
+    run.promotion.live = Live(_row("http://llama-3-8b-inference-aaaaaa.ias-production.svc.cluster.local:8000"),
+                              None, "", None, kept_url, until)
+    finish(run, keep_on_failure=False)
+    with psycopg.connect(dsn) as conn:
+        row = mappings.get(conn, "llama3")
+    assert (row["previous_backend_url"] is None) is cleared
+    assert row["backend_url"] == "http://llama-3-8b-inference-aaaaaa.ias-production.svc.cluster.local:8000"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from vllm_gate.base.errors import GateError
-from vllm_gate.base.secret import Secret
+from vllm_gate.base.secret import REDACTED, Secret
 from vllm_gate.spec import Drift
 
 ROUTER_KEY_ENV = "VLLM_GATE_ROUTER_KEY"
@@ -76,21 +76,26 @@ def ask(url: str, key: Secret | None, expected: Expected, drift: Drift,
     response = httpx.post(f"{url}/v1/chat/completions", json=_request(expected, drift, stream=False),
                           headers=_headers(key), timeout=timeout_s)
     if response.status_code != 200:
+        body = response.text[:200].replace(key.reveal(), REDACTED) if key else response.text[:200]  # echoed keys
         raise GateError(f"POST {url}/v1/chat/completions (model {expected.name}) answered HTTP "
-                        f"{response.status_code}: {response.text[:200]}")
+                        f"{response.status_code}: {body}")
     choices = response.json().get("choices") or [{}]
     return response.headers.get(BACKEND_HEADER), str((choices[0].get("message") or {}).get("content") or "")
 
 
 def ask_streamed(url: str, key: Secret | None, expected: Expected, drift: Drift,
                  timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[str | None, str]:
-    """The same request streamed through the router: every chunk, then ``[DONE]`` as the last event."""
+    """The same request streamed through the router: every chunk, then ``[DONE]`` as the last event, all within
+    ``timeout_s`` (a stream that trickles chunks is cut there)."""
     text, done = [], False
+    deadline = time.monotonic() + timeout_s
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=_request(expected, drift, stream=True),
                       headers=_headers(key), timeout=timeout_s) as response:
         if response.status_code != 200:
             raise GateError(f"streamed POST {url}/v1/chat/completions answered HTTP {response.status_code}")
         for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                raise GateError(f"the stream through {url} did not finish within {timeout_s:.0f} s")
             if not line.startswith("data: "):
                 continue
             data = line.removeprefix("data: ")
@@ -105,17 +110,23 @@ def ask_streamed(url: str, key: Secret | None, expected: Expected, drift: Drift,
     return backend, "".join(text)
 
 
+def _left(deadline: float) -> float:
+    """What a request may wait: the time left to ``deadline`` (at least a second), at most REQUEST_TIMEOUT_S."""
+    return max(1.0, min(REQUEST_TIMEOUT_S, deadline - time.monotonic()))
+
+
 def problem(url: str, key: Secret | None, expected: Expected, drift: Drift,
-            timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[str | None, bool]:
+            deadline: float) -> tuple[str | None, bool]:
     """Why the router does not (yet) serve the model from the candidate (None when it does), and whether it named
-    the backend of every answer. Each request waits at most ``timeout_s``."""
+    the backend of every answer. Every request ends by ``deadline`` (time.monotonic())."""
     named = True
     try:
-        names = listed_models(url, key, timeout_s)
+        names = listed_models(url, key, _left(deadline))
         if expected.name not in names:
             return f"its /v1/models lists {names}, not {expected.name!r}", False
-        for backend, text in (ask(url, key, expected, drift, timeout_s),
-                              ask_streamed(url, key, expected, drift, timeout_s)):
+        answers = (lambda: ask(url, key, expected, drift, _left(deadline)),
+                   lambda: ask_streamed(url, key, expected, drift, _left(deadline)))
+        for backend, text in (answer() for answer in answers):
             named = named and backend is not None
             if backend is not None and backend != expected.backend_url:
                 return f"it answered from {backend}, not the candidate {expected.backend_url}", named
@@ -140,8 +151,7 @@ def wait_serves_candidate(url: str, key: Secret | None, expected: Expected, drif
     started = time.monotonic()
     said = started
     while True:
-        left = timeout_s - (time.monotonic() - started)
-        why, named = problem(url, key, expected, drift, max(1.0, min(REQUEST_TIMEOUT_S, left)))
+        why, named = problem(url, key, expected, drift, started + timeout_s)
         if why is None:
             break
         now = time.monotonic()

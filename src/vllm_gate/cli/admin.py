@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -272,7 +272,7 @@ def update_(ctx: click.Context, name: str, **fields: Any) -> None:
 def rollback_(ctx: click.Context, name: str) -> None:
     """Switch NAME's row back to the revision its last promotion kept (promotion.keep_previous_s), while it runs."""
     with _registry(ctx, writes=True) as conn:  # NoRollback, a GateError, fails the command in one line
-        now, was = mappings.rollback(conn, name, datetime.now(UTC))
+        now, was = mappings.rollback(conn, name)
     click.echo(f"rolled {name} back: {now} (was {was}; run it again to switch forward while both are kept)")
 
 

@@ -16,9 +16,11 @@ from vllm_gate.deploy.release import (
 )
 from vllm_gate.deploy.render import helm_client
 from vllm_gate.gate.promotion import (
+    drain,
     prove_through_router,
     record_previous,
     restore_rotation,
+    retire_expired,
     retire_previous,
     switched,
     switching,
@@ -151,9 +153,19 @@ def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], Non
     if run.promotes() and run.promotion.switched_at is not None and run.release is not None:
         if not prove_through_router(run, progress):
             return  # PROMOTION FAILED and the row still names the candidate: it is kept (said in the decision)
-        if not run.promotes():  # PROMOTION FAILED: the row is switched back, the candidate undone
+        if not run.promotes():  # PROMOTION FAILED: the row is switched back; the router may have sent to it
+            drain(run.deployed, run.spec.promotion.drain_s, progress)
             undone = _undo(run, keep_on_failure, run.kubeconfig, run.context, progress)
     if run.promotes():
         retire_previous(run, run.kubeconfig, run.context, progress)
     else:
         restore_rotation(run, undone)
+        if _wrote_registry(run):
+            retire_expired(run, run.kubeconfig, run.context)
+
+
+def _wrote_registry(run: GateRun) -> bool:
+    """Whether the decision wrote this run's registry (never one a rehearsal was given, nor for --endpoint-url)."""
+    verdict, registry = run.settle(), run.registry
+    return (registry.dsn is not None and verdict.mode is not Mode.ENDPOINT
+            and (verdict.mode is not Mode.REHEARSAL or registry.rehearsal))

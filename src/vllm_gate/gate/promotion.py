@@ -150,8 +150,8 @@ def retire_previous(run: GateRun, kubeconfig: Path | None, context: str | None, 
     if run.promotion.kept_until is not None:
         until = f"{run.promotion.kept_until:%Y-%m-%d %H:%M} UTC"
         run.decision.append(f"kept the previous revision {live.target.release} until {until} (promotion."
-                            f"keep_previous_s) for: ias-admin model rollback {run.spec.name}; the first gate run of "
-                            f"{run.spec.name} after that uninstalls it")
+                            f"keep_previous_s) for: ias-admin model rollback {run.spec.name}; a later gate run of "
+                            f"{run.spec.name} uninstalls it once that time has passed")
         return
     drain(live.target, run.spec.promotion.drain_s, progress)
     if still := _rows_naming(run, live.target.url):
@@ -181,20 +181,28 @@ def _rows_naming(run: GateRun, url: str) -> list[str]:
         return [f"(the registry could not be asked: {_first_line(exc, registry)})"]
 
 
-def _retire_untracked(run: GateRun, kubeconfig: Path | None, context: str | None) -> None:
-    """Uninstall the revision an earlier promotion kept for a rollback (the switch replaced it in the row)."""
+def _retire(run: GateRun, url: str, kubeconfig: Path | None, context: str | None, why: str) -> None:
+    """Uninstall the release behind ``url`` (a revision kept for a rollback) unless it is this run's, the live one,
+    or any row still names it; say what was done in the decision."""
     live = run.promotion.live
-    if live is None or live.previous_url is None or run.promotion.switched_at is None:
-        return
-    earlier = target_of_url(client.CoreV1Api(api_client(kubeconfig, context)), live.previous_url, run.spec.namespace)
-    if earlier is None or earlier.release in {run.deployed.release, live.target.release if live.target else ""}:
-        return
     try:
-        run.decision.append(uninstall(earlier.release, earlier.namespace, kubeconfig, context,
-                                      why="kept for a rollback, now replaced by this promotion"))
+        kept = target_of_url(client.CoreV1Api(api_client(kubeconfig, context)), url, run.spec.namespace)
+        if kept is None or kept.release in {run.deployed.release, live.target.release if live and live.target else ""}:
+            return
+        if still := _rows_naming(run, kept.url):
+            run.decision.append(f"kept {kept.release}: model_mappings still routes {', '.join(still)} to it")
+            return
+        run.decision.append(uninstall(kept.release, kept.namespace, kubeconfig, context, why=why))
     except GateError as exc:
-        run.decision.append(f"EARLIER REVISION NOT RETIRED: {exc.summary}; uninstall it with: helm uninstall "
-                            f"{earlier.release} -n {earlier.namespace}")
+        run.decision.append(f"EARLIER REVISION NOT RETIRED: {exc.summary}; uninstall it with helm once nothing "
+                            f"routes to {url}")
+
+
+def _retire_untracked(run: GateRun, kubeconfig: Path | None, context: str | None) -> None:
+    """Uninstall the revision an earlier promotion kept for a rollback (this switch replaced it in the row)."""
+    live = run.promotion.live
+    if live is not None and live.previous_url is not None and run.promotion.switched_at is not None:
+        _retire(run, live.previous_url, kubeconfig, context, "kept for a rollback, now replaced by this promotion")
 
 
 def record_previous(conn: psycopg.Connection, run: GateRun) -> None:
@@ -208,31 +216,28 @@ def record_previous(conn: psycopg.Connection, run: GateRun) -> None:
                            run.promotion.kept_until)
 
 
-def retire_expired(run: GateRun, core: client.CoreV1Api, kubeconfig: Path | None, context: str | None,
-                   progress: Progress) -> None:
-    """Before this run deploys: uninstall the revision an earlier promotion kept for a rollback once its time has
-    passed (never the one the row names), and clear it from the row."""
+def retire_expired(run: GateRun, kubeconfig: Path | None, context: str | None) -> None:
+    """At a decision that did not promote: once the rollback window of the revision an earlier promotion kept has
+    passed (by the registry's clock), clear it from the row (so no rollback can reach it) and then uninstall it."""
     live, registry = run.promotion.live, run.registry
     if live is None or live.previous_url is None or registry.dsn is None:
         return
-    if live.previous_until is not None and live.previous_until > datetime.now(UTC):
-        progress(f"vllm-gate: {run.spec.name}'s previous revision {live.previous_url} is kept for a rollback until "
-                 f"{live.previous_until:%Y-%m-%d %H:%M} UTC")
-        return
-    kept = target_of_url(core, live.previous_url, run.spec.namespace)
-    if kept is not None and (live.target is None or kept.release != live.target.release):
-        done = uninstall(kept.release, kept.namespace, kubeconfig, context, why="its rollback window passed")
-        progress(f"vllm-gate: {done}")
     try:
         conn = db.connect(registry.dsn)
         try:
             with conn.transaction():
-                mappings.keep_previous(conn, run.spec.name, None, None)
+                cleared = conn.execute(
+                    "UPDATE model_mappings SET previous_backend_url = NULL, previous_kept_until = NULL WHERE name = %s "
+                    "AND previous_backend_url = %s AND previous_kept_until <= now() RETURNING name",
+                    (run.spec.name, live.previous_url)).fetchone()
         finally:
             conn.close()
-    except psycopg.Error as exc:
-        raise GateError(f"clearing {run.spec.name}'s previous revision in {registry.description}: "
-                        f"{_first_line(exc, registry)}") from None
+    except (psycopg.Error, GateError) as exc:
+        run.decision.append(f"the revision kept for a rollback ({live.previous_url}) was not retired: "
+                            f"{_first_line(exc, registry)}")
+        return
+    if cleared is not None:
+        _retire(run, live.previous_url, kubeconfig, context, "its rollback window passed")
 
 
 def switching(run: GateRun) -> datetime:
@@ -300,8 +305,9 @@ def switch_back(run: GateRun) -> bool:
         conn = db.connect(registry.dsn)
         try:
             with conn.transaction():
-                if before is not None:
-                    mappings.upsert(conn, before, certified_at=live.certified_at if live else None)
+                if before is not None and live is not None:
+                    mappings.upsert(conn, before, certified_at=live.certified_at)
+                    mappings.keep_previous(conn, run.spec.name, live.previous_url, live.previous_until)
                 else:
                     conn.execute("DELETE FROM model_mappings WHERE name = %s", (run.spec.name,))
                 if promotion.certification_id is not None:

@@ -193,23 +193,24 @@ def keep_previous(conn: psycopg.Connection, name: str, url: str | None, until: d
                  (url, until, name))
 
 
-def rollback(conn: psycopg.Connection, name: str, now: datetime) -> tuple[str, str]:
-    """Switch row ``name`` back to the revision it was promoted from, in one transaction: (now serving, was).
+def rollback(conn: psycopg.Connection, name: str) -> tuple[str, str]:
+    """Switch row ``name`` back to the revision its last promotion kept, in one statement that also checks the
+    window by the registry's own clock (the gate clears an expired one the same way): (now serving, was).
 
     The two swap, so a rollback can itself be rolled back while the window lasts.
     """
+    with conn.transaction():
+        swapped = conn.execute(
+            "UPDATE model_mappings SET backend_url = previous_backend_url, previous_backend_url = backend_url, "
+            "updated_at = now() WHERE name = %s AND previous_backend_url IS NOT NULL AND previous_kept_until > now() "
+            "RETURNING backend_url, previous_backend_url", (name,)).fetchone()
+    if swapped is not None:
+        return swapped[0], swapped[1]
     row = get(conn, name)
-    previous, until = row["previous_backend_url"], row["previous_kept_until"]
-    if previous is None:
+    if row["previous_backend_url"] is None:
         raise NoRollback(f"model {name!r} keeps no previous revision (promotion.keep_previous_s was 0, or it was "
                          "retired); nothing to roll back to")
-    if until is None or until <= now:
-        raise NoRollback(f"model {name!r}: the previous revision {previous} was kept until {until:%Y-%m-%d %H:%M} "
-                         "UTC; the next gate run uninstalls it (or has): nothing to roll back to")
-    with conn.transaction():
-        cur = conn.execute("UPDATE model_mappings SET backend_url = previous_backend_url, previous_backend_url = "
-                           "backend_url, updated_at = now() WHERE name = %s AND previous_backend_url = %s",
-                           (name, previous))
-        if cur.rowcount == 0:
-            raise NoRollback(f"model {name!r} changed meanwhile; run the rollback again")
-    return previous, row["backend_url"]
+    until = row["previous_kept_until"]
+    when = f"{until:%Y-%m-%d %H:%M} UTC" if until is not None else "an unknown time"
+    raise NoRollback(f"model {name!r}: the previous revision {row['previous_backend_url']} was kept until {when}; the "
+                     "next gate run uninstalls it (or has): nothing to roll back to")
