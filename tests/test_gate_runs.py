@@ -117,9 +117,9 @@ def test_a_full_rehearsal_records_baselines_leaves_the_given_registry_then_compa
     assert tunnel in output
     assert "TTFT p95 +17 %" in output  # the warning carries the measured cost of the tunnel
     assert tunnel in (tmp_path / "report.html").read_text()
-    assert re.search(r"registered llama3 -> \S+ in the rehearsal registry at postgresql://gate:\*\*\*@\S+ "
-                     r"\(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "
-                     r"\(rehearsal_passed certification 1\)", output), output
+    assert re.search(r"not registered \(undone: no API-router stand-in reads the rehearsal registry at "
+                     r"postgresql://gate:\*\*\*@\S+ \(VLLM_GATE_REHEARSAL_DATABASE_URL; never a production registry\) "
+                     r"here\); rehearsal_passed certification 1 recorded there", output), output
     assert re.search(r"the registry you gave \(postgresql://gate:\*\*\*@127\.0\.0\.1:\d+/\w+\) was not touched",
                      output), output
     assert "CERTIFIED" not in output.replace("NOT CERTIFIED", "")
@@ -216,7 +216,7 @@ def test_every_model_in_one_run_is_deployed_checked_and_decided_before_the_next(
                          "a certification$", output, re.M), output
         assert re.search(rf"^  {model}: REHEARSAL PASSED .* \(\d+ s\)$", output, re.M), output
     # Per-model node ids; every check of llama3 ran before the first of mistral-7b, whose deploy came only after
-    # llama3 was registered (in the rehearsal registry) and undone.
+    # llama3 was recorded (in the rehearsal registry) and undone.
     ran = re.findall(r"^suites/test_\w+\.py::(test_\w+\[[^\]]+\]) (?:PASSED|SKIPPED|BASELINE)", output, re.M)
     assert set(ran) == node_names("llama3") | node_names("mistral-7b"), output
     assert ["llama3" if "[llama3" in name else "mistral-7b" for name in ran] == (
@@ -225,13 +225,13 @@ def test_every_model_in_one_run_is_deployed_checked_and_decided_before_the_next(
     # Each model is its own candidate release (<model>-<revision id>).
     order = [re.search(line, output).start() for line in (
         r"vllm-gate: llama3: uninstalled ias-production/llama3-[0-9a-f]{6} ",
-        "vllm-gate: llama3: registered llama3 -> ",
+        r"vllm-gate: llama3: not registered \(undone: ",
         r"helm: mistral-7b-[0-9a-f]{6} revision 1",
         r"vllm-gate: mistral-7b: uninstalled ias-production/mistral-7b-[0-9a-f]{6} ",
-        "vllm-gate: mistral-7b: registered mistral-7b -> ")]
+        r"vllm-gate: mistral-7b: not registered \(undone: ")]
     assert order == sorted(order), output
-    assert registry_rows(rehearsal_registry) == (
-        [("llama3", "rehearsal_passed"), ("mistral-7b", "rehearsal_passed")], ["llama3", "mistral-7b"])
+    assert registry_rows(rehearsal_registry) == (  # recorded; no rows: nothing routes to an undone rehearsal
+        [("llama3", "rehearsal_passed"), ("mistral-7b", "rehearsal_passed")], [])
     # One report: an overview, then a section per model with its own verdict, SLO table and plots.
     report = (tmp_path / "report.html").read_text()
     assert report.count('class="vllm-gate-signoff"') == 2
@@ -275,7 +275,7 @@ def test_a_model_that_fails_does_not_stop_or_taint_the_next_and_the_run_fails(tm
                      output, re.M), output
     assert "vllm-gate: llama3: the gate deployed nothing in this run: nothing rolled back" in output
     assert registry_rows(rehearsal_registry) == (
-        [("llama3", "rehearsal_failed"), ("mistral-7b", "rehearsal_passed")], ["mistral-7b"])
+        [("llama3", "rehearsal_failed"), ("mistral-7b", "rehearsal_passed")], [])
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     jsonschema.Draft202012Validator(schema()).validate(summary)
     assert [(m["name"], m["verdict"]["kind"], m["verdict"]["exit_code"]) for m in summary["models"]] == [

@@ -50,14 +50,20 @@ def test_a_rehearsal_writes_nothing_to_a_registry_the_user_gave(dsn):
     assert dump_tables(dsn) == before
 
 
-def test_a_passed_rehearsal_registers_in_the_rehearsal_registry(dsn):
-    run = finished(run_with(Registry(Secret(dsn), "the rehearsal registry", rehearsal=True,
-                                     untouched="postgresql://u:***@h/db"), mode=Mode.REHEARSAL))
+@pytest.mark.parametrize("routed", [True, False], ids=["a router stand-in reads it", "no router reads it"])
+def test_a_passed_rehearsal_registers_in_the_rehearsal_registry_only_where_a_router_reads_it(dsn, routed):
+    run = run_with(Registry(Secret(dsn), "the rehearsal registry", rehearsal=True,
+                            untouched="postgresql://u:***@h/db"), mode=Mode.REHEARSAL)
+    run.rehearsal_promotes = routed
+    finished(run)
     assert run.decision[1] == ("the registry you gave (postgresql://u:***@h/db) was not touched: a rehearsal "
                                "writes only the rehearsal registry")
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT verdict FROM certifications").fetchall() == [("rehearsal_passed",)]
-        assert conn.execute("SELECT name FROM model_mappings").fetchall() == [("llama3",)]
+        assert conn.execute("SELECT name FROM model_mappings").fetchall() == ([("llama3",)] if routed else [])
+    if not routed:  # undone: a row would name a Service that is gone
+        assert run.decision[2] == ("not registered (undone: no API-router stand-in reads the rehearsal registry "
+                                   "here); rehearsal_passed certification 1 recorded there")
 
 
 def test_a_partial_certification_is_recorded_and_registers_nothing(dsn):

@@ -28,7 +28,7 @@ from vllm_gate.gate.promotion import (
 from vllm_gate.gate.run import NOTHING_DEPLOYED, GateRun
 from vllm_gate.registry import db
 from vllm_gate.registry.baselines import record_baseline
-from vllm_gate.registry.certify import record_outcome, register_certified
+from vllm_gate.registry.certify import record_outcome, record_undone_pass, register_certified
 from vllm_gate.registry.role import mark_role
 from vllm_gate.verdict.contract import Kind, Mode
 
@@ -102,20 +102,26 @@ def _write_registry(run: GateRun) -> None:
         try:
             cert = run.certification()
             if verdict.kind is Kind.PASSED:
-                at = switching(run)
+                promotes, at = run.promotes(), switching(run)
                 with conn.transaction():  # the mapping, the certification and its baseline: all or nothing
                     if not registry.rehearsal:
                         mark_role(conn, "production")  # refuses the rehearsal registry; marks an unmarked one
-                    cert_id = register_certified(conn, run.mapping(), cert)
-                    if run.promotes():
+                    if promotes:
+                        cert_id = register_certified(conn, run.mapping(), cert)
                         record_previous(conn, run)
+                    else:  # a rehearsal no router reads this registry for: undone, so its row would name nothing
+                        cert_id = record_undone_pass(conn, cert)
                     if run.identity is not None:
                         record_baseline(conn, cert_id, run.spec.name, run.identity.canary_prompt_tokens,
                                         run.identity.answers, fingerprint=run.identity.fingerprint)
-                if run.promotes():  # a rehearsal nothing routes from is undone: its row switches nothing
+                if promotes:
                     switched(run, at, cert_id)
-                run.decision.append(f"registered {run.spec.name} -> {run.deployed.url} in "
-                                    f"{registry.description} ({cert.verdict} certification {cert_id})")
+                    run.decision.append(f"registered {run.spec.name} -> {run.deployed.url} in "
+                                        f"{registry.description} ({cert.verdict} certification {cert_id})")
+                else:
+                    run.decision.append(f"not registered (undone: no API-router stand-in reads "
+                                        f"{registry.description} here); {cert.verdict} certification {cert_id} "
+                                        "recorded there")
                 if run.identity is not None:
                     run.decision.append(f"identity baseline stored with certification {cert_id}: canary prompt "
                                         f"tokens {run.identity.canary_prompt_tokens}, "

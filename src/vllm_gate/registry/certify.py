@@ -47,6 +47,14 @@ def register_certified(conn: psycopg.Connection, mapping: Mapping, cert: Certifi
         return _insert(conn, cert)
 
 
+def record_undone_pass(conn: psycopg.Connection, cert: Certification) -> int:
+    """Inside the caller's transaction: a passed rehearsal that was undone (no router reads its registry there): its
+    certification (and so its baselines and history), but no row: nothing serves what it would name."""
+    if cert.verdict != "rehearsal_passed":
+        raise ValueError(f"record_undone_pass takes a passed rehearsal, not {cert.verdict!r}")
+    return _insert(conn, cert)
+
+
 def record_outcome(conn: psycopg.Connection, cert: Certification) -> int:
     """Record a run that registers nothing (not certified, partial, interrupted); no mapping is touched."""
     if cert.verdict in REGISTERING_VERDICTS:
