@@ -89,6 +89,18 @@ build_kwok() {
 # The llm-d simulator when the proxy serves it; otherwise our stand-in (scripts/vllm-sim), which
 # accepts the same flags and serves the same endpoints and metric names. vllm_gate.cluster.dataplane.sim reports
 # which one ran.
+# One of this project's own Go programs (scripts/<dir>), cached by a hash of its source, linked into .tools/bin.
+build_own() {
+  local name=$1 src=$2 what=$3
+  local dir="$cache/$name-$(source_hash "$root/scripts/$src")"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  $name ($what)"
+    (cd "$root/scripts/$src" && with_progress "$name" go build -trimpath -ldflags "-s -w" -o "$dir/$name" .)
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" "$name"
+}
+
 build_sim() {
   local dir="$cache/llm-d-inference-sim-$SIM_VERSION"
   if [ ! -f "$dir/.complete" ] && [ ! -f "$dir/.unavailable" ]; then
@@ -105,23 +117,8 @@ build_sim() {
   fi
   if [ -f "$dir/.complete" ]; then link_all "$dir" llm-d-inference-sim; fi
 
-  local standin="$cache/vllm-sim-standin-$(source_hash "$root/scripts/vllm-sim")"
-  if [ ! -f "$standin/.complete" ]; then
-    echo "  vllm-sim-standin (scripts/vllm-sim)"
-    (cd "$root/scripts/vllm-sim" && with_progress "vllm-sim-standin" go build -trimpath -ldflags "-s -w" \
-      -o "$standin/vllm-sim-standin" .)
-    touch "$standin/.complete"
-  fi
-  link_all "$standin" vllm-sim-standin
-
-  local router="$cache/router-standin-$(source_hash "$root/scripts/router-standin")"
-  if [ ! -f "$router/.complete" ]; then
-    echo "  router-standin (scripts/router-standin: the API-router stand-in)"
-    (cd "$root/scripts/router-standin" && with_progress "router-standin" go build -trimpath -ldflags "-s -w" \
-      -o "$router/router-standin" .)
-    touch "$router/.complete"
-  fi
-  link_all "$router" router-standin
+  build_own vllm-sim-standin vllm-sim "scripts/vllm-sim"
+  build_own router-standin router-standin "scripts/router-standin: the API-router stand-in"
 }
 
 # Static (CGO_ENABLED=0): the btrfs, devmapper and ZFS snapshotters need cgo and are not used (overlayfs

@@ -94,11 +94,17 @@ class PromotionRecord:
     live_after: str | None = None  # the row's backend_url after the decision
     router: str | None = None  # what the test through the API router showed
 
+    @property
+    def live_before(self) -> str | None:
+        """The row's backend_url when the run began, if it was enabled (None: nothing was live)."""
+        row = self.live.row if self.live else None
+        return row.backend_url if row is not None and row.enabled else None
+
     def lines(self, deployed: Target) -> list[str]:
         """The report's and the terminal's account: live before, the candidate, the switch, live after."""
         if self.live is None:
             return []
-        before = self.live.row.backend_url if self.live.row and self.live.row.enabled else "none"
+        before = self.live_before or "none"
         lines = [f"live before this run: {before} ({self.live.found})",
                  f"{'candidate' if self.mode == 'candidate' else 'upgraded in place'}: {deployed}"]
         if self.out_of_rotation is not None:

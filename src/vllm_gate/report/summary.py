@@ -58,8 +58,7 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
 def promotion_summary(run: GateRun) -> dict[str, Any]:
     """The schema's ``promotion``: the live revision before and after, the switch, the router's check."""
     promotion = run.promotion
-    row = promotion.live.row if promotion.live else None
-    before = row.backend_url if row is not None and row.enabled else None
+    before = promotion.live_before
     deployed = str(run.deployed) if run.target is not None or run.release is not None else None
     return {"mode": promotion.mode, "live_before": before, "deployed": deployed,
             "switched_at": promotion.switched_at.isoformat() if promotion.switched_at else None,
