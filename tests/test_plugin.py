@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from tests.conftest import require
+from tests.standin import UNPINNED_CANARY, VLLM_VERSION
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import MODELS_DIR, PROJECT_ROOT
 from vllm_gate.cluster.dataplane.sim import SimServer
@@ -21,7 +22,7 @@ from vllm_gate.spec import load_spec
 from vllm_gate.verdict.contract import known_checks
 
 SUITES = str(PROJECT_ROOT / "suites")
-SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
+SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2", *UNPINNED_CANARY]
 
 
 
@@ -40,7 +41,8 @@ def gate(pytester: pytest.Pytester, tmp_path):
 @pytest.fixture
 def sim():
     require("vllm-sim-standin")
-    with SimServer(model="meta-llama/Meta-Llama-3-8B-Instruct", max_model_len=8192, ttft_ms=20, itl_ms=2) as server:
+    with SimServer(model="meta-llama/Meta-Llama-3-8B-Instruct", max_model_len=8192, ttft_ms=20, itl_ms=2,
+                   vllm_version=VLLM_VERSION) as server:
         yield server
 
 
@@ -118,14 +120,14 @@ def test_a_model_that_cannot_fit_fails_before_deploying_says_it_once_and_registe
     result.stdout.fnmatch_lines([
         "*REHEARSAL FAILED (simulator: *) — not a certification*",
         f"*FAILED setup/suites/test_health.py::test_health_endpoint_answers_200: {cause}",
-        f"*NOT RUN 6 checks: {cause}",
+        f"*NOT RUN 7 checks: {cause}",
         "*the gate deployed nothing in this run: nothing rolled back*",
         "*not registered; rehearsal_failed certification 1 recorded in the rehearsal registry at postgresql://*",
     ])
     output = result.stdout.str()
     # Said in full once; every other check that needed the deployment says so in one line.
     assert output.count(f"\n{cause}\n") == 1, output
-    assert sum(line.startswith("not run: preflight") for line in result.outlines) == 5, output
+    assert sum(line.startswith("not run: preflight") for line in result.outlines) == 6, output
 
 
 def test_existing_cluster_gets_the_vllm_engine_and_the_token_only_as_a_secret(gate, tmp_path, monkeypatch):

@@ -66,6 +66,7 @@ type config struct {
 	chatTemplate     string
 	eosAfter         int
 	answerSalt       string
+	vllmVersion      string
 	ignoredTP        int
 	ignoredEager     bool
 	ignoredPrefix    bool
@@ -94,6 +95,9 @@ func parseFlags(args []string) (*config, error) {
 		"without ignore_eos, answers stop after this many tokens; 0: never (stand-in only)")
 	fs.StringVar(&c.answerSalt, "answer-salt", "",
 		"changes every temperature-0 or seeded answer: a planted model change (stand-in only)")
+	fs.StringVar(&c.vllmVersion, "vllm-version", "",
+		"GET /version answers this, as vLLM's server answers its own version; empty: /version is not served "+
+			"(stand-in only)")
 	annotationsFile := fs.String("pod-annotations-file", defaultPodAnnotationsFile,
 		"the pod's annotations (downward API); vllm-gate/sim-* set the stand-in's flags not given (stand-in only)")
 	fs.IntVar(&c.ignoredTP, "tensor-parallel-size", 1, "accepted and ignored, as vLLM's")
@@ -185,6 +189,13 @@ func (s *server) models(w http.ResponseWriter, _ *http.Request) {
 		data = append(data, map[string]any{
 			"id": n, "object": "model", "created": s.started.Unix(), "owned_by": "vllm",
 			"root": s.cfg.model, "parent": nil, "max_model_len": s.cfg.maxModelLen,
+			// vLLM's ModelPermission, with its defaults (vllm/entrypoints/openai/protocol.py).
+			"permission": []map[string]any{{
+				"id": "modelperm-" + n, "object": "model_permission", "created": s.started.Unix(),
+				"allow_create_engine": false, "allow_sampling": true, "allow_logprobs": true,
+				"allow_search_indices": false, "allow_view": true, "allow_fine_tuning": false,
+				"organization": "*", "group": nil, "is_blocking": false,
+			}},
 		})
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
@@ -207,6 +218,11 @@ func main() {
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("GET /health/ready", s.ready)
 	mux.HandleFunc("GET /v1/models", s.models)
+	if s.cfg.vllmVersion != "" {
+		mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusOK, map[string]any{"version": s.cfg.vllmVersion})
+		})
+	}
 	mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.registry, promhttp.HandlerOpts{}))
 

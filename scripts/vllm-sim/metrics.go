@@ -11,6 +11,9 @@ type metrics struct {
 	ttft, itl, e2e, tpot    prometheus.Observer
 }
 
+// finishReasons are vLLM 0.32's FinishReason values (vllm/v1/engine/__init__.py), as label values.
+var finishReasons = []string{"stop", "length", "abort", "error", "repetition"}
+
 func newMetrics(model string) *metrics {
 	labels := prometheus.Labels{"model_name": model}
 	r := prometheus.NewRegistry()
@@ -49,5 +52,10 @@ func newMetrics(model string) *metrics {
 		Name: "vllm:request_success_total", Help: "Count of successfully processed requests.",
 		ConstLabels: labels}, []string{"finished_reason"})
 	r.MustRegister(m.success)
+	// vLLM exposes every finished_reason from its start, at zero (vllm/v1/metrics/loggers.py): so does the
+	// stand-in, or a scrape before the first finished request would lack the family.
+	for _, reason := range finishReasons {
+		m.success.WithLabelValues(reason)
+	}
 	return m
 }

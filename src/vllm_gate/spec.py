@@ -246,6 +246,19 @@ class Slos(StrictModel):
                                description="Smallest fraction of requests meeting every p99 latency limit.")
 
 
+class RealEngineSlos(StrictModel):
+    """The SLO limits of a rehearsal on the local cluster's real engine (vLLM's CPU build with a tiny model, on this
+    machine kind), in place of the spec's own limits, which are for its model on GPUs: measured there under the
+    spec's load, with headroom, and said where from. Error rate and goodput stay the spec's."""
+
+    ttft_ms: Percentiles
+    itl_ms: Percentiles
+    e2e_ms: Percentiles
+    min_output_tokens_per_s: float = Field(gt=0)
+    source: str = Field(min_length=1, description="The measurement these limits come from (command, machine, "
+                                                  "numbers) and the headroom added.")
+
+
 class Rehearsal(StrictModel):
     """The simulator's latency when it stands in for vLLM, with where the numbers come from.
 
@@ -266,6 +279,9 @@ class Rehearsal(StrictModel):
                               "0: never (a model without its chat template) (--eos-after).")
     answer_salt: str = Field("", description="Changes every deterministic answer: a planted model change "
                                              "(--answer-salt).")
+    real_engine: RealEngineSlos | None = Field(
+        None, description="SLO limits on the local cluster's real engine (vLLM's CPU build, a tiny model); without "
+                          "them such a rehearsal holds the engine to the spec's own limits.")
 
     @field_validator("source")
     @classmethod

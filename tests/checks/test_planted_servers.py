@@ -13,6 +13,7 @@ import pytest
 
 from tests.checks.planted import Fault, PlantedServer, plant_in_stream
 from tests.conftest import require
+from tests.standin import UNPINNED_CANARY, VLLM_VERSION
 from vllm_gate.base.errors import EndpointError
 from vllm_gate.base.tools import PROJECT_ROOT
 from vllm_gate.checks import inference, metrics
@@ -21,13 +22,13 @@ from vllm_gate.load.samples import RequestSample
 
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"  # the served name of models/llama3.yaml
 SUITES = str(PROJECT_ROOT / "suites")
-SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
+SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2", *UNPINNED_CANARY]
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimServer]:
     require("vllm-sim-standin")
-    with SimServer(model=MODEL, max_model_len=8192, ttft_ms=5, itl_ms=1) as server:
+    with SimServer(model=MODEL, max_model_len=8192, ttft_ms=5, itl_ms=1, vllm_version=VLLM_VERSION) as server:
         inference.wait_healthy(server.url, MODEL, 10)
         yield server
 
@@ -201,7 +202,7 @@ def test_planted_fault_fails_its_suite_check_naming_the_cause(gate, planted, fau
 
 
 def test_a_server_without_metrics_still_gets_its_load_test_and_only_the_metrics_checks_fail(gate, planted):
-    result = gate(planted(Fault.METRICS_404), "--set", "load.profile.duration_s=3", "--set", "load.profile.users=2")
+    result = gate(planted(Fault.METRICS_404), *SHORT_LOAD)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*ENDPOINT CHECKS FAILED — not a certification*", "*suite load: passed*",
                                  "*SLO PASS ttft p50:*", "*SLO PASS goodput:*"])

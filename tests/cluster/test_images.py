@@ -42,8 +42,7 @@ from vllm_gate.cluster.node.images import (
     list_images,
     static_binary_image,
 )
-from vllm_gate.cluster.node.locust_image import LOCUST_UID, default_image, locust_image, locust_version, unchecked_pyc
-from vllm_gate.cluster.node.locust_image import _is_copied as copied_into_image
+from vllm_gate.cluster.node.locust_image import LOCUST_UID, default_image, locust_image, locust_version
 from vllm_gate.cluster.node.oci import (
     ANNOTATION_IMAGE_NAME,
     ANNOTATION_REF_NAME,
@@ -55,6 +54,8 @@ from vllm_gate.cluster.node.oci import (
     spec_hash,
     write_image,
 )
+from vllm_gate.cluster.node.python_image import _is_copied as copied_into_image
+from vllm_gate.cluster.node.python_image import unchecked_pyc
 from vllm_gate.deploy.render import render_manifests
 from vllm_gate.deploy.values import chart_values
 from vllm_gate.load.samples import read_samples

@@ -22,6 +22,7 @@ from tests.report.chromium import Opened, endpoint, open_page, survivors
 from tests.report.test_history_plots import EARLIER, add, read, this_run
 from tests.report.test_html import SAMPLES
 from tests.report.test_summary import SPEC, a_run
+from tests.standin import UNPINNED_CANARY, VLLM_VERSION
 from vllm_gate.base.tools import PROJECT_ROOT, REPORTS_DIR, find_tool
 from vllm_gate.cluster.dataplane.sim import SimServer
 from vllm_gate.gate import evidence
@@ -29,7 +30,7 @@ from vllm_gate.load.slo import slo_names
 from vllm_gate.report.html import sign_off
 
 SUITES = str(PROJECT_ROOT / "suites")
-SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2"]
+SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2", *UNPINNED_CANARY]
 HEADER_FIELDS = ("model", "upstream id", "image", "chart", "Helm release", "cluster", "GPU type", "gate", "run by",
                  "when")
 PLOTS = ("TTFT distribution", "ITL distribution", "End-to-end latency distribution", "Latency p50 over the run",
@@ -126,7 +127,7 @@ def page(body: str, path: Path) -> Path:
 @pytest.fixture
 def sim():
     require("vllm-sim-standin")
-    with SimServer(model=SPEC.model_id, max_model_len=8192, ttft_ms=20, itl_ms=2) as server:
+    with SimServer(model=SPEC.model_id, max_model_len=8192, ttft_ms=20, itl_ms=2, vllm_version=VLLM_VERSION) as server:
         yield server
 
 

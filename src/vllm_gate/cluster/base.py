@@ -18,7 +18,8 @@ class Capabilities:
     # run, whatever this says, and fails when it cannot tell. False: no CNI enforces it here (KWOK only).
     enforces_network_policy: bool | None
     pulls_images: bool
-    engine: Literal["vllm", "sim"]
+    # vllm: the spec's; sim: the simulator in its place; vllm-cpu: vLLM's CPU build with a tiny model in its place
+    engine: Literal["vllm", "sim", "vllm-cpu"]
     limits: str = ""  # one line: what this cluster cannot show
     runs_containers: bool = True  # False where pods are only scheduled (KWOK): no helm test, no probe pods
     recorded_gpu_telemetry: bool = False  # its GPU series are recorded test data, never a live GPU

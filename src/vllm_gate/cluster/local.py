@@ -27,6 +27,7 @@ from vllm_gate.base.tools import STATE_ROOT, require_tool
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
 from vllm_gate.cluster.creation_lock import one_creation_at_a_time
+from vllm_gate.cluster.dataplane import vllm_cpu
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, LocalPrometheus
 from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
 from vllm_gate.cluster.dataplane.served_pods import DataPlane
@@ -61,6 +62,10 @@ Progress = Callable[[str], None]
 # --local-node / VLLM_GATE_LOCAL_NODE: run the real node where the machine can, require it, or KWOK nodes only.
 LOCAL_NODES: dict[str, bool | None] = {"auto": None, "real": True, "kwok": False}
 LOCAL_NODE_ENV = "VLLM_GATE_LOCAL_NODE"
+# Which engine the real node runs for a spec of engine: vllm: auto (the real engine where it is installed, else the
+# simulator), vllm (required: vLLM's CPU build with a tiny model, cluster/dataplane/vllm_cpu.py) or sim.
+LOCAL_ENGINES: dict[str, bool | None] = {"auto": None, "vllm": True, "sim": False}
+LOCAL_ENGINE_ENV = "VLLM_GATE_LOCAL_ENGINE"
 
 
 def _stderr(message: str) -> None:
@@ -162,8 +167,10 @@ class LocalCluster:
     kind = "local"
 
     def __init__(self, name: str | None = None, pool: GpuPool | None = None, *, data_plane: bool = True,
-                 real_node: bool | None = None, progress: Progress = _stderr) -> None:
-        """``real_node``: True requires one, False never, None (the default) runs one where this machine can."""
+                 real_node: bool | None = None, real_engine: bool | None = False, progress: Progress = _stderr) -> None:
+        """``real_node``: True requires one, False never, None (the default) runs one where this machine can.
+        ``real_engine`` likewise for the real engine on that node (LOCAL_ENGINES; the gate's --local-engine decides,
+        by default where it is installed): by default none, the simulator answers."""
         self.name = name or f"vllm-gate-{os.getpid()}"
         self.pool = pool or GpuPool()
         self.kubeconfig: Path | None = STATE_ROOT / f"{self.name}.kubeconfig"
@@ -177,6 +184,9 @@ class LocalCluster:
             self.no_real_node_because = why_not_here(node_dir(STATE_ROOT, self.name), self.network)
         if real_node and self.no_real_node_because:
             raise ClusterError(f"local cluster {self.name}: no real node: {self.no_real_node_because}")
+        self.no_real_engine_because = self._why_no_real_engine(real_engine)
+        if real_engine and self.no_real_engine_because:
+            raise ClusterError(f"local cluster {self.name}: no real engine: {self.no_real_engine_because}")
         self.capabilities = self._capabilities(data_plane)
         self.prometheus_url: str | None = None
         self.version = ""
@@ -196,8 +206,27 @@ class LocalCluster:
     def has_real_node(self) -> bool:
         return self.no_real_node_because is None
 
+    @property
+    def has_real_engine(self) -> bool:
+        return self.has_real_node and self.no_real_engine_because is None
+
+    def _why_no_real_engine(self, wanted: bool | None) -> str | None:
+        if wanted is False:
+            return "not wanted (--local-engine sim, or a cluster started without it)"
+        if not self.has_real_node:
+            return f"it runs on the real node, and there is none ({self.no_real_node_because})"
+        return vllm_cpu.unavailable()
+
     def _capabilities(self, data_plane: bool) -> Capabilities:
         gpus = "no GPUs (GPU series are recorded H100 telemetry)"
+        if self.has_real_engine:
+            return Capabilities(
+                real_gpus=False, enforces_network_policy=None, pulls_images=False, engine="vllm-cpu",
+                runs_containers=True, recorded_gpu_telemetry=data_plane,
+                limits=f"local cluster: one real node (vLLM's CPU build with a tiny random-weights model in place of "
+                       f"the spec's model on GPUs: its latency, memory and answers are not the model's; locally built "
+                       f"images; kubelet probes, kube-proxy, kube-router NetworkPolicy), {self.pool.nodes} KWOK GPU "
+                       f"nodes for scheduling at pool scale, {gpus}, no image pulls")
         if self.has_real_node:
             return Capabilities(
                 real_gpus=False, enforces_network_policy=None, pulls_images=False, engine="sim",
@@ -292,7 +321,8 @@ class LocalCluster:
                               urlsplit(server).port or 443, self.dir / "pki" / "ca.crt",
                               gpu_type=self.pool.gpu_type, gpus=self.pool.gpus_per_node,
                               cpus=int(parse_quantity(self.pool.cpu)),
-                              memory_bytes=int(parse_quantity(self.pool.memory)), progress=self._progress)
+                              memory_bytes=int(parse_quantity(self.pool.memory)), progress=self._progress,
+                              engine_image=self.has_real_engine)
         try:
             self._node.start(api)  # removes what it started when it fails
         except (GateError, OSError, subprocess.SubprocessError, ApiException, urllib3.exceptions.HTTPError) as exc:
@@ -306,6 +336,7 @@ class LocalCluster:
             self._progress(f"local cluster {self.name}: the real node would not start ({reason}); "
                            "going on with KWOK nodes only")
             self.no_real_node_because = f"it would not start: {reason}"
+            self.no_real_engine_because = self._why_no_real_engine(None)
             self.capabilities = self._capabilities(self._want_data_plane)
             self._create_cpu_node(client.CoreV1Api(api))
 

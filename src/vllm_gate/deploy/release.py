@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,10 +127,12 @@ def current_revision(helm: pyhelm3.Client, name: str, namespace: str) -> int | N
 
 
 def install_or_upgrade(spec: ModelSpec, target: Target, kubeconfig: Path | None, context: str | None, *,
-                       created_namespace: bool, strategy: Strategy = "Recreate") -> Release:
+                       created_namespace: bool, strategy: Strategy = "Recreate",
+                       engine: Mapping[str, Any] | None = None) -> Release:
     """``helm upgrade --install`` of ``target`` without --wait: the gate watches the rollout itself (rollout.py).
 
-    ``strategy`` is the Deployment strategy the preflight decided (vllm_gate.deploy.preflight).
+    ``strategy`` is the Deployment strategy the preflight decided (vllm_gate.deploy.preflight); ``engine`` the local
+    real engine's values (chart_values).
     """
     helm = helm_client(kubeconfig, context)
     name, namespace = target.release, target.namespace
@@ -139,7 +141,8 @@ def install_or_upgrade(spec: ModelSpec, target: Target, kubeconfig: Path | None,
     async def run() -> tuple[int, str]:
         chart = await helm.get_chart(CHART_DIR)
         rev = await helm.install_or_upgrade_release(
-            name, chart, chart_values(spec, strategy, target.service), namespace=namespace, create_namespace=False,
+            name, chart, chart_values(spec, strategy, target.service, engine=engine), namespace=namespace,
+            create_namespace=False,
             timeout=HELM_TIMEOUT, wait=False)
         return rev.revision, chart.metadata.version
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -46,17 +47,19 @@ def model_cache_values(spec: ModelSpec) -> dict[str, Any]:
     return values
 
 
-def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str | None = None) -> dict[str, Any]:
+def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str | None = None, *,
+                 engine: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Return chart values for ``spec``. The HF token is referenced by Secret name, never held.
 
     ``strategy`` is the Deployment's, as the preflight decided it (vllm_gate.deploy.preflight); ``service`` the
-    Service's name when it is not the spec's (a candidate's, vllm_gate.deploy.target).
+    Service's name when it is not the spec's (a candidate's, vllm_gate.deploy.target); ``engine`` what the local
+    cluster's real engine adds (its volumes: cluster/dataplane/vllm_cpu.py).
     """
     res = spec.resources
     net = spec.network
     monitoring = spec.monitoring
     rehearsal = spec.rehearsal
-    return {
+    return copy.deepcopy(dict(engine or {})) | {
         "engine": spec.engine,
         "model": {
             "id": spec.model_id,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import STATE_ROOT
 from vllm_gate.cluster.base import Cluster
+from vllm_gate.cluster.dataplane import vllm_cpu
 from vllm_gate.cluster.dataplane.sim import sim_name
 from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.cluster.node.config import NodeNetwork
+from vllm_gate.cluster.node.vllm_image import engine_version
 from vllm_gate.gate.run import GateRun, PromotionRecord, Registry
 from vllm_gate.registry import db
 from vllm_gate.registry.db import DatabaseUnreachable
@@ -39,6 +43,8 @@ def new_run(spec: ModelSpec, cluster: Cluster | None, endpoint: str | None, repo
     run.require()
     if spec.engine == "sim":
         run.rehearsal(f"simulator: {sim_name()}")
+    elif cluster is not None and cluster.capabilities.engine == "vllm-cpu":
+        run.rehearsal_on_real_engine(vllm_cpu.describe(spec, spec.image.tag.removeprefix("v")))
     if run.mode is Mode.REHEARSAL:  # until the rehearsal registry starts (with the deploy), it has none
         run.registry = Registry(None, "a rehearsal writes only the rehearsal registry, and this run did not "
                                 "get as far as starting it",
@@ -47,6 +53,35 @@ def new_run(spec: ModelSpec, cluster: Cluster | None, endpoint: str | None, repo
         # Where a failed or partial certification is recorded; a rehearsal found later moves to its own registry.
         run.registry = Registry(database_url, db.redact_dsn(database_url.reveal()))
     return run
+
+
+def engine_specs(cluster: Cluster, specs: list[ModelSpec], progress: Callable[[str], None]) -> list[ModelSpec]:
+    """The specs as this cluster runs them: as written on a GPU pool; where it has no GPUs, with the simulator, or
+    with the real engine's CPU build and a tiny model carrying each spec's tokenizer (the simulator for a spec none
+    carries, said here)."""
+    engine = cluster.capabilities.engine
+    if engine == "vllm":
+        return specs
+    version = engine_version() if engine == "vllm-cpu" else ""
+    adapted: list[ModelSpec] = []
+    for spec in specs:
+        why_not = vllm_cpu.serves(spec) if engine == "vllm-cpu" else "no GPUs there"
+        if spec.engine != "vllm":
+            adapted.append(spec)
+        elif why_not is None:
+            adapted.append(vllm_cpu.engine_spec(spec, version))
+        else:  # the same chart runs the simulator in place of vLLM
+            if engine == "vllm-cpu":
+                progress(f"vllm-gate: {spec.name}: {why_not}")
+            adapted.append(spec.model_copy(update={"engine": "sim"}))
+    return adapted
+
+
+def engine_values(run: GateRun) -> dict[str, Any]:
+    """The chart values the run's engine adds: the real engine's volumes (its environment, the tiny model)."""
+    if run.stands_in is None or run.spec.engine != "vllm":
+        return {}
+    return vllm_cpu.chart_overlay(vllm_cpu.tiny_model_cache(run.spec))
 
 
 def on_cluster(run: GateRun, cluster: Cluster) -> None:

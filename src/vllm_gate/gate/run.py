@@ -12,6 +12,7 @@ import yaml
 
 from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import CHART_DIR
+from vllm_gate.checks.server import ServerFacts
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.deploy.release import Release
 from vllm_gate.deploy.target import Target, in_place
@@ -126,6 +127,10 @@ class GateRun:
     report_path: Path
     mode: Mode = Mode.CERTIFICATION
     simulated: str | None = None  # what answered in place of vLLM on real nodes (a rehearsal)
+    # The real engine's CPU build with a tiny model in place of the spec's model on GPUs (a rehearsal on the local
+    # cluster): vLLM itself answers, with the model's real tokenizer, but its weights are noise.
+    stands_in: str | None = None
+    server: ServerFacts | None = None  # what the server says it is (/version, /v1/models, its KV cache)
     engine_observed: bool = False  # the gate saw vLLM pods on real nodes
     required: list[str] = field(default_factory=list)
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # reset when its first check starts
@@ -187,6 +192,25 @@ class GateRun:
         self.simulated = self.simulated or what
         self.require()
 
+    def rehearsal_on_real_engine(self, what: str) -> None:
+        """Mark this run a rehearsal on the real engine's CPU build (``what``): vLLM answers, with the spec's real
+        tokenizer, but a tiny random-weights model stands in for the spec's, so nothing that needs trained weights
+        (stopping) is required, and it cannot certify."""
+        if self.mode is Mode.CERTIFICATION:
+            self.mode = Mode.REHEARSAL
+        self.stands_in = what
+        self.require()
+
+    @property
+    def answered_by(self) -> str:
+        """Which engine answered, in one line: the simulator, the real engine's CPU build, or the spec's image."""
+        return self.simulated or self.stands_in or f"vLLM, image {self.image()}"
+
+    def load_fingerprint(self) -> str:
+        """Which earlier runs' load numbers this run's compare with: the same load, and in a rehearsal the same stand-in
+        (the simulator's numbers say nothing of the real engine's)."""
+        return load_fingerprint(self.spec.load, "sim" if self.simulated else "vllm-cpu" if self.stands_in else "")
+
     def runs_no_containers(self) -> None:
         """The model's pods turned out to run no containers (KWOK): checks that need containers are not required, and
         no router stand-in can reach them."""
@@ -199,7 +223,7 @@ class GateRun:
         real_gpus = bool(self.capabilities and self.capabilities.real_gpus) and self.mode is Mode.CERTIFICATION
         self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
                                         runs_containers=self.containers, real_gpus=real_gpus,
-                                        compare_last=self.compare_last)
+                                        compare_last=self.compare_last, trained_weights=self.stands_in is None)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""
@@ -216,13 +240,16 @@ class GateRun:
     def not_shown(self) -> list[str]:
         limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
         skipped = [] if self.compare_last else ["regression against the last passed run: --no-compare-last"]
+        if self.stands_in is not None and self.simulated is None:
+            skipped.append("answers stop within the bound: the real engine's tiny model has random weights, which "
+                           "rarely emit the end-of-turn token (identity/test_answers_stop_within_the_bound)")
         return [*limits, *skipped, *NOT_BUILT]
 
     def settle(self) -> Verdict:
         """Decide the verdict once, from what has been recorded so far."""
         if self.verdict is None:
             self.verdict = decide(required=self.required, outcomes=self.outcomes.values(), mode=self.mode,
-                                  interrupted=self.interrupted, simulated=self.simulated,
+                                  interrupted=self.interrupted, simulated=self.simulated or self.stands_in,
                                   engine_observed=self.engine_observed, not_shown=self.not_shown())
         return self.verdict
 
@@ -246,13 +273,14 @@ class GateRun:
         all (``contract.decision_failed``)."""
         self.decision_failed = True
         self.decision.append(line)
-        self.verdict = decision_failed(self.settle(), line, self.simulated)
+        self.verdict = decision_failed(self.settle(), line, self.simulated or self.stands_in)
 
     def summary(self) -> dict[str, object]:
         verdict = self.settle()
         return {
             "verdict": verdict.headline, "kind": verdict.kind.value, "mode": verdict.mode.value,
             "cluster": self.cluster, "engine": self.spec.engine, "simulated": self.simulated,
+            "answered_by": self.answered_by, "server": self.server.lines() if self.server else [],
             "endpoint": self.endpoint, "suites": self.suites(), "reasons": list(verdict.reasons),
             "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
             "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
@@ -260,7 +288,7 @@ class GateRun:
             # What a later run compares with (--compare-last) and ias-admin model history shows.
             "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
             "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,
-            "load_fingerprint": load_fingerprint(self.spec.load),
+            "load_fingerprint": self.load_fingerprint(),
         }
 
     def image(self) -> str:

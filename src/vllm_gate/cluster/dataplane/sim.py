@@ -24,7 +24,7 @@ SIM_FLAGS_WITH_VALUE = {"--model", "--served-model-name", "--port", "--max-model
                         "--startup-duration", "--seed", "--mode", "--tensor-parallel-size"}
 # The stand-in's defaults for its own flags (the simulated model the identity checks need): they are passed
 # only when they differ, so that the llm-d simulator, which refuses them, still starts with the defaults.
-STANDIN_DEFAULTS = {"--chat-template": "none", "--eos-after": "24", "--answer-salt": ""}
+STANDIN_DEFAULTS = {"--chat-template": "none", "--eos-after": "24", "--answer-salt": "", "--vllm-version": ""}
 # A model pod carries the stand-in's own settings as annotations (charts/vllm), never as container args: the
 # llm-d image, which a real cluster runs, refuses flags it does not know.
 STANDIN_ANNOTATIONS = {"vllm-gate/sim-chat-template": "--chat-template", "vllm-gate/sim-eos-after": "--eos-after",
@@ -89,6 +89,7 @@ class SimServer(Started):
     chat_template: str = "none"
     eos_after: int = 24
     answer_salt: str = ""
+    vllm_version: str = ""  # what GET /version answers (the stand-in only); empty: not served
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     _proc: subprocess.Popen[bytes] | None = None
@@ -117,7 +118,7 @@ class SimServer(Started):
         if self.startup_s:
             args += ["--startup-duration", f"{self.startup_s}s"]
         own = {"--chat-template": self.chat_template, "--eos-after": str(self.eos_after),
-               "--answer-salt": self.answer_salt}
+               "--answer-salt": self.answer_salt, "--vllm-version": self.vllm_version}
         args += [part for flag, value in own.items() if value != STANDIN_DEFAULTS[flag] for part in (flag, value)]
         return args
 

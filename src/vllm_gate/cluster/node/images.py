@@ -4,7 +4,7 @@ The local cluster's real node runs the images the chart and the gate name, under
 from local binaries: the simulator stand-in as the llm-d simulator's image, the API-router stand-in, the sandbox
 (pause) image, a curl image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's
 probe pods, and Locust's image (this machine's Python and Locust, cluster/node/locust_image.py) for the gate's
-in-cluster load test.
+in-cluster load test, and where it is installed the real engine's (cluster/node/vllm_image.py).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from vllm_gate.cluster.node.oci import (
     shared_libraries,
     write_image,
 )
+from vllm_gate.cluster.node.vllm_image import ENGINE_IMAGE_REPOSITORY, engine_version, vllm_cpu_image
 
 # The name containerd's CRI is configured with for sandboxes (sandbox_image); the kubelet never pulls it.
 SANDBOX_IMAGE = "registry.k8s.io/pause:3.10.1"
@@ -87,10 +88,12 @@ def curl_image(name: str) -> ImageSpec:
     return ImageSpec(name, tuple(entries), user=f"{CURL_UID}:{CURL_UID}")
 
 
-def node_image_specs() -> list[ImageSpec]:
-    """Every image the local cluster's real node needs, under the names the chart and the gate use."""
+def node_image_specs(*, engine: bool = False) -> list[ImageSpec]:
+    """Every image the local cluster's real node needs, under the names the chart and the gate use; ``engine``: the
+    real engine's too (vllm_image.py)."""
     chart = chart_images()
-    return [
+    engine_images = [vllm_cpu_image(f"{ENGINE_IMAGE_REPOSITORY}:v{engine_version()}")] if engine else []
+    return [*engine_images,
         # The chart sets no command for engine: sim, so its args (the simulator's flags) go to the entrypoint.
         static_binary_image(chart["sim"], "vllm-sim-standin", user="65532:65532"),  # distroless nonroot, as llm-d's
         static_binary_image(SANDBOX_IMAGE, "vg-pause", user="65535:65535", install_as="/pause"),
@@ -101,11 +104,12 @@ def node_image_specs() -> list[ImageSpec]:
     ]
 
 
-def build_node_images(progress: Progress = lambda _m: None, directory: Path | None = None) -> dict[str, Path]:
-    """Build (or find in the cache) every image of the node; returns full image name -> tarball. A build (not a
-    cache hit) says how long it took and how big the tarball is."""
+def build_node_images(progress: Progress = lambda _m: None, directory: Path | None = None, *,
+                      engine: bool = False) -> dict[str, Path]:
+    """Build (or find in the cache) every image of the node (``engine``: the real engine's too); returns full image
+    name -> tarball. A build (not a cache hit) says how long it took and how big the tarball is."""
     built: dict[str, Path] = {}
-    for spec in node_image_specs():
+    for spec in node_image_specs(engine=engine):
         full = normalized_reference(spec.name)
         path = image_path(spec, directory)
         how = "cached"

@@ -194,8 +194,9 @@ class RealNode:
 
     def __init__(self, ndir: Path, cluster_name: str, admin_kubeconfig: Path, api_port: int,
                  client_ca: Path, *, gpu_type: str, gpus: int, cpus: int, memory_bytes: int, progress: Progress,
-                 network: NodeNetwork | None = None) -> None:
+                 network: NodeNetwork | None = None, engine_image: bool = False) -> None:
         self.network = network or NodeNetwork()
+        self._engine_image = engine_image  # import the real engine's image (vllm_image.py) too
         self.paths = NodePaths(ndir)
         self.cgroup_root = cgroup_root(cluster_name)
         self.namespace = NodeNamespace(cluster_name, self.cgroup_root, self.network)
@@ -327,7 +328,7 @@ class RealNode:
         return ""
 
     def _import_images(self) -> None:
-        images = build_node_images()
+        images = build_node_images(engine=self._engine_image)
         import_node_images(images, Path(self.paths.containerd_socket), inside=self.namespace.enter())
         self._progress(f"real node {NODE_NAME}: {len(images)} locally built images imported into containerd")
 
