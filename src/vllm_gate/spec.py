@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vllm_gate.base.errors import SpecError
@@ -46,6 +47,9 @@ class Image(StrictModel):
     repository: str = Field(min_length=1, description="Image repository, e.g. vllm/vllm-openai.")
     tag: str = Field(min_length=1, description="Pinned image tag; 'latest' is refused.")
     digest: str | None = Field(None, pattern=r"^sha256:[0-9a-f]{64}$", description="Optional digest.")
+    vllm_version: str | None = Field(
+        None, description="The vLLM release the image holds, where its tag does not name it (a tag such as "
+                          "v0.11.0 does); the server's /version must answer it.")
 
     @field_validator("tag")
     @classmethod
@@ -53,6 +57,23 @@ class Image(StrictModel):
         if tag == "latest":
             raise ValueError("'latest' is not a pinned version (it changes under an upgrade); name a release")
         return tag
+
+    @model_validator(mode="after")
+    def _names_a_release(self) -> Image:
+        for given in (self.vllm_version, None if self.vllm_version else self.tag):
+            if given is not None and not _is_release(given):
+                raise ValueError(f"{given!r} names no vLLM release (e.g. v0.11.0, 0.6.3.post1): set "
+                                 "image.vllm_version to the release this image holds, which the server's /version "
+                                 "must answer")
+        return self
+
+
+def _is_release(text: str) -> bool:
+    try:
+        Version(text.removeprefix("v"))
+    except InvalidVersion:
+        return False
+    return True
 
 
 class Resources(StrictModel):
@@ -258,9 +279,17 @@ class RealEngineSlos(StrictModel):
     source: str = Field(min_length=1, description="The measurement these limits come from (command, machine, "
                                                   "numbers) and the headroom added.")
 
+    @model_validator(mode="after")
+    def _every_latency_limited(self) -> RealEngineSlos:
+        for name in ("ttft_ms", "itl_ms", "e2e_ms"):
+            if not any(getattr(self, name).model_dump().values()):
+                raise ValueError(f"{name}: set at least one percentile (an empty one would drop those SLO checks)")
+        return self
+
 
 class Rehearsal(StrictModel):
-    """The simulator's latency when it stands in for vLLM, with where the numbers come from.
+    """How a rehearsal stands in for the model: the simulator's latency, with where the numbers come from, the
+    simulated model the identity checks exercise, and the real engine's SLO limits.
 
     A zero-latency simulator passes every latency SLO; these numbers make a rehearsal's SLO section
     mean something, and make an SLO tighter than the expected latency fail in rehearsal too.

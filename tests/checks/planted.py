@@ -28,8 +28,13 @@ class Fault(Enum):
     STREAM_NO_DONE = "stream-no-done"
     STREAM_USAGE_FIRST = "stream-usage-first"  # the usage chunk moves before the content
     CHAT_500 = "chat-500"  # every chat completion, streamed or not, answers 500
+    VERSION_OTHER = "version-other"  # /version answers another vLLM release than the image's
+    VERSION_404 = "version-404"  # no /version at all: not vLLM's OpenAI server
+    ROOT_OTHER = "root-other"  # /v1/models says another model was loaded
 
 
+PLANTED_VERSION = "0.10.2"  # another release than models/*.yaml's image, v0.11.0
+PLANTED_ROOT = "meta-llama/Meta-Llama-3-8B"  # the base model, not the Instruct one the spec names
 STREAM_FAULTS = {Fault.STREAM_ROLE_USAGE_ONLY, Fault.STREAM_NO_DONE, Fault.STREAM_USAGE_FIRST}
 
 
@@ -90,8 +95,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         chat = self.command == "POST" and path == "/v1/chat/completions"
-        if path == "/metrics" and fault is Fault.METRICS_404:
+        if (path, fault) in (("/metrics", Fault.METRICS_404), ("/version", Fault.VERSION_404)):
             self._send(404, "text/plain", b"404 page not found\n")
+            return
+        if path == "/version" and fault is Fault.VERSION_OTHER:
+            self._send(200, "application/json", json.dumps({"version": PLANTED_VERSION}).encode())
             return
         if chat and fault is Fault.CHAT_500:
             error = {"error": {"message": "planted fault: every chat completion fails", "type": "InternalServerError",
@@ -108,6 +116,11 @@ class _Handler(BaseHTTPRequestHandler):
             payload = response.read()
         if path == "/metrics" and fault is Fault.METRICS_TYPE_ONLY:
             payload = plant_in_metrics(payload.decode()).encode()
+        if path == "/v1/models" and fault is Fault.ROOT_OTHER:
+            listed = json.loads(payload)
+            for model in listed["data"]:
+                model["root"] = PLANTED_ROOT
+            payload = json.dumps(listed).encode()
         if streamed:
             events = [e for e in payload.split(b"\n\n") if e.strip()]
             payload = b"".join(e + b"\n\n" for e in plant_in_stream(fault, events))

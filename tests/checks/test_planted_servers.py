@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.checks.planted import Fault, PlantedServer, plant_in_stream
+from tests.checks.planted import PLANTED_ROOT, PLANTED_VERSION, Fault, PlantedServer, plant_in_stream
 from tests.conftest import require
 from tests.standin import UNPINNED_CANARY, VLLM_VERSION
 from vllm_gate.base.errors import EndpointError
@@ -173,6 +173,7 @@ def test_unplanted_proxy_passes_the_former_cant_fail_checks_in_the_suites(gate, 
 HEALTH_STREAM = "test_streamed_chat_completion"
 FAMILIES = "test_required_vllm_metric_families_are_exposed"
 COUNTERS = "test_server_counters_grew_by_what_the_client_measured"
+SERVER = "test_server_is_the_specs_vllm_and_model"
 
 
 # (fault, -k expression, the check it fails, its failure line); fnmatch reads [DONE] as a character class.
@@ -189,6 +190,12 @@ SUITE_FAULTS = [
      "every one of its * requests failed, the first with: HTTP 500*planted fault: every chat completion fails*"),
     (Fault.METRICS_404, "counters", COUNTERS,
      "*/metrics could not be read around the load test: GET http://127.0.0.1:*/metrics answered 404*"),
+    (Fault.VERSION_OTHER, "server_is", SERVER,
+     f"*the server is vLLM {PLANTED_VERSION} (/version), the image vllm/vllm-openai:v0.11.0 holds 0.11.0*"),
+    (Fault.VERSION_404, "server_is", SERVER,
+     "*the server answers no /version: not vLLM's OpenAI server (vllm/vllm-openai:v0.11.0 holds vLLM 0.11.0)*"),
+    (Fault.ROOT_OTHER, "server_is", SERVER,
+     f"*the server loaded {PLANTED_ROOT} (/v1/models root), the spec's model is meta-llama/Meta-Llama-3-8B-Instruct*"),
 ]
 
 

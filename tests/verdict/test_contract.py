@@ -29,7 +29,7 @@ def all_passed(required=REQUIRED) -> list[Outcome]:
 
 def verdict(outcomes, *, mode=Mode.CERTIFICATION, interrupted=None, simulated=None, engine_observed=True,
             required=REQUIRED):
-    return decide(required=required, outcomes=outcomes, mode=mode, interrupted=interrupted, simulated=simulated,
+    return decide(required=required, outcomes=outcomes, mode=mode, interrupted=interrupted, stand_in=simulated,
                   engine_observed=engine_observed)
 
 

@@ -59,7 +59,7 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str 
     net = spec.network
     monitoring = spec.monitoring
     rehearsal = spec.rehearsal
-    return copy.deepcopy(dict(engine or {})) | {
+    values = {
         "engine": spec.engine,
         "model": {
             "id": spec.model_id,
@@ -122,3 +122,5 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str 
             "prometheusPodLabels": dict(monitoring.prometheus_pod_labels),
         },
     }
+    # The engine's values win: where it says no HF token, none travels, whatever the spec's values hold.
+    return values | copy.deepcopy(dict(engine or {}))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from vllm_gate.base.errors import GateError
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import STATE_ROOT
@@ -55,10 +56,11 @@ def new_run(spec: ModelSpec, cluster: Cluster | None, endpoint: str | None, repo
     return run
 
 
-def engine_specs(cluster: Cluster, specs: list[ModelSpec], progress: Callable[[str], None]) -> list[ModelSpec]:
+def engine_specs(cluster: Cluster, specs: list[ModelSpec], progress: Callable[[str], None], *,
+                 real_engine_required: bool = False) -> list[ModelSpec]:
     """The specs as this cluster runs them: as written on a GPU pool; where it has no GPUs, with the simulator, or
     with the real engine's CPU build and a tiny model carrying each spec's tokenizer (the simulator for a spec none
-    carries, said here)."""
+    carries, said here; a GateError instead where the real engine was required)."""
     engine = cluster.capabilities.engine
     if engine == "vllm":
         return specs
@@ -71,17 +73,24 @@ def engine_specs(cluster: Cluster, specs: list[ModelSpec], progress: Callable[[s
         elif why_not is None:
             adapted.append(vllm_cpu.engine_spec(spec, version))
         else:  # the same chart runs the simulator in place of vLLM
+            if engine == "vllm-cpu" and real_engine_required:
+                raise GateError(f"--local-engine vllm: {spec.name}: {why_not.split(':')[0]}")
             if engine == "vllm-cpu":
                 progress(f"vllm-gate: {spec.name}: {why_not}")
             adapted.append(spec.model_copy(update={"engine": "sim"}))
     return adapted
 
 
-def engine_values(run: GateRun) -> dict[str, Any]:
-    """The chart values the run's engine adds: the real engine's volumes (its environment, the tiny model)."""
-    if run.stands_in is None or run.spec.engine != "vllm":
+def engine_values(run: GateRun, cluster: Cluster, progress: Callable[[str], None]) -> dict[str, Any]:
+    """The chart values the run's engine adds: the real engine's volumes (its environment, the tiny model). A
+    GateError where the real engine was chosen but the cluster cannot run it after all (its real node would not
+    start)."""
+    if run.stands_in is None or run.spec.engine != "vllm":  # the real engine was not chosen for this run
         return {}
-    return vllm_cpu.chart_overlay(vllm_cpu.tiny_model_cache(run.spec))
+    if cluster.capabilities.engine != "vllm-cpu":
+        raise GateError(f"the real engine was chosen for {run.spec.name}, but {cluster.describe()} cannot run it "
+                        f"now ({cluster.capabilities.limits}): rerun with --local-engine sim")
+    return vllm_cpu.chart_overlay(vllm_cpu.tiny_model_cache(run.spec, progress))
 
 
 def on_cluster(run: GateRun, cluster: Cluster) -> None:

@@ -202,6 +202,11 @@ class GateRun:
         self.require()
 
     @property
+    def on_real_engine(self) -> bool:
+        """Whether the real engine's CPU build answers (not the simulator, not KWOK nodes in its place)."""
+        return self.stands_in is not None and self.simulated is None
+
+    @property
     def answered_by(self) -> str:
         """Which engine answered, in one line: the simulator, the real engine's CPU build, or the spec's image."""
         return self.simulated or self.stands_in or f"vLLM, image {self.image()}"
@@ -223,7 +228,7 @@ class GateRun:
         real_gpus = bool(self.capabilities and self.capabilities.real_gpus) and self.mode is Mode.CERTIFICATION
         self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
                                         runs_containers=self.containers, real_gpus=real_gpus,
-                                        compare_last=self.compare_last, trained_weights=self.stands_in is None)
+                                        compare_last=self.compare_last, trained_weights=not self.on_real_engine)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""
@@ -240,7 +245,7 @@ class GateRun:
     def not_shown(self) -> list[str]:
         limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
         skipped = [] if self.compare_last else ["regression against the last passed run: --no-compare-last"]
-        if self.stands_in is not None and self.simulated is None:
+        if self.on_real_engine:
             skipped.append("answers stop within the bound: the real engine's tiny model has random weights, which "
                            "rarely emit the end-of-turn token (identity/test_answers_stop_within_the_bound)")
         return [*limits, *skipped, *NOT_BUILT]
@@ -249,7 +254,7 @@ class GateRun:
         """Decide the verdict once, from what has been recorded so far."""
         if self.verdict is None:
             self.verdict = decide(required=self.required, outcomes=self.outcomes.values(), mode=self.mode,
-                                  interrupted=self.interrupted, simulated=self.simulated or self.stands_in,
+                                  interrupted=self.interrupted, stand_in=self.simulated or self.stands_in,
                                   engine_observed=self.engine_observed, not_shown=self.not_shown())
         return self.verdict
 
@@ -280,7 +285,7 @@ class GateRun:
         return {
             "verdict": verdict.headline, "kind": verdict.kind.value, "mode": verdict.mode.value,
             "cluster": self.cluster, "engine": self.spec.engine, "simulated": self.simulated,
-            "answered_by": self.answered_by, "server": self.server.lines() if self.server else [],
+            "answered_by": self.answered_by, "server": self.server.summary() if self.server else None,
             "endpoint": self.endpoint, "suites": self.suites(), "reasons": list(verdict.reasons),
             "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
             "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],

@@ -55,7 +55,7 @@ def verdict_lines(run: GateRun) -> list[str]:
         lines.append(f"  rehearsal SLO numbers come from the simulator's profile: TTFT {profile.ttft_ms:g}±"
                      f"{profile.ttft_std_ms:g} ms, ITL {profile.itl_ms:g}±{profile.itl_std_ms:g} ms; source: "
                      f"{profile.source}")
-    if run.stands_in and not run.simulated and run.slo_results:
+    if run.on_real_engine and run.slo_results:
         measured = run.spec.rehearsal.real_engine
         lines.append("  rehearsal SLO limits are " + (
             f"the real engine's, measured on this machine kind (the spec's are for its model on GPUs); source: "

@@ -45,8 +45,7 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
         "slo": [{"name": r.name, "measured": r.measured if math.isfinite(r.measured) else None, "limit": r.limit,
                  "unit": r.unit, "passed": r.passed} for r in run.slo_results],
         "image": run.image(), "chart": chart_version(), "answered_by": run.answered_by,
-        "server": ({"version": run.server.version, "root": run.server.root, "max_model_len": run.server.max_model_len,
-                    "cache_config": dict(run.server.cache)} if run.server else None),
+        "server": run.server.summary() if run.server else None,
         "release": ({"name": release.name, "namespace": release.namespace, "revision": release.revision}
                     if release else None),
         "cluster": {"description": run.cluster, "key": run.cluster_key},

@@ -167,11 +167,11 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _headline(mode: Mode, kind: Kind, detail: str, simulated: str | None) -> str:
+def _headline(mode: Mode, kind: Kind, detail: str, stand_in: str | None) -> str:
     if mode is Mode.REHEARSAL:
         name = {Kind.PASSED: "REHEARSAL PASSED", Kind.FAILED: "REHEARSAL FAILED",
                 Kind.PARTIAL: "REHEARSAL PARTIAL", Kind.INTERRUPTED: "REHEARSAL INTERRUPTED"}[kind]
-        head = f"{name} ({simulated}) — not a certification"
+        head = f"{name} ({stand_in}) — not a certification"
     elif mode is Mode.ENDPOINT:
         name = {Kind.PASSED: "ENDPOINT CHECKS PASSED", Kind.FAILED: "ENDPOINT CHECKS FAILED",
                 Kind.PARTIAL: "ENDPOINT CHECKS PARTIAL", Kind.INTERRUPTED: "ENDPOINT CHECKS INTERRUPTED"}[kind]
@@ -184,7 +184,7 @@ def _headline(mode: Mode, kind: Kind, detail: str, simulated: str | None) -> str
     return f"{head}: {detail}" if detail else head
 
 
-def decision_failed(verdict: Verdict, line: str, simulated: str | None) -> Verdict:
+def decision_failed(verdict: Verdict, line: str, stand_in: str | None) -> Verdict:
     """The verdict of a run whose checks passed but whose decision failed (``line``, e.g. "REGISTRATION FAILED: ..."):
     FAILED, so that the headline, the report, summary.json and the exit status all say it; any other verdict
     stands. The headline names what failed; the line, with its detail, leads the reasons."""
@@ -192,15 +192,15 @@ def decision_failed(verdict: Verdict, line: str, simulated: str | None) -> Verdi
         return verdict
     what = line.split(":", 1)[0].lower()
     return Verdict(verdict.mode, Kind.FAILED,
-                   _headline(verdict.mode, Kind.FAILED, f"every required check passed, but {what}", simulated),
+                   _headline(verdict.mode, Kind.FAILED, f"every required check passed, but {what}", stand_in),
                    (line, *verdict.reasons), verdict.not_shown)
 
 
 def decide(*, required: Iterable[str], outcomes: Iterable[Outcome], mode: Mode, interrupted: str | None,
-           simulated: str | None, engine_observed: bool, not_shown: Iterable[str] = ()) -> Verdict:
+           stand_in: str | None, engine_observed: bool, not_shown: Iterable[str] = ()) -> Verdict:
     """The verdict of a run.
 
-    ``interrupted`` says how the session did not end normally (None when it did). ``simulated`` names
+    ``interrupted`` says how the session did not end normally (None when it did). ``stand_in`` names
     what answered in place of the spec's model on GPUs (a rehearsal: the simulator, KWOK nodes, or the real engine's
     CPU build with a tiny model). ``engine_observed`` is True once the gate
     saw real vLLM pods on real nodes; a certification needs it.
@@ -233,4 +233,4 @@ def decide(*, required: Iterable[str], outcomes: Iterable[Outcome], mode: Mode, 
         kind, detail = Kind.PASSED, ""
     if interrupted and missing:
         detail += f"; {_plural(len(missing), 'required check')} did not run"
-    return Verdict(mode, kind, _headline(mode, kind, detail, simulated), tuple(reasons), tuple(not_shown))
+    return Verdict(mode, kind, _headline(mode, kind, detail, stand_in), tuple(reasons), tuple(not_shown))

@@ -66,10 +66,12 @@ ENGINE_ENVIRONMENT = ("HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "VLLM_NO_USA
 
 
 def engine_python() -> Path:
-    """The engine environment's interpreter; ToolMissing naming the install script when it is not installed."""
+    """The engine environment's interpreter; ToolMissing naming the install script when it is not installed, or its
+    install did not finish (the script writes ENGINE_ENV/.complete last)."""
     python = ENGINE_ENV / "bin" / "python"
-    if not python.exists():
-        raise ToolMissing(f"the real vLLM engine is not installed at {ENGINE_ENV}: run {INSTALL}")
+    if not (ENGINE_ENV / ".complete").is_file():
+        raise ToolMissing(f"the real vLLM engine is not installed at {ENGINE_ENV} (or its install did not finish): "
+                          f"run {INSTALL}")
     return python
 
 
