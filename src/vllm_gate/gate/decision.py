@@ -61,7 +61,8 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
         attempt = run.attempt
         if attempt and attempt.created_namespace and not keep_on_failure:
             # Nothing deployed, but the namespace (and the HF token Secret in it) was the gate's doing.
-            run.decision.append(f"nothing deployed; {remove_created_namespace(kubeconfig, context, attempt.namespace)}")
+            gone = remove_created_namespace(kubeconfig, context, attempt.namespace, progress=progress)
+            run.decision.append(f"nothing deployed; {gone}")
         else:
             run.decision.append(NOTHING_DEPLOYED)
         return True
