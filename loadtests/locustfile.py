@@ -28,6 +28,7 @@ from collections import Counter
 from typing import Any
 
 import gevent
+from gevent import GreenletExit
 from gevent.lock import Semaphore
 from gevent.pool import Group
 from geventhttpclient import HTTPClient
@@ -41,6 +42,9 @@ PROFILE = json.loads(os.environ.get("VLLM_GATE_PROFILE", '{"kind": "users"}'))
 # Rate profile: this many arrival users share the rate (one per worker when distributed).
 ARRIVAL_USERS = max(1, int(os.environ.get("VLLM_GATE_ARRIVAL_USERS", "1")))
 SAMPLES_MESSAGE = "vllm_gate_samples"
+# A request still in flight when the run stops its users (after Locust's --stop-timeout): not completed, and
+# recorded as such, never dropped (it would flatter e2e p99 and the error rate exactly when the server is overloaded).
+CUT = "cut: still in flight when the load test stopped"
 FORWARD_EVERY_S = 1.0
 PROGRESS_EVERY_S = 5.0
 PROGRESS_MARK = "vllm-gate-progress "  # a progress line: this, then a JSON object (vllm_gate.load.incluster)
@@ -247,6 +251,11 @@ def stream_chat(http: HTTPClient, opts: Any, environment: Any) -> None:
                 record["error"] = "stream ended without a content chunk"
     except Exception as exc:  # any transport failure is one failed request, recorded as such
         record["error"] = f"{type(exc).__name__}: {exc}"
+    except GreenletExit:  # the run stopped this user with its request in flight: recorded, then the stop goes on
+        record.update(error=CUT, cut=True, e2e_s=time.perf_counter() - t0)
+        if RECORDER is not None:
+            RECORDER.write(record)
+        raise
     record["e2e_s"] = time.perf_counter() - t0
     if RECORDER is not None:
         RECORDER.write(record)
@@ -297,9 +306,13 @@ class PoissonArrivals(User):
         reach(self.http, opts.connect_within)
 
     def on_stop(self) -> None:
-        # Arrivals stop at the end of the run; requests already sent finish and are recorded.
-        self.requests.join(timeout=self.environment.parsed_options.request_timeout)
-        self.http.close()
+        # Arrivals stop at the end of the run; requests already sent finish and are recorded, or are cut (and
+        # recorded as cut) when the stop timeout ends this user first.
+        try:
+            self.requests.join(timeout=self.environment.parsed_options.request_timeout)
+        finally:
+            self.requests.kill()
+            self.http.close()
 
     def _one(self) -> None:
         try:

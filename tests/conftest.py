@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import psycopg
+import psycopg.sql
 import pytest
 from xdist.remote import Producer
 
@@ -125,11 +126,16 @@ def dsn(empty_dsn: str) -> str:
 
 
 def dump_tables(dsn: str) -> str:
-    """Return every row of the registry tables as text, for byte-for-byte comparisons."""
+    """Return every row of every table in the registry's schema as text, for byte-for-byte comparisons: whatever
+    table a migration adds (registry_role, identity_baselines, ...) is covered without a list to keep."""
     with psycopg.connect(dsn) as conn:
+        tables = [name for (name,) in conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name").fetchall()]
         parts = []
-        for table in ("model_mappings", "certifications", "schema_migrations"):
-            rows = conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+        for table in tables:
+            rows = conn.execute(psycopg.sql.SQL("SELECT * FROM {} ORDER BY 1").format(
+                psycopg.sql.Identifier(table))).fetchall()
             parts.append(f"{table}: {rows!r}")
     return "\n".join(parts)
 

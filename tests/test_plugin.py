@@ -176,18 +176,26 @@ def collect_on_a_pool(pytester: pytest.Pytester, tmp_path, *args: str) -> pytest
                           "  context: {cluster: pool, user: u}\nclusters:\n- name: pool\n  cluster: "
                           "{server: 'https://127.0.0.1:9'}\nusers:\n- name: u\n  user: {}\n")
     return pytester.runpytest_subprocess(SUITES, "-p", "no:cacheprovider", "-p", "show_timeouts", "--rootdir",
-                                         str(PROJECT_ROOT), "--collect-only", "-q", "-s", "--cluster", "existing",
+                                         str(PROJECT_ROOT), "--collect-only", "-q", "-s", "--timeout", "900",
+                                         "--cluster", "existing",
                                          "--kubeconfig", str(kubeconfig), *args)
 
 
-def test_only_the_deploying_test_gets_the_specs_startup_budget_as_timeout(pytester: pytest.Pytester, tmp_path):
-    """pytest-timeout's 900 s would kill a real first deploy (llama3 allows 1800 s to download and load)."""
-    result = collect_on_a_pool(pytester, tmp_path, "--model", "llama3", "--set", "startup.timeout_s=2400")
+def test_the_deploying_and_the_loading_tests_get_their_budgets_as_timeouts(pytester: pytest.Pytester, tmp_path):
+    """pytest-timeout's 900 s would kill a real first deploy (llama3 allows 1800 s to download and load) and a
+    10-minute soak: the check that deploys gets the startup budget, the first that needs the load test its budget."""
+    result = collect_on_a_pool(pytester, tmp_path, "--model", "llama3", "--set", "startup.timeout_s=2400",
+                               "--set", "load.profile.duration_s=600")
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
-    timeouts = [line.split()[-1] for line in result.outlines if line.startswith("TIMEOUT ")]
-    assert timeouts[0] == str(2400 + 900)
-    assert set(timeouts[1:]) == {"default"}
-    assert len(timeouts) == len(known_checks(load_spec("llama3", MODELS_DIR).slo))  # every check, once
+    timeouts = dict(line.removeprefix("TIMEOUT ").rsplit(" ", 1) for line in result.outlines
+                    if line.startswith("TIMEOUT "))
+    first, loading = next(iter(timeouts)), "suites/test_gpu.py::test_gpu_busy_under_load"
+    assert timeouts.pop(first) == str(2400 + 900)
+    # The in-cluster load's budget (workers connecting 120 s, the run 600 s, its end 120 s, copying out 300 s), and
+    # waiting for Prometheus and the counters around it (300 s).
+    assert timeouts.pop(loading) == str(120.0 + 600 + 120 + 300 + 300)
+    assert set(timeouts.values()) == {"default"}
+    assert len(timeouts) + 2 == len(known_checks(load_spec("llama3", MODELS_DIR).slo))  # every check, once
 
 
 def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pytest.Pytester):

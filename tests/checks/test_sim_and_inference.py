@@ -46,15 +46,21 @@ def test_wrong_served_model_name_is_named(sim):
         inference.chat(sim.url, "llama-3")
 
 
-def test_server_that_never_becomes_healthy_times_out_with_the_reason():
+def test_server_that_never_becomes_healthy_times_out_with_the_reason_saying_what_it_waits_for():
+    said: list[str] = []
     with SimServer(model="m", startup_s=600) as starting, pytest.raises(EndpointError) as info:
-        inference.wait_healthy(starting.url, "m", timeout_s=2)
-    assert "not healthy within 2 s: /health/ready answered 503" in info.value.summary
+        inference.wait_healthy(starting.url, "m", timeout_s=12, progress=said.append)
+    assert "not healthy within 12 s: /health/ready answered 503" in info.value.summary
+    assert said == [f"waiting for {starting.url} to be healthy: /health/ready answered 503 (still starting) (10 of "
+                    "12 s)"]
 
 
-def test_nothing_listening_is_reported_as_no_answer():
-    with pytest.raises(EndpointError, match=r"not healthy within 1 s: no answer \(ConnectError\)"):
-        inference.wait_healthy(f"http://127.0.0.1:{free_port()}", "m", timeout_s=1)
+def test_nothing_listening_fails_once_refused_for_its_short_wait_not_the_whole_one():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(EndpointError, match=r"nothing listens at http://127\.0\.0\.1:\d+: connection refused for 2 s"):
+        inference.wait_healthy(url, "m", timeout_s=120, refused_s=2)
+    with pytest.raises(EndpointError, match=r"not healthy within 1 s: connection refused \(ConnectError\)"):
+        inference.wait_healthy(url, "m", timeout_s=1)
 
 
 def test_stream_ttft_counts_from_the_first_content_chunk_not_the_role_chunk():

@@ -206,3 +206,19 @@ def test_an_exception_inside_the_polling_loop_leaves_no_locust_process(tmp_path:
         run_load(sim.url, "m", short({"kind": "users", "users": 1, "duration_s": 60}), tmp_path, broken_progress)
     assert pids, "no Locust child process was found while the load ran"
     assert [pid for pid in pids if Path(f"/proc/{pid}").exists()] == []
+
+
+@pytest.mark.parametrize("profile", [{"kind": "users", "users": 2, "duration_s": 2},
+                                     {"kind": "rate", "requests_per_s": 4, "duration_s": 2, "max_users": 32}],
+                         ids=["closed loop", "open loop"])
+def test_requests_a_stalling_server_still_holds_at_the_end_are_counted_as_cut_not_dropped(tmp_path: Path, profile):
+    # Each answer takes 128 x 0.5 s: every request started is still in flight when the run and its stop timeout end.
+    with SimServer(model="m", ttft_ms=10, itl_ms=500) as sim:
+        run = run_load(sim.url, "m", short(profile, output=128), tmp_path, lambda _m: None, stop_timeout_s=2)
+    assert run.samples
+    assert all(s.cut and not s.ok for s in run.samples)
+    assert {s.error for s in run.samples} == {"cut: still in flight when the load test stopped"}
+    (error_rate,) = [r for r in slo_verdict(run.samples, Slos(min_output_tokens_per_s=1)) if r.name == "error rate"]
+    assert (error_rate.measured, error_rate.passed) == (1.0, False)
+    assert error_rate.line().endswith(f"; {len(run.samples)} of {len(run.samples)} requests cut at the end of the "
+                                      "load test, counted as not completed")

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import require
 from tests.monitoring.captures import H200
+from vllm_gate.base.ports import free_port
 from vllm_gate.checks import inference
 from vllm_gate.checks.metrics import Counters, client_counters
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, MODEL_JOB, LocalPrometheus
@@ -49,7 +50,8 @@ class Stack:
 def stack(tmp_path: Path) -> Iterator[Stack]:
     require("vllm-sim-standin")
     if shutil.which("prometheus") is None:
-        pytest.skip("prometheus (Debian package) not installed: run scripts/setup.sh")
+        pytest.fail("prometheus (Debian package) is not installed; run scripts/setup.sh (tests never skip a missing "
+                    "tool)")
     with SimServer(model=MODEL, ttft_ms=20, itl_ms=5) as sim, LocalPrometheus(tmp_path) as prometheus:
         pod = ServedPod(NS, POD, "vllm", "gpu-0", 1, f"127.0.0.1:{sim.port}")
         prometheus.set_targets(MODEL_JOB, [(f"127.0.0.1:{sim.port}", {"namespace": NS, "pod": POD,
@@ -214,3 +216,10 @@ def test_two_gpus_under_kept_pod_labels_are_counted_and_a_wrong_count_or_type_is
     assert len(problems) == 3  # one GPU too many, and each of the two is the wrong type
     assert problems[0].startswith(f"pod {NS}/{POD}: the pod sees 2 distinct GPU(s), it requested 1")
     assert all("the spec's gpu_type is 'rtx-6000-ada'" in p for p in problems[1:])
+
+
+def test_a_prometheus_that_is_not_there_is_said_once_quickly_without_its_password(stack: Stack):
+    assert stack.prom.unreachable() is None  # a real one answers
+    port = free_port()
+    said = Prometheus(f"http://gate:s3cret@127.0.0.1:{port}").unreachable()
+    assert said == f"Prometheus http://***@127.0.0.1:{port} is unreachable (ConnectionError within 5 s)"

@@ -181,3 +181,14 @@ def test_a_rehearsal_that_could_not_register_is_a_failed_rehearsal(postgres):
     assert run.settle().headline == ("REHEARSAL FAILED (simulator: test) — not a certification: every required check "
                                      "passed, but registration failed")
     assert model_exit_code(run, pytest.ExitCode.OK, require_certification=False) == 1
+
+
+def test_a_run_that_selected_none_of_its_checks_records_nothing(dsn):
+    before = dump_tables(dsn)
+    run = run_with(Registry(Secret(dsn), "the registry"), passed_all=False)
+    run.outcomes.clear()
+    run.selected = 0  # -k nothing, --deselect of every check
+    finished(run)
+    assert run.settle().headline.startswith("PARTIAL")
+    assert run.decision[-1] == "not registered, nothing recorded: no check of llama3 was selected"
+    assert dump_tables(dsn) == before  # no partial row, and the registry not marked production

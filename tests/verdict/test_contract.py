@@ -198,3 +198,15 @@ def test_the_regression_check_is_required_unless_the_user_says_no_compare_last()
                               compare_last=False)
     assert set(REQUIRED) - set(without) == {check}
     assert check not in required_checks(SPEC.slo, deployed_by_gate=False, runs_containers=True, real_gpus=True)
+
+
+def test_a_passed_run_whose_comparisons_only_recorded_baselines_says_so_in_its_headline():
+    outcomes = all_passed()
+    compared = [cid for cid in REQUIRED if cid.startswith(("identity/test_canary", "identity/test_answers_have",
+                                                           "load/test_no_regression"))]
+    assert len(compared) == 3
+    for cid in compared:
+        outcomes = [o for o in outcomes if o.check != cid] + [Outcome(cid, "baseline", "nothing to compare with")]
+    assert verdict(outcomes).headline == "CERTIFIED (first of its kind: 3 comparisons recorded baselines)"
+    assert verdict(outcomes).certified
+    assert verdict(all_passed()).headline == "CERTIFIED"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +14,10 @@ import openai
 from vllm_gate.base.errors import EndpointError
 
 REQUEST_TIMEOUT_S = 30
+# A port where nothing listens refuses at once: give it this long (a server restarting its listener), not the whole
+# wait for a server that is up but still loading.
+REFUSED_GIVE_UP_S = 15
+PROGRESS_EVERY_S = 10
 PROMPT = "Reply with a short greeting."
 
 
@@ -38,35 +42,49 @@ def _client(url: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", timeout=REQUEST_TIMEOUT_S, max_retries=0)
 
 
-def _health_state(url: str) -> str | None:
-    """Return None when healthy, else what is wrong (one phrase)."""
+def _health_state(url: str) -> tuple[str | None, bool]:
+    """Return None when healthy, else what is wrong (one phrase); and whether the connection was refused."""
     try:
         health = httpx.get(f"{url}/health", timeout=5)
         if health.status_code != 200:
-            return f"/health answered {health.status_code}"
+            return f"/health answered {health.status_code}", False
         # The simulator answers 503 on /health/ready while starting; vLLM has no such path (404).
         ready = httpx.get(f"{url}/health/ready", timeout=5)
         if ready.status_code == 503:
-            return "/health/ready answered 503 (still starting)"
+            return "/health/ready answered 503 (still starting)", False
+    except httpx.ConnectError as exc:
+        return f"connection refused ({type(exc).__name__})", "refused" in str(exc).lower()
     except httpx.TransportError as exc:
-        return f"no answer ({type(exc).__name__})"
-    return None
+        return f"no answer ({type(exc).__name__})", False
+    return None, False
 
 
-def wait_healthy(url: str, served_name: str, timeout_s: float) -> None:
-    """Wait until the server is healthy, then check it serves ``served_name``.
+def wait_healthy(url: str, served_name: str, timeout_s: float, progress: Callable[[str], None] = lambda _m: None,
+                 *, refused_s: float = REFUSED_GIVE_UP_S) -> None:
+    """Wait until the server is healthy, then check it serves ``served_name``; say every PROGRESS_EVERY_S what it
+    waits for.
 
-    A healthy server that lists other names fails at once: waiting longer will not rename its model.
+    A healthy server that lists other names fails at once: waiting longer will not rename its model. Connections
+    refused for ``refused_s`` in a row fail too: nothing listens there (a server that accepts but is not healthy
+    yet keeps the whole wait).
     """
-    deadline = time.monotonic() + timeout_s
-    problem = "not tried"
+    started = time.monotonic()
+    deadline, said, refused_since = started + timeout_s, started, None
+    problem: str | None = "not tried"
     while time.monotonic() < deadline:
-        problem = _health_state(url)
+        problem, refused = _health_state(url)
         if problem is None:
             names = [m["id"] for m in list_models(url)]
             if served_name not in names:
                 raise EndpointError(f"server at {url} is healthy but /v1/models lists {names}, not {served_name!r}")
             return
+        now = time.monotonic()
+        refused_since = (refused_since or now) if refused else None
+        if refused_since is not None and now - refused_since >= refused_s:
+            raise EndpointError(f"nothing listens at {url}: connection refused for {now - refused_since:.0f} s")
+        if now - said >= PROGRESS_EVERY_S:
+            said = now
+            progress(f"waiting for {url} to be healthy: {problem} ({now - started:.0f} of {timeout_s:.0f} s)")
         time.sleep(0.5)
     raise EndpointError(f"server at {url} not healthy within {timeout_s:.0f} s: {problem}")
 

@@ -32,6 +32,7 @@ ROLLBACK_READY_TIMEOUT_S = 600.0  # the previous revision's pods start afresh
 HELM_TEST_TIMEOUT_S = 300.0
 NAMESPACE_GONE_TIMEOUT_S = 120.0
 POLL_S = 1.0
+PROGRESS_EVERY_S = 10  # a wait says what it waits for at least this often
 UNCONFIRMED = "could not confirm"  # in what roll_back says when the previous revision was not seen Ready
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 HASH_LABEL = "pod-template-hash"
@@ -200,12 +201,12 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
     try:
         if release.previous_revision is None:
             run_helm(helm.uninstall_release(release.name, namespace=release.namespace, wait=True,
-                                            timeout=HELM_TIMEOUT), f"helm uninstall {release.name}")
+                                            timeout=HELM_TIMEOUT), f"helm uninstall {release.name}", progress)
             if not release.created_namespace:
                 return f"uninstalled {where} (it was a fresh install)"
             # The gate made the namespace (with the HF token Secret): leave nothing behind, but the weights.
             gone = remove_created_namespace(kubeconfig, context, release.namespace,
-                                            min(timeout_s, NAMESPACE_GONE_TIMEOUT_S))
+                                            min(timeout_s, NAMESPACE_GONE_TIMEOUT_S), progress)
             return f"uninstalled {where} (a fresh install); {gone}"
         what = f"helm rollback {release.name}"
         current = run_helm(helm.get_current_revision(release.name, namespace=release.namespace), what)
@@ -291,7 +292,7 @@ def _template(api: client.ApiClient, template: client.V1PodTemplateSpec) -> dict
 
 
 def remove_created_namespace(kubeconfig: Path | None, context: str | None, namespace: str,
-                             timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:
+                             timeout_s: float = NAMESPACE_GONE_TIMEOUT_S, progress: Progress = _quiet) -> str:
     """Delete a namespace the gate created, unless it holds a model cache claim Helm keeps; say what happened."""
     core = client.CoreV1Api(api_client(kubeconfig, context))
     try:
@@ -303,21 +304,24 @@ def remove_created_namespace(kubeconfig: Path | None, context: str | None, names
     if kept:
         return (f"kept namespace {namespace}: it holds the model cache claim {', '.join(kept)} "
                 "(helm.sh/resource-policy: keep)")
-    return delete_namespace(core, namespace, timeout_s)
+    return delete_namespace(core, namespace, timeout_s, progress)
 
 
-def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMESPACE_GONE_TIMEOUT_S) -> str:
-    """Delete namespace ``name``, wait up to ``timeout_s`` until it is gone; return what happened."""
+def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMESPACE_GONE_TIMEOUT_S,
+                     progress: Progress = _quiet) -> str:
+    """Delete namespace ``name``, wait up to ``timeout_s`` until it is gone, saying every PROGRESS_EVERY_S what it
+    waits for; return what happened."""
     started = time.monotonic()
     # Pods still shutting down (preStop, drain) first: the namespace controller, finding one, re-checks only after
     # the pods' whole grace period (130 s for the chart), long after they are gone.
-    _wait_pods_gone(core, name, started + timeout_s / 2)
+    _wait_pods_gone(core, name, started + timeout_s / 2, progress)
     try:
         core.delete_namespace(name, _request_timeout=15)
     except (ApiException, HTTPError) as exc:
         if getattr(exc, "status", None) == 404:
             return f"namespace {name} was already gone"
         return f"could not delete namespace {name}: {_api_reason(exc)}"
+    said = time.monotonic()
     while True:
         try:
             namespace = core.read_namespace(name, _request_timeout=15)
@@ -330,17 +334,26 @@ def delete_namespace(core: client.CoreV1Api, name: str, timeout_s: float = NAMES
             holding = [c.message for c in namespace.status.conditions or [] if c.status == "True" and c.message]
             why = f": {'; '.join(holding)}" if holding else ""
             return f"namespace {name} still {namespace.status.phase} after {timeout_s:.0f} s{why}"
+        if time.monotonic() - said >= PROGRESS_EVERY_S:
+            said = time.monotonic()
+            progress(f"waiting for namespace {name} to be gone ({said - started:.0f} of {timeout_s:.0f} s)")
         time.sleep(POLL_S)
 
 
-def _wait_pods_gone(core: client.CoreV1Api, namespace: str, deadline: float) -> None:
+def _wait_pods_gone(core: client.CoreV1Api, namespace: str, deadline: float, progress: Progress) -> None:
     """Wait until ``namespace`` holds no pod, or ``deadline``; a pod that stays is the namespace controller's."""
+    started = said = time.monotonic()
     while time.monotonic() < deadline:
         try:
-            if not core.list_namespaced_pod(namespace, _request_timeout=15).items:
-                return
+            pods = core.list_namespaced_pod(namespace, _request_timeout=15).items
         except (ApiException, HTTPError):
             return  # delete_namespace says what the API answers
+        if not pods:
+            return
+        if time.monotonic() - said >= PROGRESS_EVERY_S:
+            said = time.monotonic()
+            progress(f"waiting for {len(pods)} pod(s) in {namespace} to finish shutting down "
+                     f"({said - started:.0f} s; they drain first)")
         time.sleep(POLL_S)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,12 +21,25 @@ T = TypeVar("T")
 
 
 HELM_CALL_TIMEOUT_S = 900  # helm's own --timeout covers waits; this bounds a helm that hangs
+HELM_PROGRESS_EVERY_S = 10
 
 
-def run_helm(coro: Coroutine[Any, Any, T], what: str) -> T:
-    """Run one pyhelm3 coroutine to completion, or raise RenderError after HELM_CALL_TIMEOUT_S."""
+def run_helm(coro: Coroutine[Any, Any, T], what: str, progress: Callable[[str], None] | None = None) -> T:
+    """Run one pyhelm3 coroutine to completion, or raise RenderError after HELM_CALL_TIMEOUT_S; with ``progress``,
+    say every HELM_PROGRESS_EVERY_S that it still waits (an uninstall waits for the pods' graceful shutdown)."""
+
+    async def spoken() -> T:
+        task = asyncio.ensure_future(coro)
+        started = time.monotonic()
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=HELM_PROGRESS_EVERY_S)
+            if done:
+                return task.result()
+            if progress is not None:
+                progress(f"{what}: still waiting ({time.monotonic() - started:.0f} s of {HELM_CALL_TIMEOUT_S} s)")
+
     try:
-        return asyncio.run(asyncio.wait_for(coro, HELM_CALL_TIMEOUT_S))
+        return asyncio.run(asyncio.wait_for(spoken(), HELM_CALL_TIMEOUT_S))
     except TimeoutError:
         raise RenderError(f"{what}: helm did not finish within {HELM_CALL_TIMEOUT_S} s") from None
 

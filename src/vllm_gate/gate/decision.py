@@ -61,7 +61,8 @@ def _undo(run: GateRun, keep_on_failure: bool, kubeconfig: Path | None, context:
         attempt = run.attempt
         if attempt and attempt.created_namespace and not keep_on_failure:
             # Nothing deployed, but the namespace (and the HF token Secret in it) was the gate's doing.
-            run.decision.append(f"nothing deployed; {remove_created_namespace(kubeconfig, context, attempt.namespace)}")
+            gone = remove_created_namespace(kubeconfig, context, attempt.namespace, progress=progress)
+            run.decision.append(f"nothing deployed; {gone}")
         else:
             run.decision.append(NOTHING_DEPLOYED)
         return True
@@ -86,6 +87,9 @@ def _write_registry(run: GateRun) -> None:
     verdict, registry = run.settle(), run.registry
     if verdict.mode is Mode.ENDPOINT:
         run.decision.append("not registered: an --endpoint-url run never registers")
+        return
+    if run.selected == 0:
+        run.decision.append(f"not registered, nothing recorded: no check of {run.spec.name} was selected")
         return
     if registry.untouched:
         run.decision.append(f"the registry you gave ({registry.untouched}) was not touched: a rehearsal "
@@ -171,7 +175,8 @@ def finish(run: GateRun, *, keep_on_failure: bool, progress: Callable[[str], Non
 
 
 def _wrote_registry(run: GateRun) -> bool:
-    """Whether the decision wrote this run's registry (never one a rehearsal was given, nor for --endpoint-url)."""
+    """Whether the decision wrote this run's registry (never one a rehearsal was given, nor for --endpoint-url, nor
+    when none of its checks was selected)."""
     verdict, registry = run.settle(), run.registry
-    return (registry.dsn is not None and verdict.mode is not Mode.ENDPOINT
+    return (registry.dsn is not None and verdict.mode is not Mode.ENDPOINT and run.selected != 0
             and (verdict.mode is not Mode.REHEARSAL or registry.rehearsal))

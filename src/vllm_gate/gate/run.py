@@ -160,6 +160,7 @@ class GateRun:
     verdict: Verdict | None = None
     decision: list[str] = field(default_factory=list)
     decision_failed: bool = False
+    selected: int | None = None  # how many of its checks the session selected (None: not run by pytest)
     # A passed rehearsal takes over from the last one where a router reads the rehearsal registry (the local cluster's
     # API-router stand-in); anywhere else a rehearsal is undone whatever its verdict.
     rehearsal_promotes: bool = False
@@ -211,10 +212,15 @@ class GateRun:
         """Which engine answered, in one line: the simulator, the real engine's CPU build, or the spec's image."""
         return self.simulated or self.stands_in or f"vLLM, image {self.image()}"
 
+    def stand_in_kind(self) -> str:
+        """What stands in for the model: ``sim`` (the simulator, KWOK), ``vllm-cpu`` (the real engine's CPU build), or
+        "" (the spec's own image)."""
+        return "sim" if self.simulated else "vllm-cpu" if self.stands_in else ""
+
     def load_fingerprint(self) -> str:
         """Which earlier runs' load numbers this run's compare with: the same load, and in a rehearsal the same stand-in
         (the simulator's numbers say nothing of the real engine's)."""
-        return load_fingerprint(self.spec.load, "sim" if self.simulated else "vllm-cpu" if self.stands_in else "")
+        return load_fingerprint(self.spec.load, self.stand_in_kind())
 
     def runs_no_containers(self) -> None:
         """The model's pods turned out to run no containers (KWOK): checks that need containers are not required, and
@@ -293,7 +299,8 @@ class GateRun:
             # What a later run compares with (--compare-last) and ias-admin model history shows.
             "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
             "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,
-            "load_fingerprint": self.load_fingerprint(),
+            "load_fingerprint": self.load_fingerprint(), "load": self.spec.load.model_dump(mode="json"),
+            "stand_in": self.stand_in_kind(),
         }
 
     def image(self) -> str:

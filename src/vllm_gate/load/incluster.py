@@ -48,7 +48,7 @@ from vllm_gate.load.pods import (
 )
 from vllm_gate.load.profile import STOP_TIMEOUT_S, profile_args
 from vllm_gate.load.samples import LoadFailed, LoadRun, read_samples
-from vllm_gate.spec import ModelSpec
+from vllm_gate.spec import Load, ModelSpec
 
 LOAD_FROM = ("cluster", "local")  # --load-from
 PROGRESS_MARK = "vllm-gate-progress "  # the locustfile's master prints these (loadtests/locustfile.py)
@@ -65,6 +65,14 @@ LOG_TAIL_LINES = 30
 PROGRESS_TAIL_LINES = 20
 
 Progress = Callable[[str], None]
+
+
+def load_budget_s(load: Load) -> float:
+    """The longest a load test may take, from creating its pods to its samples copied out (a local one takes less):
+    its workers connecting, the profile's run, the requests in flight at its end, the copy. The active deadline of
+    its pods and the pytest timeout of the check that runs it follow it."""
+    _, duration_s = profile_args(load)
+    return WORKERS_CONNECT_S + duration_s + END_ALLOWANCE_S + COPY_TIMEOUT_S
 
 
 @dataclass
@@ -114,7 +122,7 @@ class InClusterLoad:
         self.context = context
         _, self.duration_s = profile_args(spec.load)
         # The pods' whole life: start, run, the end, the copy; then they stop by themselves.
-        active_deadline_s = math.ceil(WORKERS_CONNECT_S + self.duration_s + END_ALLOWANCE_S + COPY_TIMEOUT_S)
+        active_deadline_s = math.ceil(load_budget_s(spec.load))
         self.plan = LoadPlan(
             run_id=secrets.token_hex(3), namespace=router_namespace(spec), router_labels=spec.network.router_pod_labels,
             url=url, served_model=spec.served_name, load=spec.load, image=image,

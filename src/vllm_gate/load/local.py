@@ -42,15 +42,16 @@ def locust_env(served_model: str, load: Load, samples_path: Path) -> dict[str, s
 
 
 def run_load(url: str, served_model: str, load: Load, workdir: Path,
-             progress: Callable[[str], None]) -> LoadRun:
-    """Drive ``load`` against ``url`` with Locust in its own process; return the raw samples."""
+             progress: Callable[[str], None], *, stop_timeout_s: float = STOP_TIMEOUT_S) -> LoadRun:
+    """Drive ``load`` against ``url`` with Locust in its own process; return the raw samples (a request still in
+    flight ``stop_timeout_s`` after the run ends is cut: recorded as not completed)."""
     workdir.mkdir(parents=True, exist_ok=True)
     samples_path = workdir / "samples.jsonl"
     samples_path.unlink(missing_ok=True)
     log_path = workdir / "locust.log"
     args, duration = profile_args(load)
     command = [sys.executable, "-m", "locust", "-f", str(LOADTESTS_DIR / "locustfile.py"), "--headless",
-               "--host", url, "--only-summary", "--stop-timeout", str(STOP_TIMEOUT_S), "--exit-code-on-error", "0",
+               "--host", url, "--only-summary", "--stop-timeout", f"{stop_timeout_s:g}", "--exit-code-on-error", "0",
                *args]
     started = time.monotonic()
     cpu_before = os.times()

@@ -28,6 +28,7 @@ class RequestSample:
     prompt_tokens: int | None
     output_tokens: int | None
     error: str | None
+    cut: bool = False  # still in flight when the load test stopped: not completed (``error`` says so)
 
     @property
     def ok(self) -> bool:
@@ -90,7 +91,7 @@ def read_samples(path: Path, *, while_written: bool = False) -> list[RequestSamp
         try:
             r = json.loads(line)
             samples.append(RequestSample(r["start"], r["ttft_s"], list(r["itl_s"]), r["e2e_s"],
-                                         r["prompt_tokens"], r["output_tokens"], r["error"]))
+                                         r["prompt_tokens"], r["output_tokens"], r["error"], bool(r.get("cut"))))
         except (ValueError, KeyError, TypeError) as exc:
             raise LoadFailed(f"{path} line {number} is not a whole sample ({type(exc).__name__}: {exc})") from None
     return samples

@@ -75,6 +75,7 @@ class SloResult:
     limit: float
     passed: bool
     unit: str
+    note: str = ""  # what the number holds beyond its name (requests cut at the end of the load)
 
     @property
     def op(self) -> str:
@@ -83,7 +84,9 @@ class SloResult:
 
     def line(self) -> str:
         mark = "PASS" if self.passed else "FAIL"
-        return f"{mark} {self.name}: {self.measured:.4g} {self.unit} (limit {self.op} {self.limit:g} {self.unit})"
+        note = f"; {self.note}" if self.note else ""
+        return (f"{mark} {self.name}: {self.measured:.4g} {self.unit} (limit {self.op} {self.limit:g} {self.unit})"
+                f"{note}")
 
 
 def _latency(name: str, measured: dict[int, float], limits: Percentiles) -> list[SloResult]:
@@ -103,6 +106,11 @@ def slo_names(slos: Slos) -> list[str]:
     return [*names, "error rate", "min output tokens/s", "goodput"]
 
 
+def _cut_note(samples: list[RequestSample]) -> str:
+    cut = sum(s.cut for s in samples)
+    return f"{cut} of {len(samples)} requests cut at the end of the load test, counted as not completed" if cut else ""
+
+
 def slo_verdict(samples: list[RequestSample], slos: Slos) -> list[SloResult]:
     """Every SLO of the spec with its measured value and pass/fail; pure, so benches and suites share it."""
     stats = load_stats(samples)
@@ -110,7 +118,8 @@ def slo_verdict(samples: list[RequestSample], slos: Slos) -> list[SloResult]:
         *_latency("ttft", stats.ttft_ms, slos.ttft_ms),
         *_latency("itl", stats.itl_ms, slos.itl_ms),
         *_latency("e2e", stats.e2e_ms, slos.e2e_ms),
-        SloResult("error rate", stats.error_rate, slos.max_error_rate, stats.error_rate <= slos.max_error_rate, ""),
+        SloResult("error rate", stats.error_rate, slos.max_error_rate, stats.error_rate <= slos.max_error_rate, "",
+                  _cut_note(samples)),
         SloResult("min output tokens/s", stats.output_tokens_per_s, slos.min_output_tokens_per_s,
                   stats.output_tokens_per_s >= slos.min_output_tokens_per_s, "tok/s"),
     ]

@@ -17,6 +17,7 @@ from vllm_gate.base.errors import GateError
 from vllm_gate.checks.metrics import GENERATION_TOKENS, PROMPT_TOKENS, REQUESTS, Counters
 
 REQUEST_TIMEOUT_S = 10
+REACH_TIMEOUT_S = 5
 POLL_S = 0.5
 # Series every vLLM pod must have in Prometheus, under the names Prometheus stores (counters with _total).
 REQUIRED_SERIES = ("vllm:num_requests_running", "vllm:request_success_total", "vllm:prompt_tokens_total",
@@ -67,6 +68,15 @@ class Prometheus:
         self.shown = redact_url(self.url)
         self._client = PrometheusConnect(url=self.url, timeout=REQUEST_TIMEOUT_S,
                                          retry=Retry(total=2, backoff_factor=0.2, status_forcelist=(502, 503, 504)))
+
+    def unreachable(self) -> str | None:
+        """One quick try, no retries: None when anything answers the query API, else one line saying so (the
+        URL redacted). Every later call retries (a Prometheus restarting); one that is not there is said once."""
+        try:
+            requests.get(f"{self.url}/api/v1/query", params={"query": "1"}, timeout=REACH_TIMEOUT_S)
+        except requests.RequestException as exc:
+            return f"Prometheus {self.shown} is unreachable ({type(exc).__name__} within {REACH_TIMEOUT_S} s)"
+        return None
 
     def _call(self, what: str, call: Callable[[], Any]) -> Any:
         try:

