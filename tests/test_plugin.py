@@ -196,6 +196,12 @@ def test_the_deploying_and_the_loading_tests_get_their_budgets_as_timeouts(pytes
     assert timeouts.pop(loading) == str(120.0 + 600 + 120 + 300 + 300)
     assert set(timeouts.values()) == {"default"}
     assert len(timeouts) + 2 == len(known_checks(load_spec("llama3", MODELS_DIR).slo))  # every check, once
+    # Timeouts off (--timeout 0): none turned on; a larger one given: never lowered.
+    for off_or_larger in ("0", "5000"):
+        result = collect_on_a_pool(pytester, tmp_path, "--model", "llama3", "--set", "load.profile.duration_s=600",
+                                   "--timeout", off_or_larger)
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        assert {line.rsplit(" ", 1)[1] for line in result.outlines if line.startswith("TIMEOUT ")} == {"default"}
 
 
 def test_a_suite_check_missing_from_the_contract_is_a_usage_error(pytester: pytest.Pytester):

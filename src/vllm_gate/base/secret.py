@@ -34,3 +34,15 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user-info (user:password, a token) replaced by ``***``.
+
+    Not parsed: a password holding ``#``, ``/`` or ``?`` confuses URL parsers, so everything between the
+    scheme and the last ``@`` goes.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"

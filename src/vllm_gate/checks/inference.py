@@ -12,6 +12,7 @@ import httpx
 import openai
 
 from vllm_gate.base.errors import EndpointError
+from vllm_gate.base.secret import redact_url
 
 REQUEST_TIMEOUT_S = 30
 # A port where nothing listens refuses at once: give it this long (a server restarting its listener), not the whole
@@ -53,21 +54,24 @@ def _health_state(url: str) -> tuple[str | None, bool]:
         if ready.status_code == 503:
             return "/health/ready answered 503 (still starting)", False
     except httpx.ConnectError as exc:
-        return f"connection refused ({type(exc).__name__})", "refused" in str(exc).lower()
+        refused = "refused" in str(exc).lower()
+        return f"{'connection refused' if refused else 'no answer'} ({type(exc).__name__})", refused
     except httpx.TransportError as exc:
         return f"no answer ({type(exc).__name__})", False
     return None, False
 
 
 def wait_healthy(url: str, served_name: str, timeout_s: float, progress: Callable[[str], None] = lambda _m: None,
-                 *, refused_s: float = REFUSED_GIVE_UP_S) -> None:
+                 *, refused_s: float | None = None) -> None:
     """Wait until the server is healthy, then check it serves ``served_name``; say every PROGRESS_EVERY_S what it
-    waits for.
+    waits for (the URL redacted).
 
-    A healthy server that lists other names fails at once: waiting longer will not rename its model. Connections
-    refused for ``refused_s`` in a row fail too: nothing listens there (a server that accepts but is not healthy
-    yet keeps the whole wait).
+    A healthy server that lists other names fails at once: waiting longer will not rename its model. With
+    ``refused_s`` (a URL the user gave: REFUSED_GIVE_UP_S), connections refused that long in a row fail too: nothing
+    listens there; a server that accepts but is not healthy yet keeps the whole wait. Without it (a port-forward
+    restarting, a Service without ready endpoints yet) refusals are waited out.
     """
+    shown = redact_url(url)
     started = time.monotonic()
     deadline, said, refused_since = started + timeout_s, started, None
     problem: str | None = "not tried"
@@ -80,11 +84,11 @@ def wait_healthy(url: str, served_name: str, timeout_s: float, progress: Callabl
             return
         now = time.monotonic()
         refused_since = (refused_since or now) if refused else None
-        if refused_since is not None and now - refused_since >= refused_s:
-            raise EndpointError(f"nothing listens at {url}: connection refused for {now - refused_since:.0f} s")
+        if refused_s is not None and refused_since is not None and now - refused_since >= refused_s:
+            raise EndpointError(f"nothing listens at {shown}: connection refused for {now - refused_since:.0f} s")
         if now - said >= PROGRESS_EVERY_S:
             said = now
-            progress(f"waiting for {url} to be healthy: {problem} ({now - started:.0f} of {timeout_s:.0f} s)")
+            progress(f"waiting for {shown} to be healthy: {problem} ({now - started:.0f} of {timeout_s:.0f} s)")
         time.sleep(0.5)
     raise EndpointError(f"server at {url} not healthy within {timeout_s:.0f} s: {problem}")
 

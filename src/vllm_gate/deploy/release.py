@@ -228,12 +228,13 @@ def roll_back(release: Release, kubeconfig: Path | None, context: str | None, *,
     return f"{rolled}; its pods are Ready again ({time.monotonic() - started:.0f} s)"
 
 
-def uninstall(name: str, namespace: str, kubeconfig: Path | None, context: str | None, *, why: str) -> str:
+def uninstall(name: str, namespace: str, kubeconfig: Path | None, context: str | None, *, why: str,
+              progress: Progress = _quiet) -> str:
     """Uninstall release ``name`` (a retired revision) and the model cache claim Helm keeps for it; say so."""
     helm = helm_client(kubeconfig, context)
     try:
         run_helm(helm.uninstall_release(name, namespace=namespace, wait=True, timeout=HELM_TIMEOUT),
-                 f"helm uninstall {name}")
+                 f"helm uninstall {name}", progress)
     except pyhelm3.errors.Error as exc:
         raise _helm_error(f"helm uninstall {name} -n {namespace}", exc) from None
     claims = delete_cache_claims(name, namespace, kubeconfig, context)

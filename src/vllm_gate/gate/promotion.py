@@ -160,7 +160,8 @@ def retire_previous(run: GateRun, kubeconfig: Path | None, context: str | None, 
         return
     try:
         run.decision.append(uninstall(live.target.release, live.target.namespace, kubeconfig, context,
-                                      why=f"drained {run.spec.promotion.drain_s} s after the switch"))
+                                      why=f"drained {run.spec.promotion.drain_s} s after the switch",
+                                      progress=progress))
     except GateError as exc:
         run.decision.append(f"PREVIOUS REVISION NOT RETIRED: {exc.summary}; uninstall it with: helm uninstall "
                             f"{live.target.release} -n {live.target.namespace}")

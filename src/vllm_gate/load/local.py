@@ -16,7 +16,7 @@ from vllm_gate.load.samples import LoadFailed, LoadRun, read_samples
 from vllm_gate.spec import Load
 
 PROGRESS_EVERY_S = 5.0
-GRACE_S = 60.0  # in-flight requests finish and Locust writes its summary
+GRACE_S = 30.0  # after its stop timeout: Locust records the requests it cut and writes its summary
 KILL_WAIT_S = 10.0
 # What the Locust child may inherit: enough to run Python and format text, nothing that can hold a secret.
 INHERITED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
@@ -59,11 +59,12 @@ def run_load(url: str, served_model: str, load: Load, workdir: Path,
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=locust_env(served_model, load, samples_path))
         try:
-            deadline = started + duration + GRACE_S
+            deadline = started + duration + stop_timeout_s + GRACE_S
             last = started
             while proc.poll() is None:
                 if time.monotonic() > deadline:
-                    raise LoadFailed(f"locust did not finish within {duration + GRACE_S:.0f} s; see {log_path}")
+                    raise LoadFailed(f"locust did not finish within {duration + stop_timeout_s + GRACE_S:.0f} s; "
+                                     f"see {log_path}")
                 time.sleep(0.2)
                 if time.monotonic() - last >= PROGRESS_EVERY_S:
                     last = time.monotonic()

