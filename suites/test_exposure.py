@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from vllm_gate.checks import exposure, policy_probe
+from vllm_gate.checks import exposure, policy_probe, reach
 
 
 @pytest.fixture(scope="module")
@@ -13,12 +13,24 @@ def core(kube_api, gate_release):
     return client.CoreV1Api(kube_api)
 
 
-def test_every_service_is_cluster_ip(core, gate_target):
-    assert exposure.service_problems(core, gate_target.namespace, gate_target.release) == []
+@pytest.fixture(scope="module")
+def reaching(kube_api, core, gate_target):
+    """Every Service that reaches the model's pods (by selector or EndpointSlice, any type, any labels)."""
+    pods = core.list_namespaced_pod(gate_target.namespace, label_selector=gate_target.selector,
+                                    _request_timeout=15).items
+    assert pods, "the release has no pods"
+    return reach.reaching_services(core, client.DiscoveryV1Api(kube_api), gate_target.namespace, pods)
 
 
-def test_no_ingress_or_route_reaches_the_service(kube_api, gate_target):
-    assert exposure.route_problems(kube_api, gate_target.namespace, gate_target.service) == []
+def test_every_service_is_cluster_ip(reaching, gate_target):
+    services, reached = reaching
+    assert (gate_target.namespace, gate_target.service) in {(r.namespace, r.name) for r in reached}, (
+        f"the release's Service {gate_target.service} does not reach its pods")
+    assert reach.service_problems(services, reached) == []
+
+
+def test_no_ingress_or_route_reaches_the_service(kube_api, reaching):
+    assert reach.route_problems(kube_api, reaching[1]) == []
 
 
 def test_no_host_network_or_host_port(core, gate_target):

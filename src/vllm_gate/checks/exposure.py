@@ -1,4 +1,4 @@
-"""Is the model private? Services, routes, host networking and the NetworkPolicy of a live release."""
+"""Is the model private? Host networking and the NetworkPolicy of a live release (what reaches it: reach.py)."""
 
 from __future__ import annotations
 
@@ -6,54 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from vllm_gate.spec import ModelSpec
 
-ROUTE_APIS = (("gateway.networking.k8s.io", "v1", "httproutes"), ("route.openshift.io", "v1", "routes"))
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # the API server sets it on every namespace
 HELM_TEST_LABEL = "vllm-gate/helm-test"  # the chart's helm test pod carries it, valued with the release name
-
-
-def service_problems(core: client.CoreV1Api, namespace: str, instance: str) -> list[str]:
-    """Every way a Service of the release is reachable from outside the cluster."""
-    problems = []
-    services = core.list_namespaced_service(namespace, label_selector=f"app.kubernetes.io/instance={instance}",
-                                            _request_timeout=15).items
-    if not services:
-        problems.append(f"no Service labelled app.kubernetes.io/instance={instance} in {namespace}")
-    for svc in services:
-        name, spec = svc.metadata.name, svc.spec
-        if spec.type != "ClusterIP":
-            problems.append(f"Service {name} is {spec.type}")
-        if spec.external_ips:
-            problems.append(f"Service {name} has externalIPs {spec.external_ips}")
-        problems += [f"Service {name} port {p.port} has nodePort {p.node_port}" for p in spec.ports if p.node_port]
-    return problems
-
-
-def route_problems(api: client.ApiClient, namespace: str, service: str) -> list[str]:
-    """Ingresses, HTTPRoutes or OpenShift Routes in the namespace that point at the model's Service."""
-    problems = []
-    for ing in client.NetworkingV1Api(api).list_namespaced_ingress(namespace, _request_timeout=15).items:
-        backends = [p.backend.service.name for r in ing.spec.rules or [] for p in (r.http.paths if r.http else [])
-                    if p.backend and p.backend.service]
-        default = ing.spec.default_backend
-        if service in backends or (default and default.service and default.service.name == service):
-            problems.append(f"Ingress {ing.metadata.name} routes to Service {service}")
-    custom = client.CustomObjectsApi(api)
-    for group, version, plural in ROUTE_APIS:
-        try:
-            found = custom.list_namespaced_custom_object(group, version, namespace, plural, _request_timeout=15)
-            items = found["items"]
-        except ApiException as exc:
-            if exc.status == 404:  # the API is not installed in this cluster
-                continue
-            raise
-        for item in items:
-            if service in str(item.get("spec", {})):
-                problems.append(f"{item['kind']} {item['metadata']['name']} routes to Service {service}")
-    return problems
 
 
 def host_network_problems(pods: list[client.V1Pod]) -> list[str]:
