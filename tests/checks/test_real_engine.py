@@ -85,7 +85,8 @@ def test_planted_faults_on_the_real_engine_fail_naming_the_cause(planted: LocalE
     assert found == [f"the server loaded {OTHER_MODEL} (/v1/models root), the spec's model is {SPEC.model_id}"]
     # The spec as written names vLLM v0.11.0's image: a 0.32.0 server is not it.
     against_spec = server.problems(facts, SPEC, simulated=False)
-    assert f"the server is vLLM {engine_version()} (/version), the image tag v0.11.0 names 0.11.0" in against_spec
+    assert (f"the server is vLLM {engine_version()} (/version), the image vllm/vllm-openai:v0.11.0 holds 0.11.0"
+            in against_spec)
     measured = identity.canary_prompt_tokens(planted.url, SPEC.served_name, SPEC.identity.canary)
     problems = identity.canary_problems(measured, 33, "the spec pins")
     assert problems

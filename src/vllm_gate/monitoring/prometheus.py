@@ -63,6 +63,10 @@ class Prometheus:
         URL redacted). Every later call retries (a Prometheus restarting); one that is not there is said once."""
         try:
             requests.get(f"{self.url}/api/v1/query", params={"query": "1"}, timeout=REACH_TIMEOUT_S)
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            return (f"Prometheus {self.shown} is not a usable URL ({type(exc).__name__}): percent-encode any '#', '/' "
+                    "or '@' in its user-info")
         except requests.RequestException as exc:
             return f"Prometheus {self.shown} is unreachable ({type(exc).__name__} within {REACH_TIMEOUT_S} s)"
         return None
