@@ -41,9 +41,11 @@ def _pcts(values: list[float]) -> dict[int, float]:
 
 
 def load_stats(samples: list[RequestSample]) -> LoadStats:
-    """Percentiles in ms from every sample; rates over the span from first start to last finish."""
+    """Percentiles in ms from every sample; rates over the span from first start to last finish (of the requests that
+    ended by themselves: one cut at the end ends when the test stops, and its tokens are not counted)."""
     ok = [s for s in samples if s.ok]
-    span = (max(s.start + s.e2e_s for s in samples) - min(s.start for s in samples)) if samples else 0.0
+    ended = [s for s in samples if not s.cut] or samples
+    span = (max(s.start + s.e2e_s for s in ended) - min(s.start for s in samples)) if samples else 0.0
     return LoadStats(
         requests=len(samples), errors=len(samples) - len(ok), duration_s=span,
         ttft_ms=_pcts([s.ttft_s for s in ok if s.ttft_s is not None]),
