@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,7 @@ from vllm_gate.load.slo import slo_names
 from vllm_gate.report.html import sign_off
 
 SUITES = str(PROJECT_ROOT / "suites")
+CHROMIUM_SCRATCH = "org.chromium.Chromium.*"  # what Chromium makes in the temporary directory
 SHORT_LOAD = ["--set", "load.profile.duration_s=3", "--set", "load.profile.users=2", *UNPINNED_CANARY]
 HEADER_FIELDS = ("model", "upstream id", "image", "chart", "Helm release", "cluster", "GPU type", "gate", "run by",
                  "when")
@@ -247,6 +249,7 @@ def test_no_chromium_process_outlives_the_page_and_one_that_runs_is_seen(chromiu
     assert _survivors_after(workdir) == []
     # The same look finds a browser that is still running.
     profile = tmp_path / "running"
+    scratch_before = set(Path(tempfile.gettempdir()).glob(CHROMIUM_SCRATCH))
     running = subprocess.Popen([chromium, "--headless=new", "--no-sandbox", "--disable-gpu",
                                 f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -256,4 +259,7 @@ def test_no_chromium_process_outlives_the_page_and_one_that_runs_is_seen(chromiu
     finally:
         os.killpg(running.pid, signal.SIGKILL)
         running.wait(timeout=15)
+        # Killed, it cannot remove its own scratch from /tmp: the test does, leaving the host as found.
+        for left in set(Path(tempfile.gettempdir()).glob(CHROMIUM_SCRATCH)) - scratch_before:
+            shutil.rmtree(left, ignore_errors=True)
     assert _survivors_after(profile) == []
