@@ -270,12 +270,13 @@ class Slos(StrictModel):
 class RealEngineSlos(StrictModel):
     """The SLO limits of a rehearsal on the local cluster's real engine (vLLM's CPU build with a tiny model, on this
     machine kind), in place of the spec's own limits, which are for its model on GPUs: measured there under the
-    spec's load, with headroom, and said where from. Error rate and goodput stay the spec's."""
+    spec's load, with headroom, and said where from. Goodput stays the spec's; the error rate too unless set here."""
 
     ttft_ms: Percentiles
     itl_ms: Percentiles
     e2e_ms: Percentiles
     min_output_tokens_per_s: float = Field(gt=0)
+    max_error_rate: float | None = Field(None, ge=0, le=1, description="None: the spec's own.")
     source: str = Field(min_length=1, description="The measurement these limits come from (command, machine, "
                                                   "numbers) and the headroom added.")
 

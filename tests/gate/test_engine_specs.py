@@ -45,7 +45,7 @@ def test_the_real_engine_runs_its_image_its_limits_and_its_budget():
     assert real.startup.timeout_s == 600
     assert "--enforce-eager" in real.vllm.extra_args
     assert real.slo.itl_ms == LLAMA3.rehearsal.real_engine.itl_ms  # measured for this engine, not the GPU's
-    assert real.slo.max_error_rate == LLAMA3.slo.max_error_rate
+    assert real.slo.max_error_rate == LLAMA3.rehearsal.real_engine.max_error_rate == 0.05
 
 
 def test_a_spec_no_tiny_model_carries_gets_the_simulator_or_fails_where_the_real_engine_was_required():

@@ -142,7 +142,8 @@ def engine_spec(spec: ModelSpec, version: str) -> ModelSpec:
     measured = spec.rehearsal.real_engine
     slo = spec.slo if measured is None else spec.slo.model_copy(update={
         "ttft_ms": measured.ttft_ms, "itl_ms": measured.itl_ms, "e2e_ms": measured.e2e_ms,
-        "min_output_tokens_per_s": measured.min_output_tokens_per_s})
+        "min_output_tokens_per_s": measured.min_output_tokens_per_s,
+        "max_error_rate": spec.slo.max_error_rate if measured.max_error_rate is None else measured.max_error_rate})
     return spec.model_copy(update={
         "slo": slo,
         "image": spec.image.model_copy(update={"repository": ENGINE_IMAGE_REPOSITORY, "tag": f"v{version}",
