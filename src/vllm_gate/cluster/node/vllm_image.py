@@ -14,6 +14,7 @@ caches in the container (deleted with it): nothing is downloaded at run time, no
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 from pathlib import Path
@@ -75,6 +76,7 @@ def engine_python() -> Path:
     return python
 
 
+@functools.cache  # one interpreter start per gate process: the image, the specs and the tiny model all ask
 def engine_facts() -> dict[str, str]:
     """What the engine environment holds: its interpreter (resolved), standard library, site-packages, version."""
     probe = ("import importlib.metadata as m, json, os, sys, sysconfig; print(json.dumps({"
