@@ -10,8 +10,9 @@ from vllm_gate.base.errors import GateError
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.node.vllm_image import engine_version
-from vllm_gate.gate.plan import SIM_STARTUP_BUDGET_S, engine_specs
+from vllm_gate.gate.plan import SIM_STARTUP_BUDGET_S, engine_specs, new_run
 from vllm_gate.spec import load_spec
+from vllm_gate.verdict.contract import Mode
 
 LLAMA3 = load_spec("llama3", MODELS_DIR)
 CHATML = LLAMA3.model_copy(update={"rehearsal": LLAMA3.rehearsal.model_copy(update={"chat_template": "chatml"})})
@@ -22,6 +23,9 @@ class NoGpus:
     """Only what engine_specs reads of a cluster: its capabilities (an existing pool's would say engine vllm)."""
 
     capabilities: Capabilities
+
+    def describe(self) -> str:
+        return "local (test)"
 
 
 def cluster(engine: str) -> NoGpus:
@@ -57,3 +61,18 @@ def test_a_spec_no_tiny_model_carries_gets_the_simulator_or_fails_where_the_real
     with pytest.raises(GateError, match="--local-engine vllm: llama3: no tiny model carries the tokenizer of chat "
                                         "template 'chatml'"):
         engine_specs(cluster("vllm-cpu"), [CHATML], said.append, real_engine_required=True)
+
+
+def test_a_run_on_the_real_engine_is_a_rehearsal_and_never_certifies(tmp_path):
+    local = cluster("vllm-cpu")
+    (real,) = engine_specs(local, [LLAMA3], print)
+    run = new_run(real, local, None, tmp_path / "r.html", None, None, compare_last=True)
+    assert run.mode is Mode.REHEARSAL
+    assert run.on_real_engine
+    assert "identity/test_answers_stop_within_the_bound" not in run.required
+    for check in run.required:
+        run.record(check, "passed", "")
+    run.engine_observed = True
+    verdict = run.settle()
+    assert not verdict.certified
+    assert verdict.headline.startswith("REHEARSAL PASSED (real vLLM ")
