@@ -20,6 +20,11 @@ KUBE_ROUTER_VERSION=v2.1.0
 # client-go v0.35.4, like the control plane; its default plugin set includes kubernetes, errors,
 # health, ready, cache, loop and forward.
 COREDNS_VERSION=v1.14.7
+# The local cluster's Prometheus (the host's where it has no real node, a pod on the real node otherwise), with
+# Kubernetes service discovery: Debian's build (2.42) leaves that discovery out. Module v0.316.0 is Prometheus
+# 3.16.0; only the Kubernetes, file and HTTP discoveries are built in (remove_all_sd + enable_kubernetes_sd).
+PROMETHEUS_VERSION=v0.316.0
+PROMETHEUS_RELEASE=3.16.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.tools/bin"
@@ -163,6 +168,19 @@ build_coredns() {
   link_all "$dir" coredns
 }
 
+build_prometheus() {
+  local dir="$cache/prometheus-$PROMETHEUS_VERSION"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  prometheus $PROMETHEUS_RELEASE (module $PROMETHEUS_VERSION, Kubernetes service discovery)"
+    local v=github.com/prometheus/common/version
+    GOBIN="$dir" GOFLAGS= with_progress prometheus go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+      -ldflags "-s -w -X $v.Version=$PROMETHEUS_RELEASE -X $v.Branch=HEAD -X $v.Revision=$PROMETHEUS_VERSION" \
+      "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" prometheus
+}
+
 # The node images' own programs (scripts/node-tools): the sandbox process and the probe pods' client.
 build_node_tools() {
   local dir="$cache/node-tools-$(source_hash "$root/scripts/node-tools")"
@@ -185,5 +203,6 @@ build_kube
 build_containerd
 build_kube_router
 build_coredns
+build_prometheus
 echo "  tools in $tools: $(ls "$tools" | tr '\n' ' ')"
 du -shL "$tools" | awk '{print "  size on disk: " $1}'

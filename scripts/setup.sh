@@ -14,14 +14,15 @@ mkdir -p "$tools" "$cache"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# PostgreSQL 15 is the registry's server and Prometheus 2.42 watches the local cluster (tests start throwaway
-# servers of both from the Debian binaries; the packaged services are not used). Chromium opens the sign-off
+# PostgreSQL 15 is the registry's server (tests start throwaway servers from the Debian binaries; the packaged
+# service is not used); the local cluster's Prometheus is built by scripts/build-go-tools.sh (Debian's 2.42 leaves
+# out Kubernetes service discovery). Chromium opens the sign-off
 # report headless in tests/report/test_report_in_browser.py (offline, no console errors, every plot drawn).
 # The local cluster's real node: runc under containerd, the CNI plugins (bridge, host-local, portmap,
 # loopback in /usr/lib/cni), and the tools kube-proxy and kube-router drive (iptables, ipset, conntrack,
 # nftables), and curl (the helm-test image is built from this host's curl, dash and grep). containerd itself
 # is built by scripts/build-go-tools.sh (v2; Debian's is 1.6).
-apt_packages=(postgresql prometheus iproute2 chromium
+apt_packages=(postgresql iproute2 chromium
               runc containernetworking-plugins iptables ipset conntrack nftables curl)
 if [ -z "${SKIP_APT:-}" ]; then
   missing=()

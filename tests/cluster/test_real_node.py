@@ -4,8 +4,11 @@ enforced by kube-router, a crashing container seen for real — and a host left 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,17 +16,23 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.chart.strict_yaml import helm
 from tests.cluster.host_network import host_network_state
 from tests.conftest import skip_without_real_node
 from vllm_gate.base.kube import api_client
-from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
 from vllm_gate.checks.probe_pod import Outcome, ProbeTemplate, chart_template, run_probe
+from vllm_gate.cluster.dataplane.served_pods import MODEL_POD_SELECTOR
 from vllm_gate.cluster.local import GpuPool, LocalCluster
 from vllm_gate.cluster.node.images import chart_images
 from vllm_gate.cluster.node.namespace import host_link_name
 from vllm_gate.cluster.node.real_node import NODE_KIND_LABEL, NODE_NAME
 from vllm_gate.deploy.rollout import pod_failure
-from vllm_gate.spec import load_spec
+from vllm_gate.deploy.values import chart_values
+from vllm_gate.monitoring import checks
+from vllm_gate.monitoring.load_watch import ModelPods
+from vllm_gate.monitoring.prometheus import Prometheus, wait_for_targets
+from vllm_gate.spec import ModelSpec, load_spec
 
 pytestmark = pytest.mark.real_node
 
@@ -191,3 +200,83 @@ def test_the_hosts_network_is_untouched_while_the_node_runs(cluster, api, before
     _wait("a pod networked", lambda: _ready(core.read_namespaced_pod("networked", NS)))
     during = host_network_state(ignore_links=frozenset({host_link_name(cluster.name)}))
     assert during == before
+
+
+# --- the cluster's Prometheus finds the chart's pods by Kubernetes service discovery --------------------------------
+
+DISCOVERY_S = 30  # a new pod: the watch, the discovery manager's 5 s batching, a 1 s scrape, on a busy machine
+STAYS_WRONG_S = 15  # how long a planted fault is given to come right (it must not)
+
+
+def _install(cluster: LocalCluster, namespace: str, chart: Path, spec: ModelSpec) -> str:
+    """helm install ``chart`` for ``spec`` into ``namespace`` and wait for its pod; the pod's name."""
+    proc = helm("install", spec.name, str(chart), "--namespace", namespace, "--create-namespace", "--wait",
+                "--timeout", f"{WAIT_S}s", "--kubeconfig", str(cluster.kubeconfig), "--kube-context",
+                str(cluster.context), "--values", "-", stdin=yaml.safe_dump(chart_values(spec)))
+    assert proc.returncode == 0, proc.stderr
+    api = api_client(cluster.kubeconfig, cluster.context)
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=MODEL_POD_SELECTOR).items
+    assert [p.spec.node_name for p in pods] == [NODE_NAME]
+    return pods[0].metadata.name
+
+
+def _uninstall(cluster: LocalCluster, namespace: str, spec: ModelSpec) -> None:
+    helm("uninstall", spec.name, "--namespace", namespace, "--wait", "--kubeconfig", str(cluster.kubeconfig),
+         "--kube-context", str(cluster.context))
+
+
+def _scrape_problems(cluster: LocalCluster, namespace: str, pod: str, timeout_s: float) -> list[str]:
+    """What the monitoring suite's first check says, once discovery had ``timeout_s`` to come right."""
+    assert cluster.prometheus_url is not None
+    prom = Prometheus(cluster.prometheus_url)
+    wait_for_targets(prom, namespace, [pod], timeout_s)
+    return checks.scrape_targets(prom, ModelPods(namespace, (pod,), "vllm", "m"))
+
+
+@pytest.fixture
+def sim_spec() -> ModelSpec:
+    return load_spec("llama3", MODELS_DIR, ["engine=sim"])
+
+
+def test_the_clusters_prometheus_pod_finds_the_charts_pods_and_scrapes_them_through_their_policy(cluster, sim_spec):
+    pod = _install(cluster, "scrape-ok", CHART_DIR, sim_spec)
+    try:
+        assert _scrape_problems(cluster, "scrape-ok", pod, DISCOVERY_S) == []
+        target = next(t for t in Prometheus(cluster.prometheus_url).active_targets()
+                      if t["labels"].get("pod") == pod)
+        # Found by Kubernetes discovery (the pod's own address, the annotated port and path), not written by the gate.
+        assert target["discoveredLabels"]["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
+        ip = client.CoreV1Api(api_client(cluster.kubeconfig, cluster.context)).read_namespaced_pod(
+            pod, "scrape-ok").status.pod_ip
+        assert target["scrapeUrl"] == f"http://{ip}:8000/metrics"
+    finally:
+        _uninstall(cluster, "scrape-ok", sim_spec)
+
+
+def test_a_chart_without_its_scrape_annotations_leaves_the_pod_unscraped(cluster, sim_spec, tmp_path):
+    chart = tmp_path / "vllm"
+    shutil.copytree(CHART_DIR, chart)
+    deployment = chart / "templates" / "deployment.yaml"
+    lines = deployment.read_text().splitlines(keepends=True)
+    wiring = [line for line in lines if 'merge (dict "prometheus.io/scrape"' in line]
+    assert len(wiring) == 1, "the chart's scrape annotations moved: plant their removal anew"
+    deployment.write_text("".join(line for line in lines if line not in wiring))
+    pod = _install(cluster, "scrape-unwired", chart, sim_spec)
+    try:
+        problems = _scrape_problems(cluster, "scrape-unwired", pod, STAYS_WRONG_S)
+        assert problems == [f"pod scrape-unwired/{pod} is not a scrape target (no active target labelled "
+                            f'namespace="scrape-unwired", pod="{pod}")'], problems
+    finally:
+        _uninstall(cluster, "scrape-unwired", sim_spec)
+
+
+def test_a_policy_that_admits_another_prometheus_leaves_the_pod_unscraped(cluster, tmp_path):
+    spec = load_spec("llama3", MODELS_DIR, ["engine=sim",
+                                            "monitoring.prometheus_pod_labels={app.kubernetes.io/name: vmagent}"])
+    pod = _install(cluster, "scrape-refused", CHART_DIR, spec)
+    try:
+        problems = _scrape_problems(cluster, "scrape-refused", pod, STAYS_WRONG_S)
+        assert len(problems) == 1, problems
+        assert re.fullmatch(rf"target http://\S+:8000/metrics of pod scrape-refused/{pod} is down: .+", problems[0])
+    finally:
+        _uninstall(cluster, "scrape-refused", spec)

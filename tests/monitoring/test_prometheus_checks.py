@@ -4,7 +4,6 @@ recorded-telemetry dcgm-exporter stand-in: PromQL answers, and planted faults ea
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,9 +48,7 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     require("vllm-sim-standin")
-    if shutil.which("prometheus") is None:
-        pytest.fail("prometheus (Debian package) is not installed; run scripts/setup.sh (tests never skip a missing "
-                    "tool)")
+    require("prometheus")
     with SimServer(model=MODEL, ttft_ms=20, itl_ms=5) as sim, LocalPrometheus(tmp_path) as prometheus:
         pod = ServedPod(NS, POD, "vllm", "gpu-0", 1, f"127.0.0.1:{sim.port}")
         prometheus.set_targets(MODEL_JOB, [(f"127.0.0.1:{sim.port}", {"namespace": NS, "pod": POD,

@@ -23,6 +23,10 @@ class Capabilities:
     limits: str = ""  # one line: what this cluster cannot show
     runs_containers: bool = True  # False where pods are only scheduled (KWOK): no helm test, no probe pods
     recorded_gpu_telemetry: bool = False  # its GPU series are recorded test data, never a live GPU
+    # How its Prometheus finds the model pods. platform: the platform's own (whatever the chart rendered for it);
+    # annotations: Kubernetes discovery of the prometheus.io/* pod annotations alone (no Prometheus Operator), through
+    # the release's NetworkPolicy; gate-targets: targets the local cluster wrote (its pods have no network).
+    scrape_discovery: Literal["platform", "annotations", "gate-targets"] = "platform"
 
 
 class Cluster(Protocol):

@@ -28,6 +28,8 @@ from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
 from vllm_gate.cluster.creation_lock import one_creation_at_a_time
 from vllm_gate.cluster.dataplane import vllm_cpu
+from vllm_gate.cluster.dataplane.cluster_prometheus import DCGM_TARGET_LABELS, ClusterPrometheus
+from vllm_gate.cluster.dataplane.cluster_prometheus import NAMESPACE as PROMETHEUS_NAMESPACE
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, LocalPrometheus
 from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
 from vllm_gate.cluster.dataplane.served_pods import DataPlane
@@ -192,7 +194,8 @@ class LocalCluster:
         self.version = ""
         self._progress = progress
         self._data_plane: DataPlane | None = None
-        self._prometheus: LocalPrometheus | None = None
+        self._prometheus: LocalPrometheus | None = None  # KWOK-only: on this machine
+        self._cluster_prometheus: ClusterPrometheus | None = None  # with the real node: a pod there
         self._dcgm: RecordedDcgmExporter | None = None
         self._want_data_plane = data_plane
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -226,13 +229,13 @@ class LocalCluster:
             return Capabilities(
                 real_gpus=False, enforces_network_policy=None, pulls_images=False,
                 engine="vllm-cpu" if self.has_real_engine else "sim", runs_containers=True,
-                recorded_gpu_telemetry=data_plane,
+                recorded_gpu_telemetry=data_plane, scrape_discovery="annotations",
                 limits=f"local cluster: one real node ({answers}; kubelet probes, kube-proxy, kube-router "
                        f"NetworkPolicy), {self.pool.nodes} KWOK GPU nodes for scheduling at pool scale, {gpus}, "
                        "no image pulls")
         return Capabilities(
             real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
-            recorded_gpu_telemetry=data_plane,
+            recorded_gpu_telemetry=data_plane, scrape_discovery="gate-targets",
             limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod; no real node: "
                    f"{self.no_real_node_because}), no CNI (NetworkPolicy not enforced), {gpus}, no image pulls")
 
@@ -312,9 +315,8 @@ class LocalCluster:
 
     def _start_real_node(self, api: client.ApiClient) -> None:
         """Start the real node; where it was not required and will not start, go on KWOK-only and say why."""
-        server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
         self._node = RealNode(node_dir(STATE_ROOT, self.name), self.name, self.kubeconfig,
-                              urlsplit(server).port or 443, self.dir / "pki" / "ca.crt",
+                              urlsplit(self._api_server_for_pods()).port or 443, self.dir / "pki" / "ca.crt",
                               gpu_type=self.pool.gpu_type, gpus=self.pool.gpus_per_node,
                               cpus=int(parse_quantity(self.pool.cpu)),
                               memory_bytes=int(parse_quantity(self.pool.memory)), progress=self._progress,
@@ -337,21 +339,40 @@ class LocalCluster:
             self._create_cpu_node(client.CoreV1Api(api))
 
     def _start_data_plane(self, api: client.ApiClient) -> None:
-        """Simulators for model pods, a real Prometheus scraping them, and recorded GPU telemetry beside them."""
-        self._prometheus = LocalPrometheus(self.dir)  # kept before start(): stop() must reach a failed start too
-        self._prometheus.start()
-        self.prometheus_url = self._prometheus.url
+        """Simulators for model pods, a real Prometheus scraping them, and recorded GPU telemetry beside them.
+
+        With the real node, Prometheus runs there as a pod, finds the model pods by Kubernetes service discovery and
+        scrapes them through their NetworkPolicy (cluster_prometheus.py); KWOK-only, it runs on this machine and
+        scrapes the simulators at targets the data plane writes (their pods have no network)."""
+        real_nodes = frozenset([NODE_NAME]) if self.has_real_node else frozenset()
+        if not self.has_real_node:
+            self._prometheus = LocalPrometheus(self.dir)  # kept before start(): stop() must reach a failed start too
+            self._prometheus.start()
+            self.prometheus_url = self._prometheus.url
         self._data_plane = DataPlane(api, self.dir, progress=self._progress, prometheus=self._prometheus,
-                                     real_nodes=frozenset([NODE_NAME]) if self.has_real_node else frozenset(),
-                                     kubeconfig=self.kubeconfig, context=self.context)
-        self._dcgm = RecordedDcgmExporter(self._data_plane.served)
+                                     real_nodes=real_nodes, kubeconfig=self.kubeconfig, context=self.context)
+        listen = (self.network.host_address, self.network.dcgm_port) if self.has_real_node else ("127.0.0.1", 0)
+        self._dcgm = RecordedDcgmExporter(self._data_plane.served, listen=listen)
         self._dcgm.start()
-        # Labelled as the GPU Operator's exporter pod; Prometheus renames the pod labels it serves to exported_*.
-        self._prometheus.set_targets(DCGM_JOB, [(self._dcgm.address, {
-            "namespace": "gpu-operator", "pod": "nvidia-dcgm-exporter-recorded", "container": "nvidia-dcgm-exporter"})])
+        if self._prometheus is not None:
+            self._prometheus.set_targets(DCGM_JOB, [(self._dcgm.address, DCGM_TARGET_LABELS)])
+        else:
+            self._cluster_prometheus = ClusterPrometheus(api, node=NODE_NAME, api_server=self._api_server_for_pods(),
+                                                         dcgm_address=self._dcgm.address,
+                                                         kubeconfig=self.kubeconfig, context=self.context,
+                                                         progress=self._progress)
+            self._cluster_prometheus.start()
+            self.prometheus_url = self._cluster_prometheus.url
         self._data_plane.start()
-        self._progress(f"local cluster {self.name}: Prometheus {self._prometheus.url} scraping the simulators and "
-                       "a dcgm-exporter stand-in serving recorded H100 telemetry (test data, not a live GPU)")
+        where = (f"a pod in {PROMETHEUS_NAMESPACE} on {NODE_NAME} (Kubernetes service discovery), through "
+                 "port-forward" if self.has_real_node else "on this machine, scraping the simulators")
+        self._progress(f"local cluster {self.name}: Prometheus {self.prometheus_url}: {where}; a dcgm-exporter "
+                       "stand-in serves recorded H100 telemetry (test data, not a live GPU)")
+
+    def _api_server_for_pods(self) -> str:
+        """The API server as the real node's pods reach it: the host end of the node's link."""
+        server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        return f"https://{self.network.host_address}:{urlsplit(server).port or 443}"
 
     def _start_watchdog(self) -> None:
         # A separate session, so Ctrl-C in the terminal does not kill it before it cleans up.
@@ -428,6 +449,9 @@ class LocalCluster:
         if self._prometheus is not None:
             self._prometheus.stop()
             self._prometheus = None
+        if self._cluster_prometheus is not None:
+            self._cluster_prometheus.stop()
+            self._cluster_prometheus = None
         destroy(self.name)
         if self._watchdog is not None:
             self._watchdog.terminate()

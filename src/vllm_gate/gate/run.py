@@ -119,6 +119,18 @@ class PromotionRecord:
         return lines
 
 
+def scrape_not_shown(capabilities: Capabilities, wiring: str) -> list[str]:
+    """What the cluster's Prometheus could not show of the chart's scrape wiring (``wiring``: the spec's choice)."""
+    if capabilities.scrape_discovery == "gate-targets":
+        return ["scrape discovery: the local cluster's Prometheus scraped targets it wrote itself (KWOK pods have "
+                "no network), not what the chart renders, and not through the NetworkPolicy's monitoring peer"]
+    if capabilities.scrape_discovery == "annotations" and wiring != "annotations":
+        kind = {"servicemonitor": "ServiceMonitor", "podmonitor": "PodMonitor"}[wiring]
+        return [f"the chart's {kind} (monitoring.scrape: {wiring}): this cluster runs no Prometheus Operator, so the "
+                "chart rendered its fallback, the prometheus.io/* pod annotations, which its Prometheus discovered"]
+    return []
+
+
 @dataclass
 class GateRun:
     spec: ModelSpec
@@ -251,6 +263,7 @@ class GateRun:
     def not_shown(self) -> list[str]:
         limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
         skipped = [] if self.compare_last else ["regression against the last passed run: --no-compare-last"]
+        skipped += scrape_not_shown(self.capabilities, self.spec.monitoring.scrape) if self.capabilities else []
         if self.on_real_engine:
             skipped.append("answers stop within the bound: the real engine's tiny model has random weights, which "
                            "rarely emit the end-of-turn token (identity/test_answers_stop_within_the_bound)")

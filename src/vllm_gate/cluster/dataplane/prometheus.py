@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from vllm_gate.base.lifecycle import Started
 from vllm_gate.base.ports import free_port
 from vllm_gate.cluster.children import record_child
 from vllm_gate.cluster.dataplane.sim import stop_process
+from vllm_gate.cluster.node.prometheus_image import prometheus_binary
 
 # One second: a rehearsal's load test lasts a minute, and the rate checks wait for a scrape at each edge.
 SCRAPE_INTERVAL_S = 1
@@ -32,13 +32,6 @@ DCGM_JOB = "dcgm-exporter"
 JOBS = (MODEL_JOB, DCGM_JOB)
 
 Target = tuple[str, Mapping[str, str]]  # (host:port, target labels)
-
-
-def prometheus_binary() -> Path:
-    found = shutil.which("prometheus")
-    if found is None:
-        raise ClusterError("prometheus: not found in PATH (Debian package 'prometheus'); run scripts/setup.sh")
-    return Path(found)
 
 
 class LocalPrometheus(Started):

@@ -34,11 +34,13 @@ def simulator_busy(address: str) -> bool:
 
 
 class RecordedDcgmExporter:
-    """An HTTP server on a loopback port answering GET /metrics with recorded DCGM series."""
+    """An HTTP server answering GET /metrics with recorded DCGM series (on a loopback port unless told where)."""
 
     def __init__(self, served: Callable[[], Sequence[ServedPod]], *, recorded: RecordedGpu | None = None,
-                 busy: Callable[[ServedPod], bool] = lambda pod: simulator_busy(pod.address)) -> None:
-        """``recorded``: the capture to serve (default: the packaged H100 one); ``busy``: whether a pod has load."""
+                 busy: Callable[[ServedPod], bool] = lambda pod: simulator_busy(pod.address),
+                 listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
+        """``recorded``: the capture to serve (default: the packaged H100 one); ``busy``: whether a pod has load;
+        ``listen``: (address, port) to serve on."""
         self._served = served
         self._recorded = recorded
         self._busy = busy
@@ -60,7 +62,7 @@ class RecordedDcgmExporter:
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: Prometheus scrapes every second."""
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(listen, Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="vllm-gate-recorded-dcgm",
                                         daemon=True)
 

@@ -1,6 +1,7 @@
 """The local cluster's data plane: a simulator per Ready model pod on a KWOK node, reached through a KWOK
-PortForward; a pod on the real node runs its own container, and is published to the host's Prometheus through a
-``kubectl port-forward`` (the host is outside the pod network, where the release's NetworkPolicy refuses it)."""
+PortForward; a pod on the real node runs its own container, which the cluster's Prometheus pod scrapes, and which the
+recorded dcgm-exporter reads (whether it has load) through a ``kubectl port-forward`` (the host is outside the pod
+network, where the release's NetworkPolicy refuses it)."""
 
 from __future__ import annotations
 
@@ -138,11 +139,12 @@ class DataPlane:
         return [sim.pod for sim in list(self._sims.values())] + [pod for pod, _ in list(self._real.values())]
 
     def _publish_targets(self) -> None:
-        """Tell Prometheus where each pod's /metrics is, labelled as Kubernetes discovery would label it."""
+        """Tell the host's Prometheus where each simulator's /metrics is, labelled as Kubernetes discovery would
+        label its pod (a pod on a real node is found by the cluster's own Prometheus: cluster_prometheus.py)."""
         if self._prometheus is not None:
             self._prometheus.set_targets(MODEL_JOB, [
-                (p.address, {"namespace": p.namespace, "pod": p.pod, "container": p.container})
-                for p in self.served()])
+                (sim.pod.address, {"namespace": sim.pod.namespace, "pod": sim.pod.pod, "container": sim.pod.container})
+                for sim in list(self._sims.values())])
 
     def failures(self) -> list[str]:
         """One line per pod whose simulator would not start or exited, and per error of the watch."""
@@ -194,10 +196,10 @@ class DataPlane:
                 self._serve(key, pod)
 
     def _sync_real(self, ready: dict[Key, client.V1Pod]) -> None:
-        """A port-forward per Ready pod on a real node (its scrape address), closed when the pod goes."""
+        """A port-forward per Ready pod on a real node (where the recorded dcgm-exporter reads whether it has load),
+        closed when the pod goes."""
         for key in set(self._real) - set(ready):
             self._real.pop(key)[1].stop()
-            self._publish_targets()
         for key, pod in ready.items():
             if key in self._real:
                 continue
@@ -205,9 +207,8 @@ class DataPlane:
                                   context=self._context, progress=self._progress)
             forward.start()
             self._real[key] = (_served(pod, f"127.0.0.1:{forward.local_port}"), forward)
-            self._publish_targets()
             self._progress(f"local cluster: pod {key[0]}/{key[1]} runs on real node {pod.spec.node_name}; "
-                           f"scraped through port-forward 127.0.0.1:{forward.local_port}")
+                           f"its load read through port-forward 127.0.0.1:{forward.local_port}")
 
     def _failure_count(self, key: Key) -> int:
         with self._lock:

@@ -26,6 +26,9 @@ class NodeNetwork:
     # The rehearsal registry's port: besides the API server, the only place on this machine pods may reach (the
     # API-router stand-in reads model_mappings there). Below the ephemeral range, so no free_port() takes it.
     registry_port: int = 15432
+    # The recorded dcgm-exporter's port on the host end, which the cluster's Prometheus pod scrapes (as the platform's
+    # scrapes the GPU Operator's exporter): the only other place on this machine pods may reach.
+    dcgm_port: int = 15433
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ The local cluster's real node runs the images the chart and the gate name, under
 from local binaries: the simulator stand-in as the llm-d simulator's image, the API-router stand-in, the sandbox
 (pause) image, a curl image (Debian's own dash, curl and grep with their libraries) for `helm test` and the gate's
 probe pods, and Locust's image (this machine's Python and Locust, cluster/node/locust_image.py) for the gate's
-in-cluster load test, and where it is installed the real engine's (cluster/node/vllm_image.py).
+in-cluster load test, the cluster's own Prometheus (this machine's Debian build, cluster/node/prometheus_image.py),
+and where it is installed the real engine's (cluster/node/vllm_image.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vllm_gate.cluster.node.oci import (
     shared_libraries,
     write_image,
 )
+from vllm_gate.cluster.node.prometheus_image import prometheus_image
 from vllm_gate.cluster.node.vllm_image import ENGINE_IMAGE_REPOSITORY, engine_version, vllm_cpu_image
 
 # The name containerd's CRI is configured with for sandboxes (sandbox_image); the kubelet never pulls it.
@@ -101,6 +103,8 @@ def node_image_specs(*, engine: bool = False) -> list[ImageSpec]:
         static_binary_image(ROUTER_STANDIN_IMAGE, "router-standin", user="65532:65532"),
         # The gate's in-cluster load test (vllm_gate.load.incluster): this machine's Python and Locust.
         locust_image(default_image()),
+        # The cluster's own Prometheus (cluster/dataplane/cluster_prometheus.py): this machine's Debian build.
+        prometheus_image(),
     ]
 
 

@@ -117,11 +117,11 @@ class NodeNamespace:
         _run(inside("ip", "link", "set", NODE_LINK, "up"), "node link up")
         _run(inside("ip", "route", "add", "default", "via", net.host_address), "node default route")
         _run(inside("sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"), "forwarding in the node")
-        # Pod traffic stays in the cluster's namespaces: out of the node it may only reach the API server and the
-        # rehearsal registry (mangle runs before the filter chains kube-proxy and kube-router manage, and they never
-        # touch it).
-        for rule in (["-d", net.host_address, "-p", "tcp", "--dport", str(api_port), "-j", "ACCEPT"],
-                     ["-d", net.host_address, "-p", "tcp", "--dport", str(net.registry_port), "-j", "ACCEPT"],
+        # Pod traffic stays in the cluster's namespaces: out of the node it may only reach the API server, the
+        # rehearsal registry and the recorded dcgm-exporter (mangle runs before the filter chains kube-proxy and
+        # kube-router manage, and they never touch it).
+        for rule in (*(["-d", net.host_address, "-p", "tcp", "--dport", str(port), "-j", "ACCEPT"]
+                       for port in (api_port, net.registry_port, net.dcgm_port)),
                      ["-j", "DROP"]):
             _run(inside("iptables", "-t", "mangle", "-A", "FORWARD", "-s", net.pod_cidr, "-o", NODE_LINK, *rule),
                  "confining pod traffic")
