@@ -67,6 +67,9 @@ type config struct {
 	eosAfter         int
 	answerSalt       string
 	vllmVersion      string
+	blockSize        int
+	kvCacheBlocks    int
+	gpuMemoryUtil    float64
 	ignoredTP        int
 	ignoredEager     bool
 	ignoredPrefix    bool
@@ -100,6 +103,10 @@ func parseFlags(args []string) (*config, error) {
 			"(stand-in only)")
 	annotationsFile := fs.String("pod-annotations-file", defaultPodAnnotationsFile,
 		"the pod's annotations (downward API); vllm-gate/sim-* set the stand-in's flags not given (stand-in only)")
+	// What vllm:cache_config_info reports, as vLLM does (the stand-in keeps no KV cache of that size).
+	fs.IntVar(&c.blockSize, "block-size", 16, "tokens per KV-cache block, as vLLM's")
+	fs.IntVar(&c.kvCacheBlocks, "kv-cache-size", 1024, "KV-cache blocks reported (llm-d-inference-sim's flag)")
+	fs.Float64Var(&c.gpuMemoryUtil, "gpu-memory-utilization", 0.9, "reported, as vLLM's")
 	fs.IntVar(&c.ignoredTP, "tensor-parallel-size", 1, "accepted and ignored, as vLLM's")
 	fs.BoolVar(&c.ignoredEager, "enforce-eager", false, "accepted and ignored, as vLLM's")
 	fs.BoolVar(&c.ignoredPrefix, "enable-prefix-caching", false, "accepted and ignored, as vLLM's")
@@ -212,7 +219,7 @@ func main() {
 	}
 	s := &server{
 		cfg: cfg, started: time.Now(), slots: make(chan struct{}, cfg.maxNumSeqs),
-		rng: rand.New(rand.NewSource(cfg.seed)), m: newMetrics(cfg.servedNames[0]),
+		rng: rand.New(rand.NewSource(cfg.seed)), m: newMetrics(cfg.servedNames[0], cacheConfig(cfg)),
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)

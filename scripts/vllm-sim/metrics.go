@@ -1,6 +1,10 @@
 package main
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics carries vLLM's metric names (V1 engine, colon-prefixed) with the model_name label.
 type metrics struct {
@@ -14,7 +18,21 @@ type metrics struct {
 // finishReasons are vLLM 0.32's FinishReason values (vllm/v1/engine/__init__.py), as label values.
 var finishReasons = []string{"stop", "length", "abort", "error", "repetition"}
 
-func newMetrics(model string) *metrics {
+// cacheConfig is vllm:cache_config_info's labels, as vLLM's V1 engine sets them (vllm/v1/metrics/loggers.py: the
+// cache config's fields, the engine index, no model_name) from the flags that set them in vLLM.
+func cacheConfig(c *config) prometheus.Labels {
+	return prometheus.Labels{
+		"engine":                 "0",
+		"block_size":             strconv.Itoa(c.blockSize),
+		"cache_dtype":            "auto",
+		"gpu_memory_utilization": strconv.FormatFloat(c.gpuMemoryUtil, 'f', -1, 64),
+		"num_gpu_blocks":         strconv.Itoa(c.kvCacheBlocks),
+		"kv_cache_size_tokens":   strconv.Itoa(c.kvCacheBlocks * c.blockSize),
+		"enable_prefix_caching":  strconv.FormatBool(c.ignoredPrefix),
+	}
+}
+
+func newMetrics(model string, cache prometheus.Labels) *metrics {
 	labels := prometheus.Labels{"model_name": model}
 	r := prometheus.NewRegistry()
 	gauge := func(name, help string) prometheus.Gauge {
@@ -48,6 +66,10 @@ func newMetrics(model string) *metrics {
 		tpot: hist("vllm:request_time_per_output_token_seconds",
 			"Histogram of time per output token per request in seconds.", latency),
 	}
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "vllm:cache_config_info",
+		Help: "Information of the LLMEngine CacheConfig", ConstLabels: cache})
+	info.Set(1)
+	r.MustRegister(info)
 	m.success = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "vllm:request_success_total", Help: "Count of successfully processed requests.",
 		ConstLabels: labels}, []string{"finished_reason"})
