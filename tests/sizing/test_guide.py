@@ -20,7 +20,9 @@ def test_guide_covers_every_spec_calibration_point_and_the_formula():
         assert f"## {name}\n" in text
         assert load_spec(name, MODELS_DIR).architecture.source in text
     for point in CALIBRATION:
-        assert point.source in text
+        # Every point's row: its error and whether it set a constant, beside its source.
+        row = next(line for line in text.splitlines() if point.source in line)
+        assert f"| {point.error:+.2%} | {'in' if point.in_sample else 'held out'} |" in row
     assert "2 x num_hidden_layers x num_key_value_heads x head_dim" in text
 
 

@@ -8,7 +8,7 @@ import pytest
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.sizing.calibration import CALIBRATION, LLAMA_31_8B
 from vllm_gate.sizing.engine import compare_cache_config, cpu_kv_cache_tokens
-from vllm_gate.sizing.fit import engine_settings, fit, load_concurrency
+from vllm_gate.sizing.fit import engine_settings, fit, load_concurrency, server_defaults
 from vllm_gate.sizing.gpus import GIB, GPU_TYPES, UnknownGpuType, gpu_type
 from vllm_gate.sizing.model import EngineSettings, bytes_per_token, estimate
 from vllm_gate.spec import Architecture, load_spec
@@ -66,6 +66,38 @@ def test_each_calibration_point_lands_within_its_stated_error(point):
         f"{point.model} on {point.gpu}: predicted {point.predicted().num_gpu_blocks} blocks, vLLM reported "
         f"{point.reported_blocks} ({point.error:+.2%}, allowed {point.max_error:.0%}); source {point.source}")
     assert point.source.startswith("https://")
+
+
+def test_the_model_is_held_to_points_it_was_not_fitted_on():
+    held_out = [p for p in CALIBRATION if not p.in_sample]
+    assert len(held_out) >= 3
+    # Among them the V1 engine the gate deploys, and an 80 GB card.
+    assert any(p.engine.engine == "v1" for p in held_out)
+    assert any(p.total_gib > 70 for p in held_out)
+    # A tolerance is the error seen, rounded up to the next whole percent: no wider than needed.
+    for point in CALIBRATION:
+        assert point.max_error - abs(point.error) < 0.01, point
+
+
+def test_v1_torch_peak_is_the_larger_of_forward_pass_and_sampler():
+    v1 = estimate(LLAMA_31_8B, 80 * GIB, EngineSettings(0.9, 8192, max_num_batched_tokens=8192, max_num_seqs=1024))
+    assert v1.torch_peak_bytes == max(v1.activation_bytes, v1.sampler_bytes) == v1.sampler_bytes
+    few = estimate(LLAMA_31_8B, 80 * GIB, EngineSettings(0.9, 8192, max_num_batched_tokens=8192, max_num_seqs=8))
+    assert few.torch_peak_bytes == few.activation_bytes
+    v0 = estimate(LLAMA_31_8B, 80 * GIB, EngineSettings(0.9, 8192, max_num_batched_tokens=8192, engine="v0"))
+    assert v0.torch_peak_bytes == v0.activation_bytes + v0.sampler_bytes
+    # Tensor parallelism shards the forward pass, not the gathered logits, and adds NCCL buffers outside torch.
+    tp2 = estimate(LLAMA_31_8B, 80 * GIB, EngineSettings(0.9, 8192, tensor_parallel_size=2,
+                                                        max_num_batched_tokens=8192, max_num_seqs=1024))
+    assert tp2.sampler_bytes == v1.sampler_bytes
+    assert tp2.non_torch_bytes > v1.non_torch_bytes
+
+
+def test_server_defaults_follow_vllm_by_card():
+    assert server_defaults(gpu_type("h100-sxm")) == server_defaults(gpu_type("h200")) == (8192, 1024)
+    assert server_defaults(gpu_type("a100-80gb")) == (2048, 256)  # vLLM leaves A100s on the small defaults
+    assert server_defaults(gpu_type("l4")) == server_defaults(None) == (2048, 256)
+    assert fit(LLAMA3, gpu_type("h100-sxm")).estimate.max_num_seqs == 1024
 
 
 def test_the_failed_calibration_point_is_predicted_to_fail_too():

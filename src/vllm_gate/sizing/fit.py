@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vllm_gate.sizing.gpus import GIB, GPU_TYPES, GpuType
-from vllm_gate.sizing.model import BLOCK_SIZE, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, EngineSettings, Estimate, estimate
+from vllm_gate.sizing.model import (
+    BLOCK_SIZE,
+    LARGE_CARD_BYTES,
+    LARGE_CARD_DEFAULTS,
+    SMALL_CARD_DEFAULTS,
+    EngineSettings,
+    Estimate,
+    estimate,
+)
 from vllm_gate.spec import Architecture, Load, ModelSpec
 
 # The highest gpu_memory_utilization worth suggesting: above it CUDA graphs and fragmentation have no room.
@@ -30,16 +38,25 @@ def _flag_values(args: list[str]) -> dict[str, str]:
     return found
 
 
-def engine_settings(spec: ModelSpec) -> EngineSettings:
-    """What the spec asks vLLM for, with vLLM's defaults where it says nothing."""
+def server_defaults(gpu: GpuType | None) -> tuple[int, int]:
+    """vLLM's OpenAI-server (max_num_batched_tokens, max_num_seqs) on ``gpu`` (vllm/engine/arg_utils.py): the large
+    ones for cards of 70 GiB or more that are not A100s, the small ones elsewhere and where the card is not known."""
+    if gpu is not None and gpu.runtime_bytes >= LARGE_CARD_BYTES and "a100" not in gpu.product.lower():
+        return LARGE_CARD_DEFAULTS
+    return SMALL_CARD_DEFAULTS
+
+
+def engine_settings(spec: ModelSpec, gpu: GpuType | None = None) -> EngineSettings:
+    """What the spec asks vLLM for on ``gpu``, with vLLM's defaults where it says nothing."""
     flags = _flag_values(spec.vllm.extra_args)
     ints = {field: int(flags[flag]) for flag, field in _INT_FLAGS.items() if flag in flags}
+    default_tokens, default_seqs = server_defaults(gpu)
     return EngineSettings(gpu_memory_utilization=spec.vllm.gpu_memory_utilization,
                           max_model_len=spec.vllm.max_model_len,
                           tensor_parallel_size=spec.vllm.tensor_parallel_size,
                           block_size=ints.get("block_size", BLOCK_SIZE),
-                          max_num_batched_tokens=ints.get("max_num_batched_tokens", MAX_NUM_BATCHED_TOKENS),
-                          max_num_seqs=ints.get("max_num_seqs", MAX_NUM_SEQS))
+                          max_num_batched_tokens=ints.get("max_num_batched_tokens", default_tokens),
+                          max_num_seqs=ints.get("max_num_seqs", default_seqs))
 
 
 def architecture(spec: ModelSpec) -> Architecture | None:
@@ -89,7 +106,7 @@ def fit(spec: ModelSpec, gpu: GpuType, arch: Architecture | None = None) -> Fit:
     arch = arch or architecture(spec)
     assert arch is not None, "fit() needs the spec's architecture"
     total_gpus_bytes = gpu.runtime_bytes
-    return Fit(gpu, estimate(arch, total_gpus_bytes, engine_settings(spec)), arch.max_position_embeddings,
+    return Fit(gpu, estimate(arch, total_gpus_bytes, engine_settings(spec, gpu)), arch.max_position_embeddings,
                spec.load.prompt_tokens + spec.load.output_tokens, load_concurrency(spec.load))
 
 
@@ -107,7 +124,7 @@ def breakdown(est: Estimate) -> str:
 def failure(spec: ModelSpec, result: Fit) -> str:
     """Why the spec's max_model_len does not fit one request on its GPU type, and what to change."""
     est = result.estimate
-    settings = engine_settings(spec)
+    settings = engine_settings(spec, result.gpu)
     need = -(-settings.max_model_len // est.block_size) * est.block_size * est.bytes_per_token
     kv = f"{gib(max(est.kv_cache_bytes, 0))} = {est.kv_cache_tokens:,} tokens" if est.kv_cache_bytes > 0 else \
         "nothing (the weights and overhead take it all)"

@@ -46,7 +46,7 @@ GPU_TYPES: tuple[GpuType, ...] = (
             "measured: tests/data/gpu-h200 (nvidia-smi -q: total 143,771 MiB, reserved 616 MiB; torch's total "
             "143,156 MiB in load.log)"),
     GpuType("h100-sxm", "NVIDIA H100 80GB HBM3", 81559, 81079, True,
-            "measured: /work/shared/data/gpu-h100 (nvidia-smi -q: total 81,559 MiB, reserved 480 MiB, free "
+            "measured: the project's shared H100 capture (nvidia-smi -q: total 81,559 MiB, reserved 480 MiB, free "
             "81,079 MiB idle)"),
     GpuType("h100-pcie", "NVIDIA H100 PCIe", 81559, 81079, False,
             "estimate: the H100 SXM's measured total (the same 80 GB of HBM; "
