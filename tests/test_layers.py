@@ -23,6 +23,7 @@ IMPORTERS = frozenset({"import_module", "__import__"})
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("base",),
     ("spec",),
+    ("sizing",),
     ("deploy",),
     ("load",),
     ("checks",),

@@ -425,6 +425,62 @@ class Load(StrictModel):
     output_tokens: int = Field(gt=0, strict=True, description="Exact output length (max_tokens + ignore_eos).")
 
 
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+
+
+class Architecture(StrictModel):
+    """The model's facts that decide its GPU memory, from its config.json (no model hub is reachable to read them)."""
+
+    num_hidden_layers: int = Field(gt=0, strict=True, description="config.json num_hidden_layers.")
+    num_key_value_heads: int = Field(gt=0, strict=True, description="config.json num_key_value_heads (GQA).")
+    head_dim: int = Field(gt=0, strict=True, description="config.json head_dim, else hidden_size / "
+                                                          "num_attention_heads.")
+    intermediate_size: int = Field(gt=0, strict=True, description="config.json intermediate_size (sizes the "
+                                                                   "activation peak of vLLM's profiling run).")
+    vocab_size: int = Field(gt=0, strict=True, description="config.json vocab_size (sizes the sampler's profiling).")
+    max_position_embeddings: int = Field(gt=0, strict=True, description="config.json max_position_embeddings.")
+    num_parameters: int | None = Field(None, gt=0, strict=True,
+                                       description="Parameter count; the weights are this times the dtype's bytes.")
+    weight_bytes: int | None = Field(None, gt=0, strict=True,
+                                     description="Bytes of weights on the GPU, where known (wins over "
+                                                 "num_parameters: quantized or mixed-precision checkpoints).")
+    dtype: Literal["bfloat16", "float16", "float32"] = Field(description="config.json torch_dtype (vLLM's --dtype "
+                                                                         "auto).")
+    # auto stores the KV cache in the model's dtype; the fp8 ones use one byte per element.
+    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+        "auto", description="vLLM's --kv-cache-dtype; auto = dtype.")
+    source: str = Field(description="Where these facts come from: the config.json URL, and the weights' source.")
+
+    @model_validator(mode="after")
+    def _weights_known(self) -> Architecture:
+        if self.num_parameters is None and self.weight_bytes is None:
+            raise ValueError("set num_parameters or weight_bytes: the weights' size decides what is left for the "
+                             "KV cache")
+        if "http" not in self.source:
+            raise ValueError("source must cite where the facts come from by URL (the model's config.json)")
+        return self
+
+    @property
+    def weights(self) -> int:
+        """Bytes of weights on the GPU (all shards together)."""
+        if self.weight_bytes is not None:
+            return self.weight_bytes
+        assert self.num_parameters is not None
+        return self.num_parameters * DTYPE_BYTES[self.dtype]
+
+    @property
+    def kv_element_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype] if self.kv_cache_dtype == "auto" else (
+            1 if self.kv_cache_dtype.startswith("fp8") else DTYPE_BYTES[self.kv_cache_dtype])
+
+
+class Sizing(StrictModel):
+    """What preflight does when the load profile's concurrency exceeds what the KV cache holds."""
+
+    concurrency: Literal["warn", "fail"] = Field(
+        "warn", description="warn: say so before the load test; fail: fail preflight (the load test would queue).")
+
+
 class ModelSpec(StrictModel):
     """One model the gate can deploy, check and register."""
 
@@ -454,6 +510,10 @@ class ModelSpec(StrictModel):
     rehearsal: Rehearsal = Field(description="The simulator's latency profile for rehearsals (engine: sim).")
     identity: Identity = Field(default_factory=Identity)
     regression: Regression = Field(default_factory=Regression)
+    architecture: Architecture | None = Field(
+        None, description="The model's memory facts for GPU sizing (vllm-gate size, preflight); without them "
+                          "preflight says sizing is not shown.")
+    sizing: Sizing = Field(default_factory=Sizing)
 
     @property
     def served_name(self) -> str:

@@ -1,4 +1,4 @@
-"""The ``vllm-gate`` console script: render a model's manifests, run the embedded local cluster."""
+"""The ``vllm-gate`` console script: render a model's manifests, size it, run the embedded local cluster."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 
 from vllm_gate.cli.cluster import cluster
 from vllm_gate.cli.render import render
+from vllm_gate.cli.size import size
 
 __all__ = ["main"]
 
@@ -16,6 +17,7 @@ HELP = """Render a model's manifests and run the embedded local cluster; the gat
 Examples:
   vllm-gate render llama3
   vllm-gate render llama3 --set engine=sim
+  vllm-gate size llama3 --gpu-type l4 --set vllm.max_model_len=32768
   eval "$(vllm-gate cluster up)" && kubectl get nodes
   pytest suites/ --model llama3 --cluster existing
   vllm-gate cluster down
@@ -30,3 +32,7 @@ def main() -> None:
 
 main.add_command(render)
 main.add_command(cluster)
+main.add_command(size)
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,8 @@ from urllib3.exceptions import HTTPError
 from vllm_gate.base.errors import GateError
 from vllm_gate.deploy.render import render_manifests
 from vllm_gate.deploy.values import CHART_NAME, Strategy, chart_values
+from vllm_gate.sizing.fit import breakdown, failure, fit, gib
+from vllm_gate.sizing.gpus import find
 from vllm_gate.spec import ModelSpec
 
 GPU_TYPE_LABEL = "gpu-type"
@@ -103,6 +105,42 @@ class Decision:
 
     strategy: Strategy
     reason: str
+
+
+def check_sizing(spec: ModelSpec) -> tuple[str, ...]:
+    """Does the spec's model fit its GPU type (vllm_gate.sizing)? Lines to print, or PreflightFailed.
+
+    A max_model_len that does not fit one request fails (vLLM would refuse to start after the download); a load
+    profile that needs more concurrent requests than the KV cache holds is a warning, or a failure with
+    ``sizing.concurrency: fail``. Where the model or the GPU type is unknown, the sizing is not shown.
+    """
+    gpu = find(spec.resources.gpu_type)
+    if spec.architecture is None:
+        return ("vllm-gate: sizing not shown: the spec has no architecture section (vllm-gate size needs it)",)
+    if gpu is None:
+        return (f"vllm-gate: sizing not shown: gpu_type {spec.resources.gpu_type} is not in the sizing table "
+                "(vllm-gate size lists the known ones)",)
+    result = fit(spec, gpu)
+    if not result.fits:
+        raise PreflightFailed(failure(spec, result))
+    est = result.estimate
+    lines = [f"vllm-gate: sizing (estimate): {spec.name} on {gpu.name}: KV cache {gib(est.kv_cache_bytes)} = "
+             f"{est.kv_cache_tokens:,} tokens ({breakdown(est)}); max_model_len {est.max_model_len} fits one "
+             f"request (largest {est.largest_max_model_len:,}); {result.concurrency} requests of "
+             f"{result.tokens_per_request} tokens fit at once, the load profile keeps {result.load_concurrency} in "
+             "flight"]
+    if not result.load_fits:
+        problem = (f"the load profile keeps {result.load_concurrency} requests of {result.tokens_per_request} "
+                   f"tokens in flight, the KV cache of {spec.name} on {gpu.name} holds {result.concurrency}: the "
+                   "rest queue and the load test's latency shows it")
+        if spec.sizing.concurrency == "fail":
+            raise PreflightFailed(f"preflight: {problem} (sizing.concurrency: fail); lower the load's users, or "
+                                  "raise vllm.gpu_memory_utilization or the GPU type")
+        lines.append(f"vllm-gate: WARNING sizing: {problem} (sizing.concurrency: fail makes this a failure)")
+    if result.load_concurrency > est.max_num_seqs:
+        lines.append(f"vllm-gate: WARNING sizing: the load profile keeps {result.load_concurrency} requests in "
+                     f"flight, vLLM runs at most max_num_seqs {est.max_num_seqs} at once")
+    return tuple(lines)
 
 
 def need_of(spec: ModelSpec) -> Need:
