@@ -110,6 +110,16 @@ def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim
     result.stdout.fnmatch_lines(["*vllm:request_success grew by *, the load client measured * successful requests*"])
 
 
+def test_a_max_model_len_its_gpu_type_cannot_hold_is_refused_before_any_cluster_naming_what_fits(gate, tmp_path):
+    result = gate("--model", "llama3", "--cluster", "local", "--set", "vllm.max_model_len=131072",
+                  "--set", "resources.gpu_type=l4")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*preflight: vllm.max_model_len 131072 does not fit one request on l4*set "
+                                 "vllm.max_model_len to at most *"])
+    assert "local cluster" not in result.stdout.str() + result.stderr.str()  # no cluster was started
+    assert not (tmp_path / "report.html").exists()  # nothing half-written
+
+
 def test_a_model_that_cannot_fit_fails_before_deploying_says_it_once_and_registers_nothing(gate):
     for tool in ("kwokctl", "kube-apiserver", "helm", "kubectl"):
         require(tool)

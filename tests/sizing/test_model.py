@@ -7,7 +7,7 @@ import pytest
 
 from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.sizing.calibration import CALIBRATION, LLAMA_31_8B
-from vllm_gate.sizing.engine import compare_cache_config, cpu_kv_cache_tokens
+from vllm_gate.sizing.engine import CachePrediction, compare_cache_config, cpu_kv_cache_tokens, cpu_prediction
 from vllm_gate.sizing.fit import engine_settings, fit, load_concurrency, server_defaults
 from vllm_gate.sizing.gpus import GIB, GPU_TYPES, UnknownGpuType, gpu_type
 from vllm_gate.sizing.model import EngineSettings, bytes_per_token, estimate
@@ -141,7 +141,7 @@ def test_cache_config_comparison_reports_each_label_difference():
     labels = {"num_gpu_blocks": str(est.num_gpu_blocks - est.num_gpu_blocks // 10),
               "kv_cache_size_tokens": str(est.kv_cache_tokens), "block_size": "16",
               "gpu_memory_utilization": "0.9", "engine": "0"}
-    diff = compare_cache_config(est, 0.9, labels)
+    diff = compare_cache_config(CachePrediction.of_estimate(est, 0.9, "h100"), labels)
     assert set(diff.values) == {"num_gpu_blocks", "kv_cache_size_tokens", "block_size", "gpu_memory_utilization"}
     assert diff.share("num_gpu_blocks") == pytest.approx(-0.1, abs=0.001)
     assert diff.share("kv_cache_size_tokens") == 0
@@ -150,9 +150,24 @@ def test_cache_config_comparison_reports_each_label_difference():
 
 def test_cache_config_comparison_skips_missing_labels_and_refuses_non_numbers():
     est = estimate(LLAMA3.architecture, 48 * GIB, EngineSettings(0.9, 8192))
-    assert set(compare_cache_config(est, 0.9, {"block_size": "16", "num_gpu_blocks": "None"}).values) == {"block_size"}
+    predicted = CachePrediction.of_estimate(est, 0.9, "48 GiB")
+    assert set(compare_cache_config(predicted, {"block_size": "16", "num_gpu_blocks": "None"}).values) == {"block_size"}
     with pytest.raises(ValueError, match="block_size='sixteen'"):
-        compare_cache_config(est, 0.9, {"block_size": "sixteen"})
+        compare_cache_config(predicted, {"block_size": "sixteen"})
+
+
+def test_the_cpu_builds_prediction_is_what_vllm_0_32_reported_for_the_tiny_model():
+    # The labels vLLM 0.32.0's CPU build served for the local cluster's tiny model (VLLM_CPU_KVCACHE_SPACE=1).
+    reported = {"block_size": "128", "num_gpu_blocks": "16384", "kv_cache_size_tokens": "2097152",
+                "kv_cache_memory_bytes": "1073741824", "gpu_memory_utilization": "0.95", "cache_dtype": "auto"}
+    predicted = cpu_prediction(bytes_per_token(TINY), GIB, 0.95, "tiny model")
+    diff = compare_cache_config(predicted, reported)
+    assert set(diff.values) == {"num_gpu_blocks", "kv_cache_size_tokens", "block_size", "gpu_memory_utilization",
+                                "kv_cache_memory_bytes"}
+    assert all(p == r for p, r in diff.values.values()), diff.lines()
+    # One block fewer reported is seen.
+    off = compare_cache_config(predicted, {**reported, "num_gpu_blocks": "16383"})
+    assert off.share("num_gpu_blocks") == pytest.approx(-1 / 16384)
 
 
 def test_engine_settings_read_the_flags_that_change_the_kv_cache():

@@ -16,6 +16,16 @@ from vllm_gate.spec import load_spec
 LONG_ON_24GB = ["vllm.max_model_len=131072", "resources.gpu_type=l4"]
 
 
+def test_a_long_context_model_is_told_the_largest_length_its_kv_cache_holds():
+    # Llama 3.1's 131,072-token context on the same 8B architecture: the KV cache is what limits it.
+    spec = load_spec("llama3", MODELS_DIR, [*LONG_ON_24GB, "architecture.max_position_embeddings=131072"])
+    largest = fit(spec, gpu_type("l4")).estimate.largest_max_model_len
+    with pytest.raises(PreflightFailed) as failed:
+        check_sizing(spec)
+    assert f"set vllm.max_model_len to at most {largest}" in failed.value.summary
+    assert "max_position_embeddings" not in failed.value.summary
+
+
 def test_max_model_len_beyond_the_kv_cache_fails_naming_the_largest_that_fits():
     spec = load_spec("llama3", MODELS_DIR, LONG_ON_24GB)
     largest = fit(spec, gpu_type("l4")).estimate.largest_max_model_len
@@ -24,7 +34,9 @@ def test_max_model_len_beyond_the_kv_cache_fails_naming_the_largest_that_fits():
         check_sizing(spec)
     message = failed.value.summary
     assert message.startswith("preflight: vllm.max_model_len 131072 does not fit one request on l4")
-    assert f"set vllm.max_model_len to at most {largest}" in message
+    assert f"= {largest:,} tokens" in message  # what the KV cache holds
+    # Llama 3 8B's max_position_embeddings (8192) is below that: vLLM would refuse more, so that is the suggestion.
+    assert "set vllm.max_model_len to at most 8192" in message
     assert "max_position_embeddings 8192" in message  # llama3 is an 8k model besides
     fits_elsewhere = re.search(r"use a GPU type where it fits \(([^)]*)\)", message)
     assert fits_elsewhere is not None

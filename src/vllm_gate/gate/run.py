@@ -17,6 +17,7 @@ from vllm_gate.cluster.base import Capabilities
 from vllm_gate.deploy.release import Release
 from vllm_gate.deploy.target import Target, in_place
 from vllm_gate.gate.evidence import artifacts_dir
+from vllm_gate.gate.kv_cache import KvCacheComparison
 from vllm_gate.load.samples import RequestSample
 from vllm_gate.load.slo import SloResult, slo_names
 from vllm_gate.registry.certify import Certification
@@ -164,6 +165,8 @@ class GateRun:
     cluster_problems: list[str] = field(default_factory=list)  # e.g. simulators that would not start
     preflight: str | None = None  # what the pool had, and the rollout strategy chosen from it
     telemetry: list[str] = field(default_factory=list)  # which Prometheus and GPU source the checks read
+    sizing: list[str] = field(default_factory=list)  # preflight's KV-cache estimate for the spec's GPU type
+    kv_cache: KvCacheComparison | None = None  # the engine's cache_config_info against the prediction
     identity: IdentityRecord | None = None  # stored with a passed run as the next run's baseline
     gpu_recorded: bool = False  # the gpu suite read recorded telemetry (test data), not a live GPU
     cluster_key: str | None = None  # the same cluster across runs (regressions compare only there)
@@ -309,6 +312,7 @@ class GateRun:
             "skipped": [f"{o.check}: {o.message}" for o in self.outcomes.values() if o.outcome == "skipped"],
             "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
             "telemetry": list(self.telemetry),
+            "kv_cache": self.kv_cache.summary() if self.kv_cache else None,
             # What a later run compares with (--compare-last) and ias-admin model history shows.
             "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
             "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,

@@ -121,6 +121,7 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample], history: RunHistory
     baselines = [f"{o.check}: {o.message}" for o in run.outcomes.values() if o.outcome == "baseline"]
     lists = [("Skipped checks", skipped), ("Baselines recorded", baselines), ("Not shown by this run",
                                                                             list(verdict.not_shown)),
+             ("GPU sizing", [*run.sizing, *(run.kv_cache.lines() if run.kv_cache else [])]),
              ("Telemetry and evidence", list(run.telemetry)), ("Decision", list(run.decision)),
              ("Promotion", run.promotion.lines(run.deployed))]
     sections = "".join(f"<h3>{_e(title)}</h3><ul>{''.join(f'<li>{_e(x)}</li>' for x in items)}</ul>"

@@ -52,6 +52,7 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
         "started_at": run.started_at.isoformat(), "finished_at": finished_at.isoformat(),
         "duration_s": round((finished_at - run.started_at).total_seconds(), 1),
         "not_shown": list(verdict.not_shown), "telemetry": list(run.telemetry), "decision": list(run.decision),
+        "sizing": list(run.sizing), "kv_cache": run.kv_cache.summary() if run.kv_cache else None,
         "promotion": promotion_summary(run),
     }
 

@@ -129,8 +129,10 @@ def failure(spec: ModelSpec, result: Fit) -> str:
     kv = f"{gib(max(est.kv_cache_bytes, 0))} = {est.kv_cache_tokens:,} tokens" if est.kv_cache_bytes > 0 else \
         "nothing (the weights and overhead take it all)"
     changes = []
-    if est.largest_max_model_len >= spec.load.prompt_tokens + spec.load.output_tokens:
-        changes.append(f"set vllm.max_model_len to at most {est.largest_max_model_len}")
+    # vLLM also refuses a length above the model's max_position_embeddings: never suggest one.
+    largest = min(est.largest_max_model_len, result.max_position_embeddings)
+    if largest >= spec.load.prompt_tokens + spec.load.output_tokens:
+        changes.append(f"set vllm.max_model_len to at most {largest}")
     util = est.utilization_to_fit(settings.max_model_len)
     if util <= MAX_SUGGESTED_UTILIZATION:
         changes.append(f"raise vllm.gpu_memory_utilization to {_ceil2(util):.2f}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -41,7 +42,9 @@ from vllm_gate.cluster.node.vllm_image import (
     engine_facts,
     engine_python,
 )
-from vllm_gate.spec import ModelSpec
+from vllm_gate.sizing.engine import CPU_BLOCK_SIZE, CachePrediction, cpu_prediction
+from vllm_gate.sizing.gpus import GIB
+from vllm_gate.spec import DTYPE_BYTES, ModelSpec
 
 BUILDER = Path(__file__).with_name("tiny_model_build.py")
 BUILD_TIMEOUT_S = 300
@@ -133,6 +136,25 @@ def tiny_model_cache(spec: ModelSpec, progress: Callable[[str], None] = lambda _
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return home / "hub"
+
+
+def kv_cache_prediction(spec: ModelSpec) -> CachePrediction:
+    """What the real engine will report in vllm:cache_config_info for ``spec``'s tiny model: its CPU build keeps
+    exactly VLLM_CPU_KVCACHE_SPACE for the KV cache, cut into blocks of the bytes a token needs, read from the
+    config.json the engine loads."""
+    configs = sorted(tiny_model_cache(spec).glob("models--*/snapshots/*/config.json"))
+    if not configs:
+        raise ClusterError(f"the tiny model for {spec.model_id} has no config.json in its cache")
+    config = json.loads(configs[0].read_text())
+    dtype = config.get("dtype") or config.get("torch_dtype") or "bfloat16"
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    per_token = 2 * config["num_hidden_layers"] * config["num_key_value_heads"] * head_dim * DTYPE_BYTES[dtype]
+    space_gib = float(dict(v.split("=", 1) for v in ENGINE_ENVIRONMENT)["VLLM_CPU_KVCACHE_SPACE"])
+    space = int(space_gib * GIB)
+    return cpu_prediction(per_token, space, spec.vllm.gpu_memory_utilization,
+                          f"vLLM's CPU build: VLLM_CPU_KVCACHE_SPACE={space_gib:g} GiB in blocks of {CPU_BLOCK_SIZE} "
+                          f"tokens, {per_token} bytes a token for the tiny model (2 x {config['num_hidden_layers']} "
+                          f"layers x {config['num_key_value_heads']} KV heads x head dim {head_dim} x {dtype})")
 
 
 def engine_spec(spec: ModelSpec, version: str) -> ModelSpec:
