@@ -69,6 +69,12 @@ def test_endpoint_mode_passes_a_healthy_server_and_skips_kubernetes_checks(gate,
     result = gate("--model", "llama3", "--endpoint-url", sim.url, *SHORT_LOAD)
     assert result.ret == pytest.ExitCode.OK, result.stdout.str()
     result.stdout.fnmatch_lines([
+        "vllm-gate: sizing (estimate): llama3 on rtx-6000-ada: KV cache * GiB = * tokens *",
+        # The server is not known to be the stand-in: its KV cache is held to the estimate for the spec's GPU, and
+        # the stand-in's llm-d default (1,024 blocks of 16) is reported as far from it.
+        "vllm-gate: KV cache: predicted * blocks x 16 = * tokens (estimate for llama3 on rtx-6000-ada, vllm-gate size)",
+        "vllm-gate: KV cache: reported num_gpu_blocks: predicted *, reported 1024 (-9*%); kv_cache_size_tokens: "
+        "predicted *, reported 16384 (-9*%); gpu_memory_utilization: predicted 0.95, reported 0.9 (-5.3%)*",
         "*vllm-gate verdict*",
         "*ENDPOINT CHECKS PASSED — not a certification: the gate did not deploy this server",
         "*SKIPPED exposure/test_every_service_is_cluster_ip: needs Kubernetes; this run checks --endpoint-url*",

@@ -18,7 +18,7 @@ type metrics struct {
 // finishReasons are vLLM 0.32's FinishReason values (vllm/v1/engine/__init__.py), as label values.
 var finishReasons = []string{"stop", "length", "abort", "error", "repetition"}
 
-// cacheConfig is vllm:cache_config_info's labels, as vLLM's V1 engine sets them (vllm/v1/metrics/loggers.py: the
+// cacheConfig is vllm:cache_config_info's labels, as vLLM 0.32's V1 engine sets them (vllm/v1/metrics/loggers.py: the
 // cache config's fields, the engine index, no model_name) from the flags that set them in vLLM.
 func cacheConfig(c *config) prometheus.Labels {
 	return prometheus.Labels{
@@ -30,6 +30,14 @@ func cacheConfig(c *config) prometheus.Labels {
 		"kv_cache_size_tokens":   strconv.Itoa(c.kvCacheBlocks * c.blockSize),
 		"enable_prefix_caching":  strconv.FormatBool(c.ignoredPrefix),
 	}
+}
+
+// pythonBool writes a bool as vLLM's labels do (Python's str(bool)).
+func pythonBool(b bool) string {
+	if b {
+		return "True"
+	}
+	return "False"
 }
 
 func newMetrics(model string, cache prometheus.Labels) *metrics {

@@ -6,7 +6,7 @@ import copy
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from packaging.version import InvalidVersion, Version
@@ -426,6 +426,8 @@ class Load(StrictModel):
 
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
+KvCacheDtype = Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"]
+KV_CACHE_DTYPES: tuple[str, ...] = get_args(KvCacheDtype)
 
 
 class Architecture(StrictModel):
@@ -447,7 +449,7 @@ class Architecture(StrictModel):
     dtype: Literal["bfloat16", "float16", "float32"] = Field(description="config.json torch_dtype (vLLM's --dtype "
                                                                          "auto).")
     # auto stores the KV cache in the model's dtype; the fp8 ones use one byte per element.
-    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
+    kv_cache_dtype: KvCacheDtype = Field(
         "auto", description="vLLM's --kv-cache-dtype; auto = dtype.")
     source: str = Field(description="Where these facts come from: the config.json URL, and the weights' source.")
 

@@ -111,8 +111,12 @@ def test_a_name_that_does_not_resolve_is_a_failure_not_a_refusal():
 def test_dropped_packets_are_no_connection():
     # Enforcers that drop rather than reject (Calico, Cilium): curl times out before any connection. A network
     # namespace of the test's own with a DROP rule, so the host's rules are untouched.
-    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "ip", "iptables")):
-        pytest.skip("needs root, unshare, ip and iptables for a namespace that drops packets: not exercised")
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a network namespace that drops packets: not exercised")
+    missing = [tool for tool in ("unshare", "ip", "iptables") if shutil.which(tool) is None]
+    if missing:  # tests never skip a missing tool
+        pytest.fail(f"{', '.join(missing)} not installed (Debian packages util-linux, iproute2, iptables); run "
+                    "scripts/setup.sh")
     port = free_port()
     setup = f"ip link set lo up && iptables -A INPUT -p tcp --dport {port} -j DROP && exec \"$@\""
     outcome, _, detail = curl(f"http://127.0.0.1:{port}/health", timeout_s=1,

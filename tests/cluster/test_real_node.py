@@ -204,8 +204,9 @@ def test_the_hosts_network_is_untouched_while_the_node_runs(cluster, api, before
 
 # --- the cluster's Prometheus finds the chart's pods by Kubernetes service discovery --------------------------------
 
-DISCOVERY_S = 30  # a new pod: the watch, the discovery manager's 5 s batching, a 1 s scrape, on a busy machine
-STAYS_WRONG_S = 15  # how long a planted fault is given to come right (it must not)
+# A new pod: the watch, the discovery manager's 5 s batching, a 1 s scrape, on a busy machine. A planted fault gets
+# as long to come right (it must not), so that a slow discovery cannot pass for one.
+DISCOVERY_S = 30
 
 
 def _install(cluster: LocalCluster, namespace: str, chart: Path, spec: ModelSpec) -> str:
@@ -221,8 +222,11 @@ def _install(cluster: LocalCluster, namespace: str, chart: Path, spec: ModelSpec
 
 
 def _uninstall(cluster: LocalCluster, namespace: str, spec: ModelSpec) -> None:
-    helm("uninstall", spec.name, "--namespace", namespace, "--wait", "--kubeconfig", str(cluster.kubeconfig),
-         "--kube-context", str(cluster.context))
+    """Uninstall the release and remove its namespace (the real node's GPUs are few: the next test needs them)."""
+    proc = helm("uninstall", spec.name, "--namespace", namespace, "--wait", "--kubeconfig", str(cluster.kubeconfig),
+                "--kube-context", str(cluster.context))
+    assert proc.returncode == 0, proc.stderr
+    client.CoreV1Api(api_client(cluster.kubeconfig, cluster.context)).delete_namespace(namespace)
 
 
 def _scrape_problems(cluster: LocalCluster, namespace: str, pod: str, timeout_s: float) -> list[str]:
@@ -263,7 +267,7 @@ def test_a_chart_without_its_scrape_annotations_leaves_the_pod_unscraped(cluster
     deployment.write_text("".join(line for line in lines if line not in wiring))
     pod = _install(cluster, "scrape-unwired", chart, sim_spec)
     try:
-        problems = _scrape_problems(cluster, "scrape-unwired", pod, STAYS_WRONG_S)
+        problems = _scrape_problems(cluster, "scrape-unwired", pod, DISCOVERY_S)
         assert problems == [f"pod scrape-unwired/{pod} is not a scrape target (no active target labelled "
                             f'namespace="scrape-unwired", pod="{pod}")'], problems
     finally:
@@ -275,7 +279,7 @@ def test_a_policy_that_admits_another_prometheus_leaves_the_pod_unscraped(cluste
                                             "monitoring.prometheus_pod_labels={app.kubernetes.io/name: vmagent}"])
     pod = _install(cluster, "scrape-refused", CHART_DIR, spec)
     try:
-        problems = _scrape_problems(cluster, "scrape-refused", pod, STAYS_WRONG_S)
+        problems = _scrape_problems(cluster, "scrape-refused", pod, DISCOVERY_S)
         assert len(problems) == 1, problems
         assert re.fullmatch(rf"target http://\S+:8000/metrics of pod scrape-refused/{pod} is down: .+", problems[0])
     finally:

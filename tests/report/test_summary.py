@@ -11,13 +11,17 @@ import jsonschema
 import pytest
 
 from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.gate import kv_cache
 from vllm_gate.gate.run import GateRun
 from vllm_gate.load.slo import SloResult
 from vllm_gate.report.summary import SCHEMA_VERSION, run_summary, schema
+from vllm_gate.sizing.engine import compare_cache_config, cpu_prediction
 from vllm_gate.spec import load_spec
 from vllm_gate.verdict.contract import Mode, required_checks
 
 SPEC = load_spec("llama3", MODELS_DIR)
+REPORTED = {"block_size": "128", "num_gpu_blocks": "16384", "kv_cache_size_tokens": "2097152",
+            "kv_cache_memory_bytes": "1073741824", "gpu_memory_utilization": "0.95", "engine": "0"}
 
 
 def a_run() -> GateRun:
@@ -47,16 +51,29 @@ def validator() -> jsonschema.Draft202012Validator:
 
 
 def test_a_run_summary_validates_and_says_what_the_run_decided():
-    summary = run_summary([a_run()])
+    run = a_run()
+    run.slo_results.append(SloResult("error rate", 0.075, 0.01, False, "", "3 of 40 requests cut at the end of the "
+                                                                         "load test, counted as not completed"))
+    run.sizing = ["sizing (estimate): llama3 on rtx-6000-ada: ..."]
+    # The labels vLLM 0.32.0's CPU build served for the tiny model, against its exact prediction.
+    predicted = cpu_prediction(512, 2**30, 0.95, "tiny model")
+    run.kv_cache = kv_cache.KvCacheComparison(predicted, REPORTED, compare_cache_config(predicted, REPORTED))
+    summary = run_summary([run])
     validator().validate(summary)
-    assert summary["schema_version"] == SCHEMA_VERSION == 2
+    assert summary["schema_version"] == SCHEMA_VERSION == 3
     (model,) = summary["models"]
     assert model["verdict"]["mode"] == "rehearsal"
     assert model["verdict"]["kind"] == "partial"  # most required checks never ran in this made-up run
     assert not model["verdict"]["certified"]
     assert model["checks"]["identity/test_answers_have_not_drifted"] == {
         "outcome": "baseline", "message": "5 answers: baseline recorded", "required": True}
-    assert model["slo"][1] == {"name": "goodput", "measured": None, "limit": 0.95, "unit": "", "passed": False}
+    assert model["slo"][1] == {"name": "goodput", "measured": None, "limit": 0.95, "unit": "", "passed": False,
+                               "note": ""}
+    assert model["slo"][2]["note"] == "3 of 40 requests cut at the end of the load test, counted as not completed"
+    assert model["sizing"] == ["sizing (estimate): llama3 on rtx-6000-ada: ..."]
+    assert model["kv_cache"]["difference"] == {"num_gpu_blocks": 0.0, "kv_cache_size_tokens": 0.0, "block_size": 0.0,
+                                               "gpu_memory_utilization": 0.0, "kv_cache_memory_bytes": 0.0}
+    assert model["kv_cache"]["lines"][1] == "KV cache: reported the same (vllm:cache_config_info)"
     assert model["image"] == "simulator: vllm-sim-standin"
     assert model["chart"] == "vllm-0.1.0"
     assert model["cluster"] == {"description": "local (KWOK test)", "key": "local"}
@@ -65,7 +82,7 @@ def test_a_run_summary_validates_and_says_what_the_run_decided():
 @pytest.mark.parametrize(("plant", "path"), [
     (lambda s: s["models"][0].pop("verdict"), "'verdict' is a required property"),
     (lambda s: s["models"][0]["verdict"].update(kind="certified"), "'certified' is not one of"),
-    (lambda s: s.update(schema_version=1), "2 was expected"),
+    (lambda s: s.update(schema_version=2), "3 was expected"),
     (lambda s: s["models"][0]["slo"][0].update(measured="75 ms"), "'75 ms' is not of type 'number', 'null'"),
 ])
 def test_a_summary_that_breaks_the_schema_is_refused_naming_what(plant, path):

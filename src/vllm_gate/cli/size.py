@@ -40,7 +40,8 @@ def size(model: str | None, gpu_name: str | None, overrides: tuple[str, ...], as
         gpus = [gpu_type(gpu_name)] if gpu_name else list(GPU_TYPES)
     except UnknownGpuType as exc:
         raise InvalidInput(f"--gpu-type: {exc}") from None
-    records = rows(spec, gpus)
+    with reported_errors():
+        records = rows(spec, gpus)
     if as_json:
         click.echo(json.dumps({"model": spec.name, "gpu_memory_utilization": spec.vllm.gpu_memory_utilization,
                                "max_model_len": spec.vllm.max_model_len, "gpu_types": records}, indent=2))

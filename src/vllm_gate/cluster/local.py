@@ -28,8 +28,12 @@ from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
 from vllm_gate.cluster.creation_lock import one_creation_at_a_time
 from vllm_gate.cluster.dataplane import vllm_cpu
-from vllm_gate.cluster.dataplane.cluster_prometheus import DCGM_TARGET_LABELS, ClusterPrometheus
-from vllm_gate.cluster.dataplane.cluster_prometheus import NAMESPACE as PROMETHEUS_NAMESPACE
+from vllm_gate.cluster.dataplane.cluster_prometheus import (
+    DCGM_TARGET_LABELS,
+    DEFAULT_PROMETHEUS_PODS,
+    ClusterPrometheus,
+    PrometheusPods,
+)
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, LocalPrometheus
 from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
 from vllm_gate.cluster.dataplane.served_pods import DataPlane
@@ -169,10 +173,12 @@ class LocalCluster:
     kind = "local"
 
     def __init__(self, name: str | None = None, pool: GpuPool | None = None, *, data_plane: bool = True,
-                 real_node: bool | None = None, real_engine: bool | None = False, progress: Progress = _stderr) -> None:
+                 real_node: bool | None = None, real_engine: bool | None = False,
+                 prometheus_pods: PrometheusPods = DEFAULT_PROMETHEUS_PODS, progress: Progress = _stderr) -> None:
         """``real_node``: True requires one, False never, None (the default) runs one where this machine can.
         ``real_engine`` likewise for the real engine on that node (LOCAL_ENGINES; the gate's --local-engine decides,
-        by default where it is installed): by default none, the simulator answers."""
+        by default where it is installed): by default none, the simulator answers. ``prometheus_pods``: where its
+        Prometheus pod runs on the real node, and its labels (the spec's monitoring section says the platform's)."""
         self.name = name or f"vllm-gate-{os.getpid()}"
         self.pool = pool or GpuPool()
         self.kubeconfig: Path | None = STATE_ROOT / f"{self.name}.kubeconfig"
@@ -198,6 +204,7 @@ class LocalCluster:
         self._cluster_prometheus: ClusterPrometheus | None = None  # with the real node: a pod there
         self._dcgm: RecordedDcgmExporter | None = None
         self._want_data_plane = data_plane
+        self._prometheus_pods = prometheus_pods
         self._watchdog: subprocess.Popen[bytes] | None = None
         self._node: RealNode | None = None
 
@@ -316,7 +323,7 @@ class LocalCluster:
     def _start_real_node(self, api: client.ApiClient) -> None:
         """Start the real node; where it was not required and will not start, go on KWOK-only and say why."""
         self._node = RealNode(node_dir(STATE_ROOT, self.name), self.name, self.kubeconfig,
-                              urlsplit(self._api_server_for_pods()).port or 443, self.dir / "pki" / "ca.crt",
+                              self._api_port(), self.dir / "pki" / "ca.crt",
                               gpu_type=self.pool.gpu_type, gpus=self.pool.gpus_per_node,
                               cpus=int(parse_quantity(self.pool.cpu)),
                               memory_bytes=int(parse_quantity(self.pool.memory)), progress=self._progress,
@@ -358,21 +365,25 @@ class LocalCluster:
             self._prometheus.set_targets(DCGM_JOB, [(self._dcgm.address, DCGM_TARGET_LABELS)])
         else:
             self._cluster_prometheus = ClusterPrometheus(api, node=NODE_NAME, api_server=self._api_server_for_pods(),
-                                                         dcgm_address=self._dcgm.address,
+                                                         dcgm_address=self._dcgm.address, pods=self._prometheus_pods,
                                                          kubeconfig=self.kubeconfig, context=self.context,
                                                          progress=self._progress)
             self._cluster_prometheus.start()
             self.prometheus_url = self._cluster_prometheus.url
         self._data_plane.start()
-        where = (f"a pod in {PROMETHEUS_NAMESPACE} on {NODE_NAME} (Kubernetes service discovery), through "
-                 "port-forward" if self.has_real_node else "on this machine, scraping the simulators")
+        pods = self._prometheus_pods
+        where = (f"a pod labelled {pods.selector} in {pods.namespace} on {NODE_NAME} (Kubernetes service discovery), "
+                 "through port-forward" if self.has_real_node else "on this machine, scraping the simulators")
         self._progress(f"local cluster {self.name}: Prometheus {self.prometheus_url}: {where}; a dcgm-exporter "
                        "stand-in serves recorded H100 telemetry (test data, not a live GPU)")
 
+    def _api_port(self) -> int:
+        server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+        return urlsplit(server).port or 443
+
     def _api_server_for_pods(self) -> str:
         """The API server as the real node's pods reach it: the host end of the node's link."""
-        server = yaml.safe_load(self.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-        return f"https://{self.network.host_address}:{urlsplit(server).port or 443}"
+        return f"https://{self.network.host_address}:{self._api_port()}"
 
     def _start_watchdog(self) -> None:
         # A separate session, so Ctrl-C in the terminal does not kill it before it cleans up.
@@ -439,6 +450,9 @@ class LocalCluster:
     def stop(self) -> None:
         if self._data_plane is not None:
             self._data_plane.stop()  # kept: its failures() stay readable for the report
+        if self._cluster_prometheus is not None:  # before the node: its port-forward leads into the node's pod
+            self._cluster_prometheus.stop()
+            self._cluster_prometheus = None
         if self._node is not None:  # after the data plane: its port-forwards lead into the node's pods
             for problem in self._node.stop():
                 self._progress(f"local cluster {self.name}: {problem}")
@@ -449,9 +463,6 @@ class LocalCluster:
         if self._prometheus is not None:
             self._prometheus.stop()
             self._prometheus = None
-        if self._cluster_prometheus is not None:
-            self._cluster_prometheus.stop()
-            self._cluster_prometheus = None
         destroy(self.name)
         if self._watchdog is not None:
             self._watchdog.terminate()

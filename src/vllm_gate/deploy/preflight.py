@@ -21,8 +21,9 @@ from urllib3.exceptions import HTTPError
 from vllm_gate.base.errors import GateError
 from vllm_gate.deploy.render import render_manifests
 from vllm_gate.deploy.values import CHART_NAME, Strategy, chart_values
-from vllm_gate.sizing.fit import breakdown, failure, fit, gib
-from vllm_gate.sizing.gpus import find
+from vllm_gate.sizing.calibration import WORST_OVERESTIMATE
+from vllm_gate.sizing.fit import breakdown, fit, gib, length_problem, safe_tokens, within_error
+from vllm_gate.sizing.gpus import known_gpu_type
 from vllm_gate.spec import ModelSpec
 
 GPU_TYPE_LABEL = "gpu-type"
@@ -107,33 +108,42 @@ class Decision:
     reason: str
 
 
-def check_sizing(spec: ModelSpec) -> tuple[str, ...]:
+def check_sizing(spec: ModelSpec, *, refuse: bool = True) -> tuple[str, ...]:
     """Does the spec's model fit its GPU type (vllm_gate.sizing)? Lines to print, or PreflightFailed.
 
-    A max_model_len that does not fit one request fails (vLLM would refuse to start after the download); a load
-    profile that needs more concurrent requests than the KV cache holds is a warning, or a failure with
-    ``sizing.concurrency: fail``. Where the model or the GPU type is unknown, the sizing is not shown.
+    A max_model_len vLLM would refuse at start-up (above the model's max_position_embeddings, or more than the KV
+    cache holds for one request) fails, unless ``refuse`` is off (a server already running: said as a warning); a
+    fit within the estimate's error, and a load profile that needs more concurrent requests than the KV cache holds,
+    are warnings (the load a failure with ``sizing.concurrency: fail``). Where the model or the GPU type is unknown,
+    the sizing is not shown.
     """
-    gpu = find(spec.resources.gpu_type)
+    gpu = known_gpu_type(spec.resources.gpu_type)
     if spec.architecture is None:
         return ("vllm-gate: sizing not shown: the spec has no architecture section (vllm-gate size needs it)",)
     if gpu is None:
         return (f"vllm-gate: sizing not shown: gpu_type {spec.resources.gpu_type} is not in the sizing table "
                 "(vllm-gate size lists the known ones)",)
     result = fit(spec, gpu)
-    if not result.fits:
-        raise PreflightFailed(failure(spec, result))
+    problem = length_problem(spec, result)
+    if problem is not None:
+        if refuse:
+            raise PreflightFailed(problem)
+        return (f"vllm-gate: WARNING sizing: {problem.removeprefix('preflight: ')}",)
     est = result.estimate
     lines = [f"vllm-gate: sizing (estimate): {spec.name} on {gpu.name}: KV cache {gib(est.kv_cache_bytes)} = "
              f"{est.kv_cache_tokens:,} tokens ({breakdown(est)}); max_model_len {est.max_model_len} fits one "
              f"request (largest {est.largest_max_model_len:,}); {result.concurrency} requests of "
              f"{result.tokens_per_request} tokens fit at once, the load profile keeps {result.load_concurrency} in "
              "flight"]
+    if within_error(result):
+        lines.append(f"vllm-gate: WARNING sizing: max_model_len {est.max_model_len} fits by {gib(est.kv_cache_bytes)} "
+                     f"of KV cache, but not by the estimate less its worst held-out error ({WORST_OVERESTIMATE:.1%}, "
+                     f"{safe_tokens(est):,} tokens): vLLM may refuse to start")
     if not result.load_fits:
         problem = (f"the load profile keeps {result.load_concurrency} requests of {result.tokens_per_request} "
                    f"tokens in flight, the KV cache of {spec.name} on {gpu.name} holds {result.concurrency}: the "
                    "rest queue and the load test's latency shows it")
-        if spec.sizing.concurrency == "fail":
+        if spec.sizing.concurrency == "fail" and refuse:
             raise PreflightFailed(f"preflight: {problem} (sizing.concurrency: fail); lower the load's users, or "
                                   "raise vllm.gpu_memory_utilization or the GPU type")
         lines.append(f"vllm-gate: WARNING sizing: {problem} (sizing.concurrency: fail makes this a failure)")

@@ -12,8 +12,11 @@ from vllm_gate.checks.server import CACHE_INFO
 from vllm_gate.cluster.dataplane import vllm_cpu
 from vllm_gate.sizing.engine import CacheDifference, CachePrediction, compare_cache_config
 from vllm_gate.sizing.fit import fit
-from vllm_gate.sizing.gpus import find
+from vllm_gate.sizing.gpus import known_gpu_type
 from vllm_gate.spec import ModelSpec
+
+# What says how big the KV cache is (the other labels echo settings): one of them must be reported to compare.
+SIZE_LABELS = frozenset({"num_gpu_blocks", "kv_cache_size_tokens", "kv_cache_memory_bytes"})
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def prediction(spec: ModelSpec, stand_in_kind: str) -> CachePrediction | str:
                 "on a GPU")
     if stand_in_kind == "vllm-cpu":
         return vllm_cpu.kv_cache_prediction(spec)
-    gpu = find(spec.resources.gpu_type)
+    gpu = known_gpu_type(spec.resources.gpu_type)
     if spec.architecture is None:
         return "not compared: the spec has no architecture section to size it from"
     if gpu is None:
@@ -70,6 +73,8 @@ def compare(spec: ModelSpec, stand_in_kind: str, reported: Mapping[str, str]) ->
         predicted = prediction(spec, stand_in_kind)
     except GateError as exc:
         return KvCacheComparison(None, reported, note=f"not compared: no prediction ({exc.summary})")
+    except (OSError, KeyError, ValueError) as exc:  # the tiny model's config.json unreadable or without a field
+        return KvCacheComparison(None, reported, note=f"not compared: no prediction ({type(exc).__name__}: {exc})")
     if isinstance(predicted, str):
         return KvCacheComparison(None, reported, note=predicted)
     if not reported:
@@ -78,4 +83,7 @@ def compare(spec: ModelSpec, stand_in_kind: str, reported: Mapping[str, str]) ->
         difference = compare_cache_config(predicted, reported)
     except ValueError as exc:
         return KvCacheComparison(predicted, reported, note=f"not compared: {exc}")
+    if not SIZE_LABELS & set(difference.values):  # block size and utilization only echo the engine's settings
+        return KvCacheComparison(predicted, reported, note=f"not compared: {CACHE_INFO} gives no size "
+                                                           f"({', '.join(sorted(SIZE_LABELS))} absent or None)")
     return KvCacheComparison(predicted, reported, difference)

@@ -17,6 +17,7 @@ def header_lines(runs: list[GateRun]) -> list[str]:
         if run.simulated or run.stands_in:
             per_model.append(f"vllm-gate: a rehearsal ({run.simulated or run.stands_in}): it cannot certify and "
                              "writes only the rehearsal registry")
+        per_model += [f"vllm-gate: {line}" for line in run.sizing]
     shared = [f"vllm-gate: cluster {runs[0].cluster}", f"vllm-gate: report {runs[0].report_path}"]
     if len(runs) == 1:
         return [per_model[0], *shared, *per_model[1:]]

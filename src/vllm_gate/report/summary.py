@@ -13,7 +13,8 @@ from typing import Any
 from vllm_gate.base.tools import PROJECT_ROOT
 from vllm_gate.gate.run import GateRun, chart_version
 
-SCHEMA_VERSION = 2
+# 3: sizing, kv_cache, and each SLO's note (requests cut at the end of the load test).
+SCHEMA_VERSION = 3
 
 
 def schema() -> dict[str, Any]:
@@ -43,7 +44,7 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
         "checks": {o.check: {"outcome": o.outcome, "message": o.message, "required": o.check in run.required}
                    for o in run.outcomes.values() if not o.check.startswith("setup/")},
         "slo": [{"name": r.name, "measured": r.measured if math.isfinite(r.measured) else None, "limit": r.limit,
-                 "unit": r.unit, "passed": r.passed} for r in run.slo_results],
+                 "unit": r.unit, "passed": r.passed, "note": r.note} for r in run.slo_results],
         "image": run.image(), "chart": chart_version(), "answered_by": run.answered_by,
         "server": run.server.summary() if run.server else None,
         "release": ({"name": release.name, "namespace": release.namespace, "revision": release.revision}

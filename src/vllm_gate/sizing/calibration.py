@@ -118,3 +118,8 @@ CALIBRATION: tuple[CalibrationPoint, ...] = (
                      "device_total_memory_bytes 101,976,440,832, gpu_memory_utilization 0.92, max_num_batched_tokens "
                      "2048, max_num_seqs 128, num_gpu_blocks 35913)", False, 0.03),
 )
+
+
+# The most the estimate promised beyond what vLLM gave, on the points held out from fitting it: suggestions (the
+# largest max_model_len, the utilization to set) are taken that much lower, and a fit within it is only a warning.
+WORST_OVERESTIMATE = max(0.0, *(point.error for point in CALIBRATION if not point.in_sample))

@@ -59,13 +59,16 @@ class CacheDifference:
 
     values: Mapping[str, tuple[float, float]]
 
-    def share(self, label: str) -> float:
-        """(reported - predicted) / predicted for ``label``."""
+    def share(self, label: str) -> float | None:
+        """(reported - predicted) / predicted for ``label``; None where nothing was predicted (0)."""
         predicted, reported = self.values[label]
-        return (reported - predicted) / predicted if predicted else float("inf")
+        return (reported - predicted) / predicted if predicted else None
 
     def lines(self) -> list[str]:
-        return [f"{label}: predicted {p:g}, reported {r:g} ({self.share(label):+.1%})"
+        def apart(label: str) -> str:
+            share = self.share(label)
+            return "predicted 0" if share is None else f"{share:+.1%}"
+        return [f"{label}: predicted {p:,.10g}, reported {r:,.10g} ({apart(label)})"
                 for label, (p, r) in self.values.items()]
 
 

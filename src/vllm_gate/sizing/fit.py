@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+
+from vllm_gate.base.errors import SpecError
+from vllm_gate.sizing.calibration import WORST_OVERESTIMATE
 from vllm_gate.sizing.gpus import GIB, GPU_TYPES, GpuType
 from vllm_gate.sizing.model import (
     BLOCK_SIZE,
@@ -12,9 +16,10 @@ from vllm_gate.sizing.model import (
     SMALL_CARD_DEFAULTS,
     EngineSettings,
     Estimate,
+    blocks_for,
     estimate,
 )
-from vllm_gate.spec import Architecture, Load, ModelSpec
+from vllm_gate.spec import KV_CACHE_DTYPES, Architecture, Load, ModelSpec
 
 # The highest gpu_memory_utilization worth suggesting: above it CUDA graphs and fragmentation have no room.
 MAX_SUGGESTED_UTILIZATION = 0.98
@@ -46,10 +51,22 @@ def server_defaults(gpu: GpuType | None) -> tuple[int, int]:
     return SMALL_CARD_DEFAULTS
 
 
+def _ints(spec: ModelSpec) -> dict[str, int]:
+    """The KV-cache flags of the spec's extra_args, as whole numbers above 0; SpecError naming one that is not."""
+    flags = _flag_values(spec.vllm.extra_args)
+    ints = {}
+    for flag, field in _INT_FLAGS.items():
+        if flag in flags:
+            value = flags[flag]
+            if not value.isdigit() or int(value) == 0:
+                raise SpecError(f"{spec.name}: vllm.extra_args {flag} {value!r}: not a whole number above 0")
+            ints[field] = int(value)
+    return ints
+
+
 def engine_settings(spec: ModelSpec, gpu: GpuType | None = None) -> EngineSettings:
     """What the spec asks vLLM for on ``gpu``, with vLLM's defaults where it says nothing."""
-    flags = _flag_values(spec.vllm.extra_args)
-    ints = {field: int(flags[flag]) for flag, field in _INT_FLAGS.items() if flag in flags}
+    ints = _ints(spec)
     default_tokens, default_seqs = server_defaults(gpu)
     return EngineSettings(gpu_memory_utilization=spec.vllm.gpu_memory_utilization,
                           max_model_len=spec.vllm.max_model_len,
@@ -60,11 +77,20 @@ def engine_settings(spec: ModelSpec, gpu: GpuType | None = None) -> EngineSettin
 
 
 def architecture(spec: ModelSpec) -> Architecture | None:
-    """The spec's architecture, with a --kv-cache-dtype in extra_args applied."""
+    """The spec's architecture, with a --kv-cache-dtype in extra_args applied (validated: SpecError naming it)."""
     arch = spec.architecture
     kv_dtype = _flag_values(spec.vllm.extra_args).get("--kv-cache-dtype")
     if arch is not None and kv_dtype is not None:
-        arch = arch.model_copy(update={"kv_cache_dtype": kv_dtype})
+        try:
+            arch = Architecture.model_validate({**arch.model_dump(), "kv_cache_dtype": kv_dtype})
+        except ValidationError:
+            raise SpecError(f"{spec.name}: vllm.extra_args --kv-cache-dtype {kv_dtype!r}: not one the sizing knows "
+                            f"({', '.join(KV_CACHE_DTYPES)})") from None
+    tp = spec.vllm.tensor_parallel_size
+    if arch is not None and arch.num_key_value_heads % tp and tp % arch.num_key_value_heads:
+        # vLLM splits the KV heads over the GPUs, or replicates them when there are fewer heads than GPUs.
+        raise SpecError(f"{spec.name}: vllm.tensor_parallel_size {tp} neither divides nor is a multiple of the "
+                        f"model's {arch.num_key_value_heads} KV heads: vLLM refuses it")
     return arch
 
 
@@ -103,10 +129,11 @@ class Fit:
 
 
 def fit(spec: ModelSpec, gpu: GpuType, arch: Architecture | None = None) -> Fit:
+    """The spec's model on one ``gpu`` (SpecError: the spec has no architecture, or bad KV-cache flags)."""
     arch = arch or architecture(spec)
-    assert arch is not None, "fit() needs the spec's architecture"
-    total_gpus_bytes = gpu.runtime_bytes
-    return Fit(gpu, estimate(arch, total_gpus_bytes, engine_settings(spec, gpu)), arch.max_position_embeddings,
+    if arch is None:
+        raise SpecError(f"{spec.name}: no architecture section to size it from")
+    return Fit(gpu, estimate(arch, gpu.runtime_bytes, engine_settings(spec, gpu)), arch.max_position_embeddings,
                spec.load.prompt_tokens + spec.load.output_tokens, load_concurrency(spec.load))
 
 
@@ -121,33 +148,49 @@ def breakdown(est: Estimate) -> str:
             f"and overhead {gib(est.overhead_bytes)}")
 
 
-def failure(spec: ModelSpec, result: Fit) -> str:
-    """Why the spec's max_model_len does not fit one request on its GPU type, and what to change."""
+def safe_tokens(est: Estimate) -> int:
+    """The KV cache's tokens less the model's worst held-out overestimate, in whole blocks: what to promise."""
+    return int(est.num_gpu_blocks * (1 - WORST_OVERESTIMATE)) * est.block_size
+
+
+def length_problem(spec: ModelSpec, result: Fit) -> str | None:
+    """Why vLLM will refuse the spec's max_model_len on its GPU type (above the model's max_position_embeddings, or
+    more than the KV cache holds for one request), and what to change; None when it starts."""
     est = result.estimate
     settings = engine_settings(spec, result.gpu)
-    need = -(-settings.max_model_len // est.block_size) * est.block_size * est.bytes_per_token
+    length = settings.max_model_len
+    longest = result.max_position_embeddings
+    if length > longest:
+        return (f"preflight: vllm.max_model_len {length} is above the model's max_position_embeddings {longest} "
+                f"(architecture): vLLM refuses it at start-up (unless VLLM_ALLOW_LONG_MAX_MODEL_LEN is set, which "
+                f"risks wrong answers); set vllm.max_model_len to at most {min(longest, safe_tokens(est))}")
+    if result.fits:
+        return None
+    need = blocks_for(length, est.block_size) * est.block_size * est.bytes_per_token
     kv = f"{gib(max(est.kv_cache_bytes, 0))} = {est.kv_cache_tokens:,} tokens" if est.kv_cache_bytes > 0 else \
         "nothing (the weights and overhead take it all)"
     changes = []
-    # vLLM also refuses a length above the model's max_position_embeddings: never suggest one.
-    largest = min(est.largest_max_model_len, result.max_position_embeddings)
+    largest = min(safe_tokens(est), longest)
     if largest >= spec.load.prompt_tokens + spec.load.output_tokens:
         changes.append(f"set vllm.max_model_len to at most {largest}")
-    util = est.utilization_to_fit(settings.max_model_len)
+    util = est.utilization_to_fit(length, margin=WORST_OVERESTIMATE)
     if util <= MAX_SUGGESTED_UTILIZATION:
         changes.append(f"raise vllm.gpu_memory_utilization to {_ceil2(util):.2f}")
     others = [f.gpu.name for f in (fit(spec, g, architecture(spec)) for g in GPU_TYPES)
-              if f.fits and f.gpu.name != result.gpu.name]
+              if f.gpu.name != result.gpu.name and safe_tokens(f.estimate) >= length]
     if others:
         changes.append(f"use a GPU type where it fits ({', '.join(others)})")
     elif not changes:
         changes.append("shard it over more GPUs (resources.gpus and vllm.tensor_parallel_size)")
-    beyond = (f" (it is also above the model's max_position_embeddings {result.max_position_embeddings})"
-              if settings.max_model_len > result.max_position_embeddings else "")
-    return (f"preflight: vllm.max_model_len {settings.max_model_len} does not fit one request on "
-            f"{result.gpu.name}{beyond}: the KV cache gets {kv} ({breakdown(est)}), one request of "
-            f"{settings.max_model_len:,} tokens needs {gib(need)}; " + ", or ".join(changes)
-            + " (estimate: vllm-gate size " + spec.name + ")")
+    return (f"preflight: vllm.max_model_len {length} does not fit one request on {result.gpu.name}: the KV cache "
+            f"gets {kv} ({breakdown(est)}), one request of {length:,} tokens needs {gib(need)}; "
+            + ", or ".join(changes) + f" (an estimate, suggestions less its worst held-out error "
+            f"{WORST_OVERESTIMATE:.1%}: vllm-gate size {spec.name})")
+
+
+def within_error(result: Fit) -> bool:
+    """It fits by the estimate, but not once the model's worst held-out overestimate is taken off."""
+    return result.fits and safe_tokens(result.estimate) < result.estimate.max_model_len
 
 
 def _ceil2(value: float) -> float:

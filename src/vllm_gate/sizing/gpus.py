@@ -87,5 +87,6 @@ def gpu_type(name: str) -> GpuType:
                          f"{', '.join(g.name for g in GPU_TYPES)})")
 
 
-def find(name: str) -> GpuType | None:
+def known_gpu_type(name: str) -> GpuType | None:
+    """The table's entry for ``name``, None where it has none."""
     return next((g for g in GPU_TYPES if g.name == name), None)

@@ -100,9 +100,10 @@ class Estimate:
         """Requests of ``tokens_per_request`` tokens (prompt + output) whose blocks the KV cache holds at once."""
         return self.num_gpu_blocks // blocks_for(tokens_per_request, self.block_size)
 
-    def utilization_to_fit(self, max_model_len: int) -> float:
-        """The gpu_memory_utilization at which one request of ``max_model_len`` tokens fits (may exceed 1)."""
-        needed = blocks_for(max_model_len, self.block_size) * self.block_size * self.bytes_per_token
+    def utilization_to_fit(self, max_model_len: int, margin: float = 0.0) -> float:
+        """The gpu_memory_utilization at which one request of ``max_model_len`` tokens fits (may exceed 1), with a
+        KV cache ``margin`` larger than it needs (the estimate's error)."""
+        needed = blocks_for(max_model_len, self.block_size) * self.block_size * self.bytes_per_token / (1 - margin)
         return (self.weights_bytes + self.overhead_bytes + needed) / self.total_bytes
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,26 @@ from vllm_gate.cluster.dataplane.portforward import PortForward
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, MODEL_JOB, SCRAPE_INTERVAL_S
 from vllm_gate.cluster.node.prometheus_image import prometheus_image_name
 
-NAMESPACE = "monitoring"
 NAME = "prometheus"
-# kube-prometheus-stack's pod label, and the one the specs' monitoring.prometheus_pod_labels name.
-POD_LABELS = {"app.kubernetes.io/name": "prometheus"}
-SELECTOR = ",".join(f"{k}={v}" for k, v in POD_LABELS.items())
+# Failing for good: no wait for these (an image the node does not hold, a container that keeps crashing).
+HOPELESS = frozenset({"ErrImageNeverPull", "CrashLoopBackOff", "CreateContainerConfigError", "InvalidImageName"})
+REQUEST_TIMEOUT_S = 15
+
+
+@dataclass(frozen=True)
+class PrometheusPods:
+    """Where the platform's Prometheus runs and how its pods are labelled: what the chart's NetworkPolicy admits
+    (a spec's monitoring.namespace and monitoring.prometheus_pod_labels)."""
+
+    namespace: str = "monitoring"
+    labels: tuple[tuple[str, str], ...] = (("app.kubernetes.io/name", "prometheus"),)  # kube-prometheus-stack's
+
+    @property
+    def selector(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in self.labels)
+
+
+DEFAULT_PROMETHEUS_PODS = PrometheusPods()
 PORT = 9090
 CONFIG_DIR = "/etc/prometheus"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -90,8 +106,10 @@ def prometheus_config(node: str, api_server: str, dcgm_address: str) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def _objects(image: str, config: str, node: str) -> list[dict[str, Any]]:
-    meta = {"name": NAME, "namespace": NAMESPACE, "labels": POD_LABELS}
+def _objects(image: str, config: str, node: str, pods: PrometheusPods) -> list[dict[str, Any]]:
+    labels = dict(pods.labels)
+    meta = {"name": NAME, "namespace": pods.namespace, "labels": labels}
+    cluster_name = f"{pods.namespace}-{NAME}"
     container = {
         "name": NAME, "image": image, "imagePullPolicy": "Never",
         "args": [f"--config.file={CONFIG_DIR}/prometheus.yml", "--storage.tsdb.path=/prometheus",
@@ -113,31 +131,33 @@ def _objects(image: str, config: str, node: str) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-         "metadata": {"name": f"{NAMESPACE}-{NAME}", "labels": POD_LABELS},
+         "metadata": {"name": cluster_name, "labels": labels},
          "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-         "metadata": {"name": f"{NAMESPACE}-{NAME}", "labels": POD_LABELS},
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"{NAMESPACE}-{NAME}"},
-         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": NAMESPACE}]},
+         "metadata": {"name": cluster_name, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": cluster_name},
+         "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": pods.namespace}]},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": {"prometheus.yml": config}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta,
-         "spec": {"replicas": 1, "selector": {"matchLabels": POD_LABELS},
-                  "template": {"metadata": {"labels": POD_LABELS}, "spec": pod_spec}}},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": pod_spec}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": meta,
-         "spec": {"selector": POD_LABELS, "ports": [{"name": "web", "port": PORT, "targetPort": "web"}]}},
+         "spec": {"selector": labels, "ports": [{"name": "web", "port": PORT, "targetPort": "web"}]}},
     ]
 
 
 def _create(api: client.ApiClient, body: dict[str, Any]) -> None:
     kind = body["kind"]
     name, namespace = body["metadata"]["name"], body["metadata"].get("namespace")
+    timeout = {"_request_timeout": REQUEST_TIMEOUT_S}
+    core, rbac, apps = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api), client.AppsV1Api(api)
     create = {
-        "ServiceAccount": lambda: client.CoreV1Api(api).create_namespaced_service_account(namespace, body),
-        "ClusterRole": lambda: client.RbacAuthorizationV1Api(api).create_cluster_role(body),
-        "ClusterRoleBinding": lambda: client.RbacAuthorizationV1Api(api).create_cluster_role_binding(body),
-        "ConfigMap": lambda: client.CoreV1Api(api).create_namespaced_config_map(namespace, body),
-        "Deployment": lambda: client.AppsV1Api(api).create_namespaced_deployment(namespace, body),
-        "Service": lambda: client.CoreV1Api(api).create_namespaced_service(namespace, body),
+        "ServiceAccount": lambda: core.create_namespaced_service_account(namespace, body, **timeout),
+        "ClusterRole": lambda: rbac.create_cluster_role(body, **timeout),
+        "ClusterRoleBinding": lambda: rbac.create_cluster_role_binding(body, **timeout),
+        "ConfigMap": lambda: core.create_namespaced_config_map(namespace, body, **timeout),
+        "Deployment": lambda: apps.create_namespaced_deployment(namespace, body, **timeout),
+        "Service": lambda: core.create_namespaced_service(namespace, body, **timeout),
     }[kind]
     try:
         create()
@@ -150,9 +170,11 @@ class ClusterPrometheus(Started):
     """The Prometheus pod, its RBAC, configuration and Service, and the port-forward the gate reads it through."""
 
     def __init__(self, api: client.ApiClient, *, node: str, api_server: str, dcgm_address: str,
-                 kubeconfig: Path | None, context: str | None, progress: Progress) -> None:
-        """``api_server``: the API server's URL as pods reach it; ``dcgm_address``: the recorded dcgm-exporter's."""
+                 pods: PrometheusPods, kubeconfig: Path | None, context: str | None, progress: Progress) -> None:
+        """``api_server``: the API server's URL as pods reach it; ``dcgm_address``: the recorded dcgm-exporter's;
+        ``pods``: where the Prometheus pod runs and its labels."""
         self._api = api
+        self._pods = pods
         self._node = node
         self._api_server = api_server
         self._dcgm_address = dcgm_address
@@ -168,19 +190,26 @@ class ClusterPrometheus(Started):
 
     def start(self) -> ClusterPrometheus:
         core = client.CoreV1Api(self._api)
-        core.create_namespace({"metadata": {"name": NAMESPACE}}, _request_timeout=15)
+        namespace = self._pods.namespace
+        try:
+            core.create_namespace({"metadata": {"name": namespace}}, _request_timeout=REQUEST_TIMEOUT_S)
+        except ApiException as exc:
+            if exc.status != 409:  # a namespace the cluster already has is fine
+                raise ClusterError(f"cluster Prometheus: creating namespace {namespace} failed: HTTP {exc.status} "
+                                   f"{exc.reason}") from None
         config = prometheus_config(self._node, self._api_server, self._dcgm_address)
-        for body in _objects(prometheus_image_name(), config, self._node):
+        for body in _objects(prometheus_image_name(), config, self._node, self._pods):
             _create(self._api, body)
         self._wait_ready(core)
-        self._forward = PortForward(NAMESPACE, f"svc/{NAME}", PORT, kubeconfig=self._kubeconfig,
+        self._forward = PortForward(namespace, f"svc/{NAME}", PORT, kubeconfig=self._kubeconfig,
                                     context=self._context, progress=self._progress)
         self._forward.start()
         self._wait_answering()
         return self
 
     def _wait(self, what: str, state: Callable[[], str | None]) -> None:
-        """Poll ``state`` (None: done; else what it is waiting on) up to READY_TIMEOUT_S, saying so every 10 s."""
+        """Poll ``state`` (None: done; else what it is waiting on; ClusterError: it never will be) up to
+        READY_TIMEOUT_S, saying so every 10 s."""
         started = said = time.monotonic()
         waiting: str | None = "not asked yet"
         while (now := time.monotonic()) - started < READY_TIMEOUT_S:
@@ -195,12 +224,18 @@ class ClusterPrometheus(Started):
         raise ClusterError(f"cluster Prometheus: {what}: not within {READY_TIMEOUT_S} s ({waiting})")
 
     def _wait_ready(self, core: client.CoreV1Api) -> None:
+        namespace = self._pods.namespace
+
         def state() -> str | None:
-            pods = core.list_namespaced_pod(NAMESPACE, label_selector=SELECTOR, _request_timeout=15).items
+            pods = core.list_namespaced_pod(namespace, label_selector=self._pods.selector,
+                                            _request_timeout=REQUEST_TIMEOUT_S).items
             if any(c.type == "Ready" and c.status == "True" for p in pods for c in p.status.conditions or []):
                 return None
-            return "; ".join(_pod_state(core, p) for p in pods) or "no pod yet"
-        self._wait(f"its Prometheus pod in {NAMESPACE} to be Ready", state)
+            described = "; ".join(_pod_state(core, p) for p in pods) or "no pod yet"
+            if any(_waiting_reasons(p) & HOPELESS for p in pods):
+                raise ClusterError(f"cluster Prometheus: its pod in {namespace} will not start ({described})")
+            return described
+        self._wait(f"its Prometheus pod in {namespace} to be Ready", state)
 
     def _wait_answering(self) -> None:
         def state() -> str | None:
@@ -218,15 +253,20 @@ class ClusterPrometheus(Started):
             self._forward = None
 
 
+def _waiting_reasons(pod: client.V1Pod) -> set[str]:
+    return {s.state.waiting.reason for s in pod.status.container_statuses or []
+            if s.state and s.state.waiting and s.state.waiting.reason}
+
+
 def _pod_state(core: client.CoreV1Api, pod: client.V1Pod) -> str:
     """Its phase, why a container waits, and the last line a crashed one wrote."""
     statuses = pod.status.container_statuses or []
-    waiting = [s.state.waiting.reason for s in statuses if s.state and s.state.waiting and s.state.waiting.reason]
+    waiting = sorted(_waiting_reasons(pod))
     said = ""
     if any(s.last_state and s.last_state.terminated for s in statuses):
         try:
-            log = core.read_namespaced_pod_log(pod.metadata.name, NAMESPACE, previous=True, tail_lines=3,
-                                               _request_timeout=10)
+            log = core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, previous=True,
+                                               tail_lines=3, _request_timeout=10)
             said = f"; it last wrote: {' | '.join(line.strip() for line in log.splitlines() if line.strip())[-400:]}"
         except ApiException as exc:
             said = f"; its log unreadable: HTTP {exc.status}"

@@ -21,6 +21,7 @@ VERSION_TIMEOUT_S = 15
 
 
 def prometheus_binary() -> Path:
+    """The Prometheus scripts/build-go-tools.sh built (.tools/bin first, then PATH)."""
     return require_tool("prometheus")
 
 
@@ -30,10 +31,17 @@ def prometheus_version() -> str:
     binary = prometheus_binary()
     proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
                           check=False)
-    match = re.search(r"version (\d+\.\d+\.\d+)", proc.stdout + proc.stderr)
+    said = proc.stdout + proc.stderr
+    match = re.search(r"version (\d+)\.(\d+)\.(\d+)", said)
     if match is None:
-        raise ClusterError(f"images: {binary} --version did not say its version: {proc.stdout.strip()[:200]}")
-    return match.group(1)
+        raise ClusterError(f"images: {binary} --version did not say its version: {said.strip()[:200]}")
+    tags = re.search(r"tags:\s*(\S+)", said)
+    # Debian's 2.x build drops Kubernetes discovery by a patch; scripts/build-go-tools.sh builds 3.x with it.
+    if int(match.group(1)) < 3 or (tags and "remove_all_sd" in tags.group(1)
+                                   and "enable_kubernetes_sd" not in tags.group(1)):
+        raise ClusterError(f"images: {binary} ({match.group(0)}) has no Kubernetes service discovery; run "
+                           "scripts/setup.sh, which builds Prometheus 3 with it into .tools/bin")
+    return ".".join(match.groups())
 
 
 def prometheus_image_name() -> str:
