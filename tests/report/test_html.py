@@ -27,6 +27,10 @@ def test_the_sign_off_puts_the_verdict_first_then_header_slo_table_and_every_plo
                       "Errors/s over the run"]
     points = [int(n) for n in re.findall(r'<svg[^>]*data-points="(\d+)"', page)]
     assert len(points) == 7
+    # 41 requests in 10 s: 3 s bins hold 10 or more; each plot over the run says so under its time axis.
+    assert re.findall(r'<text class="x-name"[^>]*>([^<]+)</text>', page) == [
+        "seconds since start; p50 of the requests ending in each 3 s bin",
+        *["seconds since start; per 3 s bin, as a rate per second"] * 3]
     assert all(n > 0 for n in points), points
     assert "<script" not in page
     assert not [url for url in re.findall(r"""https?://[^\s"'<]+""", page) if "w3.org/2000/svg" not in url]

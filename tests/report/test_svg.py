@@ -106,6 +106,7 @@ def test_time_series_line_labels_and_points():
     assert texts(root, "y-label") == ["max", "30.5 ms", "min", "8.25 ms"]
     assert texts(root, "tick-label") == ["0 s", "4 s"]
     assert texts(root, "legend") == []  # one line needs no legend
+    assert texts(root, "x-name") == ["seconds since start"]
     assert time_series("latency p50 e2e (ms)", points, "ms") == svg
 
 
@@ -191,3 +192,9 @@ def test_runs_plot_escapes_images_and_units():
     root = parsed(svg, "<p95>", 2)
     assert [g[0].text for g in root.iter(f"{SVG}g") if g.get("class") == "image-change"] == [
         'image changed to b & "c"']
+
+
+def test_time_axis_says_what_a_point_stands_for_escaped():
+    root = parsed(time_series("requests/s", [(0.0, 3.0), (4.0, 2.75)], "req/s", "per 4 s bin <as a rate>"),
+                  "requests/s", 2)
+    assert texts(root, "x-name") == ["per 4 s bin <as a rate>"]

@@ -74,13 +74,16 @@ def header(run: GateRun) -> str:
 def plots(samples: Sequence[RequestSample]) -> str:
     """TTFT, ITL and end-to-end latency distributions; latency, request rate, tokens/s and errors over the run."""
     latency = series.latency_values(samples)
-    timeline = series.over_time(samples)
+    width = series.bin_width(samples)
+    timeline = series.over_time(samples, width)
+    rate = f"{svg.TIME_AXIS}; per {width} s bin, as a rate per second"
     figures = [svg.histogram("TTFT distribution", latency["ttft"]), svg.histogram("ITL distribution", latency["itl"]),
                svg.histogram("End-to-end latency distribution", latency["e2e"]),
-               svg.time_series("Latency p50 over the run", timeline[series.LATENCY_P50], "ms"),
-               svg.time_series("Requests/s over the run", timeline[series.REQUESTS], "req/s"),
-               svg.time_series("Output tokens/s over the run", timeline[series.OUTPUT_TOKENS], "tok/s"),
-               svg.time_series("Errors/s over the run", timeline[series.ERRORS], "err/s")]
+               svg.time_series("Latency p50 over the run", timeline[series.LATENCY_P50], "ms",
+                               f"{svg.TIME_AXIS}; p50 of the requests ending in each {width} s bin"),
+               svg.time_series("Requests/s over the run", timeline[series.REQUESTS], "req/s", rate),
+               svg.time_series("Output tokens/s over the run", timeline[series.OUTPUT_TOKENS], "tok/s", rate),
+               svg.time_series("Errors/s over the run", timeline[series.ERRORS], "err/s", rate)]
     return f'<div class="vllm-gate-plots">{"".join(figures)}</div>'
 
 

@@ -132,12 +132,19 @@ def _axes(x0: float, x1: float, y0: float, y1: float) -> list[str]:
             f'<line class="axis" x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>']
 
 
-def time_series(title: str, points: Sequence[tuple[float, float]], unit: str) -> str:
-    """One line over time: x in seconds since the start, y labelled with its min and max."""
-    return multi_series(title, {title: points}, unit)
+TIME_AXIS = "seconds since start"
 
 
-def multi_series(title: str, series: Mapping[str, Sequence[tuple[float, float]]], unit: str) -> str:
+def time_series(title: str, points: Sequence[tuple[float, float]], unit: str, x_name: str = TIME_AXIS) -> str:
+    """One line over time: x in seconds since the start, y labelled with its min and max.
+
+    ``x_name``: the time axis's name, which says what each point stands for (the bin it averages).
+    """
+    return multi_series(title, {title: points}, unit, x_name)
+
+
+def multi_series(title: str, series: Mapping[str, Sequence[tuple[float, float]]], unit: str,
+                 x_name: str = TIME_AXIS) -> str:
     """Several lines over time on one y axis, with a legend when there is more than one."""
     finite = {name: sorted((x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y))
               for name, pts in series.items()}
@@ -180,8 +187,8 @@ def multi_series(title: str, series: Mapping[str, Sequence[tuple[float, float]]]
         x = _at(xs * value + xc)
         body.append(f'<text class="tick-label" x="{x}" y="{y1 + TICK_ROW}" text-anchor="{anchor}">'
                     f'{_num(value)} s</text>')
-    body.append(f'<text x="{(x0 + x1) / 2:g}" y="{y1 + 2 * TICK_ROW}" text-anchor="middle">'
-                f'seconds since start</text>')
+    body.append(f'<text class="x-name" x="{(x0 + x1) / 2:g}" y="{y1 + 2 * TICK_ROW}" text-anchor="middle">'
+                f"{escape(x_name)}</text>")
     return _svg(title, len(xs_all), WIDTH, HEIGHT, body)
 
 
