@@ -203,6 +203,7 @@ class LocalCluster:
         self._prometheus: LocalPrometheus | None = None  # KWOK-only: on this machine
         self._cluster_prometheus: ClusterPrometheus | None = None  # with the real node: a pod there
         self._dcgm: RecordedDcgmExporter | None = None
+        self._dcgm_unread: list[str] = []
         self._want_data_plane = data_plane
         self._prometheus_pods = prometheus_pods
         self._watchdog: subprocess.Popen[bytes] | None = None
@@ -459,6 +460,7 @@ class LocalCluster:
             self._node = None
         if self._dcgm is not None:
             self._dcgm.stop()
+            self._dcgm_unread = self._dcgm.unread()  # kept for the report, like the data plane's failures
             self._dcgm = None
         if self._prometheus is not None:
             self._prometheus.stop()
@@ -472,7 +474,8 @@ class LocalCluster:
 
     def data_plane_failures(self) -> list[str]:
         """Simulators that would not start or exited, and data-plane errors, for the report."""
-        return self._data_plane.failures() if self._data_plane is not None else []
+        unread = self._dcgm.unread() if self._dcgm is not None else self._dcgm_unread
+        return (self._data_plane.failures() if self._data_plane is not None else []) + unread
 
     def describe(self) -> str:
         version = f"Kubernetes {self.version}, " if self.version else ""

@@ -159,7 +159,9 @@ def series_problems(prom: Prometheus, namespace: str, pods: Sequence[str], model
         if not mine:
             problems.append(f"pod {namespace}/{pod}: no vllm:* series in Prometheus with namespace and pod labels")
         elif missing:
-            others = sorted({m.get("model_name", "(no model_name label)") for m in mine} - {model})
+            # Info gauges (vllm:cache_config_info) carry the engine's settings and no model_name: not a model's.
+            others = sorted({m.get("model_name", "(no model_name label)") for m in mine
+                             if not m["__name__"].endswith("_info")} - {model})
             seen = f"; series carry model_name {', '.join(others)}" if others else ""
             problems.append(f"pod {namespace}/{pod}: no {', '.join(missing)} with model_name=\"{model}\"{seen}")
     return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,13 +24,21 @@ from vllm_gate.monitoring.recorded import PodGpus, RecordedGpu, dcgm_exposition
 BUSY_FAMILIES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
 
+# A pod's load is read in the background, this often and with this long to answer: the real engine's /metrics through
+# a kubectl port-forward, on two cores it saturates, can take longer than Prometheus waits for one scrape.
+READ_EVERY_S = 0.5
+READ_TIMEOUT_S = 3.0
+FRESH_S = 5.0  # a reading older than this is no reading: the pod counts as idle
+
+
 def simulator_busy(address: str) -> bool:
-    """Whether the simulator at ``address`` (host:port) has requests running or waiting (its own /metrics says)."""
+    """Whether the server at ``address`` (host:port) has requests running or waiting (its own /metrics says);
+    GateError when it cannot be read."""
     try:
-        response = httpx.get(f"http://{address}/metrics", timeout=0.5)
+        response = httpx.get(f"http://{address}/metrics", timeout=READ_TIMEOUT_S)
         scraped = parse(response.text)
-    except (httpx.HTTPError, ValueError, GateError):
-        return False  # an unreachable simulator is not serving load
+    except (httpx.HTTPError, ValueError) as exc:
+        raise GateError(f"its /metrics at {address} unreadable ({type(exc).__name__})") from None
     return any(s.value > 0 for name in BUSY_FAMILIES for s in scraped.family(name) or [])
 
 
@@ -45,6 +54,10 @@ class RecordedDcgmExporter:
         self._recorded = recorded
         self._busy = busy
         self._ticks = itertools.count()
+        self._readings: dict[tuple[str, str], tuple[bool, float]] = {}  # (namespace, pod) -> (busy, when read)
+        self._unread: dict[tuple[str, str], tuple[int, str]] = {}  # (namespace, pod) -> (failed reads, last error)
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read_loads, name="vllm-gate-recorded-dcgm-load", daemon=True)
         exporter = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -71,16 +84,47 @@ class RecordedDcgmExporter:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
 
+    def _read_loads(self) -> None:
+        """Keep each served pod's latest load reading (and count the reads that failed, with the last error)."""
+        while not self._stop.wait(READ_EVERY_S):
+            for pod in list(self._served()):
+                key = (pod.namespace, pod.pod)
+                try:
+                    self._readings[key] = (self._busy(pod), time.monotonic())
+                except GateError as exc:
+                    failed, _ = self._unread.get(key, (0, ""))
+                    self._unread[key] = (failed + 1, exc.summary)
+
+    def _pod_busy(self, pod: ServedPod) -> bool:
+        """The latest fresh reading; before the first one, a read now."""
+        reading = self._readings.get((pod.namespace, pod.pod))
+        if reading is None:
+            try:
+                return self._busy(pod)
+            except GateError:
+                return False  # an unreadable server is not serving load
+        busy, when = reading
+        return busy and time.monotonic() - when < FRESH_S
+
+    def unread(self) -> list[str]:
+        """One line per pod whose load could not be read, for the data plane's failures."""
+        return [f"recorded dcgm-exporter: the load of pod {ns}/{pod} could not be read {failed} times (last: {last})"
+                for (ns, pod), (failed, last) in sorted(self._unread.items())]
+
     def exposition(self) -> str:
         served = {(p.namespace, p.pod): p for p in self._served()}
         pods = [PodGpus(p.namespace, p.pod, p.container, p.node, p.gpus) for p in served.values() if p.gpus > 0]
-        return dcgm_exposition(pods, lambda ns, pod: self._busy(served[(ns, pod)]), next(self._ticks),
+        return dcgm_exposition(pods, lambda ns, pod: self._pod_busy(served[(ns, pod)]), next(self._ticks),
                                recorded=self._recorded)
 
     def start(self) -> None:
         self._thread.start()
+        self._reader.start()
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._reader.is_alive():
+            self._reader.join(READ_TIMEOUT_S + 2)
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
