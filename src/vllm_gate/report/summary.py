@@ -13,7 +13,7 @@ from typing import Any
 from vllm_gate.base.tools import PROJECT_ROOT
 from vllm_gate.gate.run import GateRun, chart_version
 
-# 3: sizing, kv_cache, and each SLO's note (requests cut at the end of the load test).
+# 3: sizing, kv_cache, capacity, and each SLO's note (requests cut at the end of the load test).
 SCHEMA_VERSION = 3
 
 
@@ -54,6 +54,7 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
         "duration_s": round((finished_at - run.started_at).total_seconds(), 1),
         "not_shown": list(verdict.not_shown), "telemetry": list(run.telemetry), "decision": list(run.decision),
         "sizing": list(run.sizing), "kv_cache": run.kv_cache.summary() if run.kv_cache else None,
+        "capacity": run.capacity.summary() if run.capacity else None,
         "promotion": promotion_summary(run),
     }
 

@@ -286,3 +286,51 @@ def runs_plot(title: str, points: Sequence[RunPoint], limit: float, op: str, uni
                     f"{escape(_with_unit(value, unit))}</text>")
     body += _runs_labels(points, xs, slot, y1)
     return _svg(title, len(points), WIDTH, HEIGHT, body)
+
+
+def capacity_plot(title: str, series: Mapping[str, Sequence[tuple[float, float]]], unit: str, *,
+                  limits: Mapping[str, float], knee: int | None) -> str:
+    """Values against concurrency (users), one line per series with its limit dashed in the same colour, and the
+    knee (the highest concurrency that held) marked."""
+    finite = {name: sorted((x, y) for x, y in pts if math.isfinite(x) and math.isfinite(y))
+              for name, pts in series.items()}
+    xs_all = [x for pts in finite.values() for x, _ in pts]
+    if not xs_all:
+        return _empty(title)
+    ys_all = [y for pts in finite.values() for _, y in pts] + [v for v in limits.values() if math.isfinite(v)]
+    x0, x1, y0, y1 = LEFT, WIDTH - LEGEND_RIGHT, TOP, HEIGHT - SERIES_BOTTOM
+    x_lo, x_hi = 0.0, max(xs_all)
+    y_lo, y_hi = _range(ys_all)
+    xs, xc = _scale(x_lo, x_hi, x0, x1)
+    ys, yc = _scale(y_lo, y_hi, y1, y0)
+    body = _axes(x0, x1, y0, y1)
+    if knee is not None:
+        x = _at(xs * knee + xc)
+        body += [f'<line class="knee" x1="{x}" y1="{y0}" x2="{x}" y2="{y1}" stroke="#333" stroke-dasharray="2 3"/>',
+                 f'<text class="knee-label" x="{x}" y="{TOP - 5}" text-anchor="{_fit("middle", float(x), "knee")}">'
+                 f"knee {knee}</text>"]
+    for i, (name, pts) in enumerate(finite.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        if name in limits and math.isfinite(limits[name]):
+            y = _at(ys * limits[name] + yc)
+            body.append(f'<line class="limit" data-name="{escape(name)}" x1="{x0}" y1="{y}" x2="{x1}" y2="{y}" '
+                        f'stroke="{colour}" stroke-dasharray="6 4" stroke-opacity="0.7"/>')
+        coords = [(_at(xs * x + xc), _at(ys * y + yc)) for x, y in pts]
+        body.append(f'<g class="series" data-name="{escape(name)}" data-points="{len(pts)}">')
+        if len(coords) > 1:
+            body.append(f'<polyline points="{" ".join(f"{x},{y}" for x, y in coords)}" fill="none" '
+                        f'stroke="{colour}" stroke-width="1.5"/>')
+        body += [f'<circle cx="{x}" cy="{y}" r="2.5" fill="{colour}"/>' for x, y in coords]
+        body.append("</g>")
+        ly = y0 + 16 * i
+        body += [f'<rect x="{x1 + 12}" y="{ly}" width="10" height="10" fill="{colour}"/>',
+                 f'<text class="legend" x="{x1 + 28}" y="{ly + 9}">{escape(name)}</text>']
+    for value in sorted({y_lo, y_hi}, reverse=True):
+        body.append(f'<text class="y-label" x="{x0 - 6}" y="{_at(ys * value + yc + 4)}" text-anchor="end">'
+                    f"{escape(_with_unit(value, unit))}</text>")
+    for value, anchor in ((x_lo, "start"), (x_hi, "end")):
+        body.append(f'<text class="tick-label" x="{_at(xs * value + xc)}" y="{y1 + TICK_ROW}" '
+                    f'text-anchor="{anchor}">{_num(value)}</text>')
+    body.append(f'<text class="x-name" x="{(x0 + x1) / 2:g}" y="{y1 + 2 * TICK_ROW}" text-anchor="middle">'
+                "concurrent users (one step each; dashed: the SLO limit)</text>")
+    return _svg(title, len(xs_all), WIDTH, HEIGHT, body)

@@ -51,6 +51,7 @@ class Check:
     needs_baseline: bool = False  # compares with a baseline in the run's registry: an --endpoint-url run has none
     compares_last: bool = False  # against the last passed run: not required when the user says --no-compare-last
     needs_trained_weights: bool = False  # not required where the model's weights are noise (the real engine's tiny one)
+    needs_capacity_search: bool = False  # required only where the spec or --find-capacity asks for the search
     per_slo: bool = False  # one check per SLO of the spec (the test is parametrized by SLO name)
 
     def ids(self, slos: Slos) -> list[str]:
@@ -87,6 +88,7 @@ CHECKS: tuple[Check, ...] = (
     Check("gpu", "test_gpu_busy_under_load", needs_cluster=True, needs_gpu=True),
     Check("gpu", "test_no_xid_errors_during_the_run", needs_cluster=True, needs_gpu=True),
     Check("load", "test_slo", per_slo=True),
+    Check("load", "test_capacity_search", needs_capacity_search=True),
     Check("load", "test_no_regression_against_the_last_passed_run", needs_baseline=True, compares_last=True),
     Check("registration", "test_registry_is_migrated", needs_cluster=True),
     Check("registration", "test_registry_accepts_the_row", needs_cluster=True),
@@ -114,7 +116,8 @@ def check_id(path: str | PurePath, name: str, model: str | None = None) -> str:
 
 
 def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool, real_gpus: bool,
-                    compare_last: bool = True, trained_weights: bool = True) -> list[str]:
+                    compare_last: bool = True, trained_weights: bool = True,
+                    capacity_search: bool = False) -> list[str]:
     """Every check a run must pass to pass, known before collection and selection."""
     return [cid for check in CHECKS
             if (deployed_by_gate or not (check.needs_cluster or check.needs_baseline))
@@ -122,6 +125,7 @@ def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool
             and (real_gpus or not check.needs_gpu)
             and (compare_last or not check.compares_last)
             and (trained_weights or not check.needs_trained_weights)
+            and (capacity_search or not check.needs_capacity_search)
             for cid in check.ids(slos)]
 
 

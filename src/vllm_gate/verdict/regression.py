@@ -57,3 +57,20 @@ def regression_problems(now: Mapping[str, float], now_image: str, now_at: dateti
         problems.append(f"no metric of {', '.join((*LATENCY_METRICS, *THROUGHPUT_METRICS))} measured both now and "
                         f"at {past_from}: nothing compared")
     return problems
+
+
+def capacity_problems(now_knee: int | None, now_image: str, now_at: datetime, past: PastRun, past_from: str,
+                      max_drop: float) -> list[str]:
+    """The capacity search's knee against the last passed run's: down more than ``max_drop`` is a problem, named
+    with both numbers and both images. Nothing to compare (no search then or now) is no problem: the SLO metrics
+    are compared regardless."""
+    if past.capacity is None or past.capacity <= 0:
+        return []
+    if now_knee is None:
+        return [f"capacity: no knee in this run (one user broke an SLO), {past.capacity} users at {past_from} "
+                f"({_run(past.finished_at, past.image)})"]
+    change = now_knee / past.capacity - 1
+    if change < -max_drop:
+        return [f"capacity regressed {change:+.0%} (allowed {-max_drop:+.0%}): {now_knee} concurrent users now "
+                f"({_run(now_at, now_image)}) vs {past.capacity} at {past_from} ({_run(past.finished_at, past.image)})"]
+    return []
