@@ -218,7 +218,8 @@ def test_history_lists_each_run_with_its_verdict_image_chart_and_slo_values(dsn)
         for verdict, image, ttft in (("certified", "vllm/vllm-openai:v0.11.0", 71.5),
                                      ("not_certified", "vllm/vllm-openai:v0.12.0", 140.25)):
             summary = {"image": image, "chart": "vllm-0.1.0", "cluster_key": "existing:gpu-pool",
-                       "slo_values": {"ttft p95": ttft, "min output tokens/s": 333.0}}
+                       "slo_values": {"ttft p95": ttft, "min output tokens/s": 333.0},
+                       "capacity": {"knee": 24} if verdict == "certified" else None}
             conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict, summary)"
                          " VALUES ('llama3', 'pool', now(), now(), %s, %s)", (verdict, Jsonb(summary)))
     shown = invoke(dsn, "model", "history", "llama3")
@@ -228,8 +229,11 @@ def test_history_lists_each_run_with_its_verdict_image_chart_and_slo_values(dsn)
     assert "#1  certified  vllm/vllm-openai:v0.11.0  vllm-0.1.0  existing:gpu-pool  ttft p95 71.5" in lines[0]
     assert "#2  not_certified  vllm/vllm-openai:v0.12.0" in lines[1]
     assert "ttft p95 140.2" in lines[1]
+    assert lines[0].endswith(", capacity 24 users")
+    assert "capacity" not in lines[1]
     rows = json.loads(invoke(dsn, "model", "history", "llama3", "--json").output)
-    assert [(r["verdict"], r["slo"]["ttft p95"]) for r in rows] == [("certified", 71.5), ("not_certified", 140.25)]
+    assert [(r["verdict"], r["slo"]["ttft p95"], r["capacity"]) for r in rows] == [
+        ("certified", 71.5, 24), ("not_certified", 140.25, None)]
     assert invoke(dsn, "model", "history", "mistral-7b").output == "no certification of mistral-7b recorded\n"
 
 

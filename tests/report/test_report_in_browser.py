@@ -63,10 +63,12 @@ def contrast(colour: str) -> float:
     return 1.05 / (0.2126 * r + 0.7152 * g + 0.0722 * b + 0.05)
 
 
-def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str], history: Sequence[str] = ()) -> list[str]:
+def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str], history: Sequence[str] = (),
+                  capacity: Sequence[str] = ()) -> list[str]:
     """Each way the page, as the browser laid it out, fails the sign-off a release manager reads; [] when none.
 
-    ``history``: the titles of the plots of SLOs over earlier runs expected after the load test's own.
+    ``history``: the titles of the plots of SLOs over earlier runs expected after the load test's own (and after
+    the capacity search's, ``capacity``).
     """
     problems = []
     verdict, header, slo, plots = facts["verdict"], facts["header"], facts["slo"], facts["plots"]
@@ -87,7 +89,7 @@ def what_is_wrong(facts: dict[str, Any], headline: str, slos: list[str], history
         if (names := [row[0] for row in slo["rows"]]) != slos:
             problems.append(f"SLO table rows {names}, not one per SLO {slos}")
         problems += [f"SLO row {row[0]} has an empty cell: {row}" for row in slo["rows"] if not all(row)]
-    expected = [*PLOTS, *history]
+    expected = [*PLOTS, *capacity, *history]
     if (titles := [plot["title"] for plot in plots]) != expected or facts["svgs"] != len(expected):
         problems.append(f"{facts['svgs']} <svg> on the page, plots {titles}; expected {expected}")
     for plot in plots:
@@ -131,6 +133,46 @@ def sim():
     require("vllm-sim-standin")
     with SimServer(model=SPEC.model_id, max_model_len=8192, ttft_ms=20, itl_ms=2, vllm_version=VLLM_VERSION) as server:
         yield server
+
+
+# The stand-in runs two requests at once and queues the rest: a queued request waits a whole one (20 ms + 127 x 2 ms,
+# ~275 ms), past a TTFT p95 of 100 ms as soon as more than 5 % of requests wait. Two users hold, three do not.
+KNOWN_KNEE = 2
+CAPACITY_PLOTS = ("Latency SLOs against concurrency", "Error rate against concurrency",
+                  "Output tokens/s against concurrency")
+CAPACITY = ["--find-capacity", "--set", "slo.ttft_ms={p50: 50, p95: 100, p99: 1200}", "--set",
+            "capacity.step_duration_s=3", "--set", "capacity.warmup_s=1", "--set", "capacity.max_users=8", "--set",
+            "capacity.peak_users=9"]
+
+
+def test_a_capacity_search_finds_the_known_knee_and_its_report_draws_the_curves(
+        chromium: str, pytester: pytest.Pytester, tmp_path: Path):
+    require("vllm-sim-standin")
+    report = tmp_path / "report.html"
+    with SimServer(model=SPEC.model_id, max_model_len=8192, ttft_ms=20, itl_ms=2, vllm_version=VLLM_VERSION,
+                   max_num_seqs=KNOWN_KNEE) as server:
+        result = pytester.runpytest_subprocess(SUITES, "-p", "no:cacheprovider", "--rootdir", str(PROJECT_ROOT),
+                                               "--gate-report", str(report), "--model", SPEC.name, "--endpoint-url",
+                                               server.url, *SHORT_LOAD, *CAPACITY, timeout=300)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.stdout.fnmatch_lines(["capacity: searching from 2 users up to 8 *",
+                                 "capacity: 2 users: PASS; ttft p50 *",
+                                 "capacity: 4 users: FAIL (ttft p50, ttft p95*",
+                                 "capacity: 3 users: FAIL (*ttft p95*",
+                                 f"capacity: {KNOWN_KNEE} concurrent users per replica hold every latency SLO and the "
+                                 "error rate, 3 broke * peak 9 users needs 5 replicas"])
+    (decided,) = json.loads((evidence.artifacts_dir(report) / evidence.SUMMARY).read_text())["models"]
+    assert (decided["capacity"]["knee"], decided["capacity"]["lowest_failing"]) == (KNOWN_KNEE, KNOWN_KNEE + 1)
+    assert decided["checks"]["load/test_capacity_search"]["outcome"] == "passed"
+    assert len(list((evidence.artifacts_dir(report) / evidence.CAPACITY_DIR).glob("*-users.jsonl"))) == 3
+
+    opened = open_page(chromium, report, tmp_path / "browser")
+    assert opened.console == []
+    assert what_is_wrong(opened.facts, decided["verdict"]["headline"], slo_names(SPEC.slo),
+                         capacity=CAPACITY_PLOTS) == []
+    shown = {plot["title"]: plot for plot in opened.facts["plots"]}
+    assert [shown[title]["points"] for title in CAPACITY_PLOTS] == [3 * 8, 3, 3]  # 8 latency SLOs, 3 steps
+    assert shown[CAPACITY_PLOTS[0]]["limits"] == 8
 
 
 def test_the_gate_report_opens_offline_with_its_header_slo_table_and_every_plot(

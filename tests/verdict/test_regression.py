@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 
@@ -9,7 +10,7 @@ import pytest
 
 from vllm_gate.registry.history import PastRun
 from vllm_gate.spec import Regression
-from vllm_gate.verdict.regression import regression_problems
+from vllm_gate.verdict.regression import capacity_problems, regression_problems
 
 THEN = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
 NOW = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
@@ -55,3 +56,17 @@ def test_no_data_now_or_nothing_comparable_is_a_problem_never_a_pass():
     (problem,) = regression_problems({"ttft p95": 70.0}, "x", NOW, other_slos, "the last certification", DEFAULT)
     assert problem.startswith("no metric of ttft p95, itl p95, e2e p95, min output tokens/s measured both now and at "
                               "the last certification")
+
+
+def test_a_planted_capacity_drop_fails_naming_both_numbers_and_both_images():
+    past = dataclasses.replace(PAST, capacity=16)
+    (problem,) = capacity_problems(12, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15)
+    assert problem == ("capacity regressed -25% (allowed -15%): 12 concurrent users now (2026-11-27 02:00 UTC, "
+                       "vllm/vllm-openai:v0.12.0) vs 16 at the last certification (2026-11-26 02:00 UTC, "
+                       "vllm/vllm-openai:v0.11.0)")
+    assert capacity_problems(14, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15) == []
+    assert capacity_problems(20, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15) == []
+    (none,) = capacity_problems(None, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15)
+    assert none.startswith("capacity: no knee in this run (one user broke an SLO), 16 users at the last")
+    # No search in the past run: nothing to compare, the SLO metrics are compared regardless.
+    assert capacity_problems(12, "vllm/vllm-openai:v0.12.0", NOW, PAST, "the last certification", 0.15) == []
