@@ -76,3 +76,10 @@ def test_drift_against_a_baseline_of_other_prompts_has_nothing_to_compare():
     assert report.compared == 0
     assert identity.drift_problems(report, SPEC.drift, "the last certification") == [
         "none of today's drift prompts is in the last certification (its prompts: an old prompt): nothing to compare"]
+
+
+def test_a_baseline_asked_another_way_names_the_prompts_that_changed():
+    before = ["What is 2 + 2?", "Name a colour."]
+    assert identity.prompt_changes(before, ["What is 2 + 2?", "Name a fruit."]) == (
+        "drift prompt 'Name a fruit.' added; drift prompt 'Name a colour.' removed")
+    assert identity.prompt_changes(before, list(before)).startswith("the same drift prompts; the canary conversation")

@@ -137,3 +137,15 @@ def drift_problems(report: DriftReport, drift: Drift, baseline_from: str) -> lis
     prompt, before, now, similarity = report.worst
     return [f"answers drifted from {baseline_from}: {report.line()}, below {drift.min_similarity}; most changed "
             f"({similarity:.3f}) {prompt!r}: was {_quote(before)}, now {_quote(now)}"]
+
+
+def prompt_changes(before: list[str], now: list[str]) -> str:
+    """What changed in the identity checks' drift prompts, or that they are the same (then the canary conversation,
+    the seed, max_tokens or what answers changed)."""
+    added = [p for p in now if p not in before]
+    removed = [p for p in before if p not in now]
+    if not added and not removed:
+        return ("the same drift prompts; the canary conversation, the drift seed or max_tokens, or what answered "
+                "changed")
+    parts = [f"drift prompt {p!r} added" for p in added] + [f"drift prompt {p!r} removed" for p in removed]
+    return "; ".join(parts)

@@ -42,15 +42,17 @@ def record_baseline(conn: psycopg.Connection, certification_id: int, model: str,
                                       "baseline for")
 
 
-def last_baseline(conn: psycopg.Connection, model: str, verdicts: Sequence[str], fingerprint: str) -> Baseline | None:
-    """The newest baseline of ``model`` asked as ``fingerprint`` whose certification's verdict is in ``verdicts``."""
+def last_baseline(conn: psycopg.Connection, model: str, verdicts: Sequence[str],
+                  fingerprint: str | None) -> Baseline | None:
+    """The newest baseline of ``model`` asked as ``fingerprint`` (None: asked any way) whose certification's verdict
+    is in ``verdicts``."""
     with conn.transaction():
         row = conn.execute(
             "SELECT b.certification_id, c.verdict, b.recorded_at, b.fingerprint, b.canary_prompt_tokens, b.answers"
             " FROM identity_baselines b JOIN certifications c ON c.id = b.certification_id"
-            " WHERE b.model_name = %s AND c.verdict = ANY(%s) AND b.fingerprint = %s"
+            " WHERE b.model_name = %s AND c.verdict = ANY(%s) AND (%s::text IS NULL OR b.fingerprint = %s)"
             " ORDER BY b.recorded_at DESC, b.id DESC LIMIT 1",
-            (model, list(verdicts), fingerprint),
+            (model, list(verdicts), fingerprint, fingerprint),
         ).fetchone()
     if row is None:
         return None
