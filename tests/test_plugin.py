@@ -126,6 +126,17 @@ def test_a_max_model_len_its_gpu_type_cannot_hold_is_refused_before_any_cluster_
     assert not (tmp_path / "report.html").exists()  # nothing half-written
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--find-capacity", "--promotion", "in-place"], "with --promotion in-place the candidate is the live revision"),
+    (["--endpoint-url", "http://127.0.0.1:1", "--set", "capacity.enabled=true"],
+     "give --find-capacity to confirm for a server the gate did not deploy"),
+])
+def test_a_capacity_search_that_would_load_a_serving_revision_is_refused(gate, args, message):
+    result = gate("--model", "llama3", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
 def test_a_model_that_cannot_fit_fails_before_deploying_says_it_once_and_registers_nothing(gate):
     for tool in ("kwokctl", "kube-apiserver", "helm", "kubectl"):
         require(tool)

@@ -417,6 +417,15 @@ class CapacitySearch(StrictModel):
     max_drop: float = Field(0.15, gt=0, lt=1, description="Capacity may fall this share below the last passed "
                                                           "run's before the regression check fails.")
 
+    @model_validator(mode="after")
+    def _a_step_fits(self) -> CapacitySearch:
+        if self.start_users is not None and self.start_users > self.max_users:
+            raise ValueError(f"start_users {self.start_users} is above max_users {self.max_users}")
+        if self.budget_s < self.warmup_s + self.step_duration_s:
+            raise ValueError(f"budget_s {self.budget_s:g} holds not even one step of warmup_s + step_duration_s "
+                             f"({self.warmup_s + self.step_duration_s:g} s)")
+        return self
+
 
 class UsersProfile(StrictModel):
     kind: Literal["users"] = "users"

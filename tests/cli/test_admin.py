@@ -219,7 +219,7 @@ def test_history_lists_each_run_with_its_verdict_image_chart_and_slo_values(dsn)
                                      ("not_certified", "vllm/vllm-openai:v0.12.0", 140.25)):
             summary = {"image": image, "chart": "vllm-0.1.0", "cluster_key": "existing:gpu-pool",
                        "slo_values": {"ttft p95": ttft, "min output tokens/s": 333.0},
-                       "capacity": {"knee": 24} if verdict == "certified" else None}
+                       "capacity": {"knee": 24, "complete": True} if verdict == "certified" else None}
             conn.execute("INSERT INTO certifications (model_name, cluster, started_at, finished_at, verdict, summary)"
                          " VALUES ('llama3', 'pool', now(), now(), %s, %s)", (verdict, Jsonb(summary)))
     shown = invoke(dsn, "model", "history", "llama3")

@@ -138,8 +138,8 @@ def sim():
 # The stand-in runs two requests at once and queues the rest: a queued request waits a whole one (20 ms + 127 x 2 ms,
 # ~275 ms), past a TTFT p95 of 100 ms as soon as more than 5 % of requests wait. Two users hold, three do not.
 KNOWN_KNEE = 2
-CAPACITY_PLOTS = ("Latency SLOs against concurrency", "Error rate against concurrency",
-                  "Output tokens/s against concurrency")
+CAPACITY_PLOTS = ("TTFT against concurrency", "ITL against concurrency", "End-to-end latency against concurrency",
+                  "Error rate against concurrency", "Output tokens/s against concurrency")
 CAPACITY = ["--find-capacity", "--set", "slo.ttft_ms={p50: 50, p95: 100, p99: 1200}", "--set",
             "capacity.step_duration_s=3", "--set", "capacity.warmup_s=1", "--set", "capacity.max_users=8", "--set",
             "capacity.peak_users=9"]
@@ -171,8 +171,9 @@ def test_a_capacity_search_finds_the_known_knee_and_its_report_draws_the_curves(
     assert what_is_wrong(opened.facts, decided["verdict"]["headline"], slo_names(SPEC.slo),
                          capacity=CAPACITY_PLOTS) == []
     shown = {plot["title"]: plot for plot in opened.facts["plots"]}
-    assert [shown[title]["points"] for title in CAPACITY_PLOTS] == [3 * 8, 3, 3]  # 8 latency SLOs, 3 steps
-    assert shown[CAPACITY_PLOTS[0]]["limits"] == 8
+    # Three steps; llama3 limits TTFT and ITL at p50, p95, p99, end-to-end at p95 and p99, the error rate.
+    assert [shown[title]["points"] for title in CAPACITY_PLOTS] == [9, 9, 6, 3, 3]
+    assert [shown[title]["limits"] for title in CAPACITY_PLOTS] == [3, 3, 2, 1, 0]
 
 
 def test_the_gate_report_opens_offline_with_its_header_slo_table_and_every_plot(

@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from vllm_gate.load.slo import SloResult
-from vllm_gate.report.slo_table import margin, plain, slo_table
+from vllm_gate.report.numbers import plain
+from vllm_gate.report.slo_table import margin, slo_table
 
 RESULTS = [
     SloResult("ttft p95", 400.0, 500.0, True, "ms"),                # ceiling met by 100 ms

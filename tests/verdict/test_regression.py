@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from vllm_gate.load.capacity import Capacity
 from vllm_gate.registry.history import PastRun
-from vllm_gate.spec import Regression
+from vllm_gate.spec import CapacitySearch, Regression
 from vllm_gate.verdict.regression import capacity_problems, regression_problems
 
 THEN = datetime(2026, 11, 26, 2, 0, tzinfo=UTC)
@@ -58,15 +59,33 @@ def test_no_data_now_or_nothing_comparable_is_a_problem_never_a_pass():
                               "the last certification")
 
 
+def _capacity(knee: int | None, lowest_failing: int | None, ended: str = "resolved to 10%") -> Capacity:
+    return Capacity(knee, lowest_failing, ("ttft p95",), (), ended, 100.0, CapacitySearch())
+
+
+def _past_with(capacity: Capacity) -> PastRun:
+    return dataclasses.replace(PAST, capacity=capacity.summary())
+
+
 def test_a_planted_capacity_drop_fails_naming_both_numbers_and_both_images():
-    past = dataclasses.replace(PAST, capacity=16)
-    (problem,) = capacity_problems(12, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15)
-    assert problem == ("capacity regressed -25% (allowed -15%): 12 concurrent users now (2026-11-27 02:00 UTC, "
-                       "vllm/vllm-openai:v0.12.0) vs 16 at the last certification (2026-11-26 02:00 UTC, "
+    past = _past_with(_capacity(16, 17))
+    (problem,) = capacity_problems(_capacity(12, 13), "vllm/vllm-openai:v0.12.0", NOW, past,
+                                   "the last certification", 0.15)
+    assert problem == ("capacity regressed -25% (allowed -15%): 12 concurrent users now, 13 broke (2026-11-27 02:00 "
+                       "UTC, vllm/vllm-openai:v0.12.0) vs 16 at the last certification (2026-11-26 02:00 UTC, "
                        "vllm/vllm-openai:v0.11.0)")
-    assert capacity_problems(14, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15) == []
-    assert capacity_problems(20, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15) == []
-    (none,) = capacity_problems(None, "vllm/vllm-openai:v0.12.0", NOW, past, "the last certification", 0.15)
-    assert none.startswith("capacity: no knee in this run (one user broke an SLO), 16 users at the last")
-    # No search in the past run: nothing to compare, the SLO metrics are compared regardless.
-    assert capacity_problems(12, "vllm/vllm-openai:v0.12.0", NOW, PAST, "the last certification", 0.15) == []
+    # Within the tolerance and the resolution (14 broke, 16 x 0.85 = 13.6), or better: no problem.
+    for knee, failing in ((13, 14), (16, 17), (20, 22)):
+        assert capacity_problems(_capacity(knee, failing), "img", NOW, past, "the last certification", 0.15) == []
+    (none,) = capacity_problems(_capacity(None, 1, "no step passed"), "img", NOW, past, "the last certification",
+                                0.15)
+    assert none.startswith("capacity: no step held in this run, 16 users at the last certification")
+
+
+def test_capacity_is_compared_only_between_complete_searches_asked_the_same_way():
+    now = _capacity(8, 9)
+    assert capacity_problems(now, "img", NOW, PAST, "the last", 0.15) == []  # no search then
+    unfinished = _past_with(_capacity(16, 32, "budget spent before the knee was resolved"))
+    assert capacity_problems(now, "img", NOW, unfinished, "the last", 0.15) == []  # only a floor then
+    finer = Capacity(16, 17, ("ttft p95",), (), "resolved to 5%", 100.0, CapacitySearch(resolution=0.05))
+    assert capacity_problems(now, "img", NOW, _past_with(finer), "the last", 0.15) == []  # another measurement

@@ -234,15 +234,15 @@ def history_(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([{"certification": r.certification_id, "finished_at": r.finished_at.isoformat(),
                                 "verdict": r.verdict, "image": r.image, "chart": r.chart, "cluster": r.cluster_key,
-                                "slo": r.slo_values, "capacity": r.capacity} for r in runs], indent=2))
+                                "slo": r.slo_values, "capacity": r.knee} for r in runs], indent=2))
         return
     if not runs:
         click.echo(f"no certification of {name} recorded")
         return
     for r in runs:
         values = ", ".join(f"{m} {r.slo_values[m]:.4g}" for m in HISTORY_METRICS if m in r.slo_values)
-        if r.capacity is not None:
-            values += f", capacity {r.capacity} users"
+        if r.knee is not None:
+            values += f", capacity {r.knee} users"
         when = r.finished_at.astimezone(UTC)
         click.echo(f"{when:%Y-%m-%d %H:%M} UTC  #{r.certification_id}  {r.verdict}  {r.image or '-'}  "
                    f"{r.chart or '-'}  {r.cluster_key or '-'}  {values or 'no SLO values'}")

@@ -14,6 +14,12 @@ import psycopg
 class PastRun:
     """One recorded run of a model, as its certification row's summary holds it."""
 
+    @property
+    def knee(self) -> int | None:
+        """The capacity search's knee, where one ran and found one."""
+        knee = (self.capacity or {}).get("knee")
+        return int(knee) if knee is not None else None
+
     certification_id: int
     finished_at: datetime
     verdict: str
@@ -23,17 +29,16 @@ class PastRun:
     slo_values: dict[str, float]  # SLO name -> measured value (ms, tok/s, share)
     load: dict[str, Any] | None = None  # the spec's load section it ran (None: recorded before runs kept it)
     stand_in: str | None = None  # "sim", "vllm-cpu", "" (the spec's own image); None: recorded before runs said
-    capacity: int | None = None  # the capacity search's knee (concurrent users), where one ran
+    capacity: dict[str, Any] | None = None  # the capacity search's summary (knee, settings, ...), where one ran
 
 
 def _past(row: tuple[Any, ...]) -> PastRun:
     cert_id, finished_at, verdict, summary = row
     summary = summary or {}
     values = {name: float(value) for name, value in (summary.get("slo_values") or {}).items() if value is not None}
-    capacity = (summary.get("capacity") or {}).get("knee")
     return PastRun(int(cert_id), finished_at, verdict, summary.get("image"), summary.get("chart"),
                    summary.get("cluster_key"), values, summary.get("load"), summary.get("stand_in"),
-                   int(capacity) if capacity is not None else None)
+                   summary.get("capacity"))
 
 
 def recent_runs(conn: psycopg.Connection, model: str, verdicts: Sequence[str], cluster_key: str,

@@ -92,21 +92,29 @@ def _last(count: int, what: str) -> str:
     return f"last {count} {what}s" if count > 1 else f"last {what}"
 
 
+CAPACITY_FAMILIES = (("ttft", "TTFT"), ("itl", "ITL"), ("e2e", "End-to-end latency"))
+
+
 def capacity_plots(capacity: Capacity) -> str:
-    """The capacity search: its headline, each latency SLO and the error rate against concurrency with their limits
-    and the knee, and output tokens/s against concurrency."""
-    steps = sorted(capacity.steps, key=lambda s: s.users)
+    """The capacity search: its headline and steps; TTFT, ITL and end-to-end percentiles, the error rate and output
+    tokens/s against concurrency, each with its SLO limits dashed and the knee marked."""
+    steps = sorted((s for s in capacity.steps if s.values), key=lambda s: s.users)
     limits = steps[0].limits if steps else {}
-    latency = {name: [(s.users, s.values[name]) for s in steps if name in s.values]
-               for name in limits if name != "error rate"}
-    figures = [svg.capacity_plot("Latency SLOs against concurrency", latency, "ms", limits=limits,
-                                 knee=capacity.knee),
-               svg.capacity_plot("Error rate against concurrency",
-                                 {"error rate": [(s.users, s.values.get("error rate", math.nan)) for s in steps]}, "",
-                                 limits=limits, knee=capacity.knee),
-               svg.capacity_plot("Output tokens/s against concurrency",
-                                 {"output tokens/s": [(s.users, s.output_tokens_per_s) for s in steps]}, "tok/s",
-                                 limits={}, knee=capacity.knee)]
+
+    def against(names: list[str]) -> dict[str, list[tuple[float, float]]]:
+        return {name: [(s.users, s.values[name]) for s in steps if name in s.values] for name in names}
+
+    figures = []
+    for prefix, title in CAPACITY_FAMILIES:
+        names = [name for name in limits if name.startswith(f"{prefix} p")]
+        if names:
+            figures.append(svg.capacity_plot(f"{title} against concurrency", against(names), "ms",
+                                             limits={n: limits[n] for n in names}, knee=capacity.knee))
+    figures += [svg.capacity_plot("Error rate against concurrency", against(["error rate"]), "",
+                                  limits={n: v for n, v in limits.items() if n == "error rate"}, knee=capacity.knee),
+                svg.capacity_plot("Output tokens/s against concurrency",
+                                  {"output tokens/s": [(s.users, s.output_tokens_per_s) for s in steps]}, "tok/s",
+                                  limits={}, knee=capacity.knee)]
     lines = "".join(f"<li>{_e(step.line().removeprefix('capacity: '))}</li>" for step in capacity.steps)
     return (f'<h3>Capacity</h3><p class="vllm-gate-capacity">{_e(capacity.headline())}</p><ul>{lines}</ul>'
             f'<div class="vllm-gate-plots vllm-gate-capacity-plots">{"".join(figures)}</div>')

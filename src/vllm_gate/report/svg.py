@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from html import escape
 
 from vllm_gate.load.samples import percentile
+from vllm_gate.report.numbers import plain
 
 WIDTH, HEIGHT = 640, 320
 EMPTY_WIDTH, EMPTY_HEIGHT = 320, 60
@@ -24,7 +25,7 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 
 
 def _num(value: float) -> str:
-    return f"{value:.4g}"
+    return plain(value)
 
 
 def _at(value: float) -> str:

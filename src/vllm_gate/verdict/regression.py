@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from vllm_gate.load.capacity import Capacity
 from vllm_gate.registry.history import PastRun
 from vllm_gate.spec import Load, Regression
 
@@ -59,18 +60,23 @@ def regression_problems(now: Mapping[str, float], now_image: str, now_at: dateti
     return problems
 
 
-def capacity_problems(now_knee: int | None, now_image: str, now_at: datetime, past: PastRun, past_from: str,
+def capacity_problems(now: Capacity, now_image: str, now_at: datetime, past: PastRun, past_from: str,
                       max_drop: float) -> list[str]:
-    """The capacity search's knee against the last passed run's: down more than ``max_drop`` is a problem, named
-    with both numbers and both images. Nothing to compare (no search then or now) is no problem: the SLO metrics
-    are compared regardless."""
-    if past.capacity is None or past.capacity <= 0:
+    """The capacity search's knee against the last passed run's: a problem where this run's lowest failing step is
+    below the past knee by more than ``max_drop`` (so the drop is beyond both the tolerance and the resolution),
+    named with both knees and both images. Compared only between complete searches with the same settings; no
+    search then is no problem (the SLO metrics are compared regardless)."""
+    then = past.capacity
+    if not then or not then.get("complete") or past.knee is None:
         return []
-    if now_knee is None:
-        return [f"capacity: no knee in this run (one user broke an SLO), {past.capacity} users at {past_from} "
+    if then.get("settings") != now.summary()["settings"]:
+        return []  # another resolution, ceiling or step: not the same measurement
+    if now.knee is None:
+        return [f"capacity: no step held in this run, {past.knee} users at {past_from} "
                 f"({_run(past.finished_at, past.image)})"]
-    change = now_knee / past.capacity - 1
-    if change < -max_drop:
-        return [f"capacity regressed {change:+.0%} (allowed {-max_drop:+.0%}): {now_knee} concurrent users now "
-                f"({_run(now_at, now_image)}) vs {past.capacity} at {past_from} ({_run(past.finished_at, past.image)})"]
-    return []
+    if now.lowest_failing is None or now.lowest_failing > past.knee * (1 - max_drop):
+        return []
+    change = now.knee / past.knee - 1
+    return [f"capacity regressed {change:+.0%} (allowed {-max_drop:+.0%}): {now.knee} concurrent users now, "
+            f"{now.lowest_failing} broke ({_run(now_at, now_image)}) vs {past.knee} at {past_from} "
+            f"({_run(past.finished_at, past.image)})"]
