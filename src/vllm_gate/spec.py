@@ -427,6 +427,41 @@ class CapacitySearch(StrictModel):
         return self
 
 
+AUTOSCALING_SIGNALS = ("queue", "kv_cache", "gpu_utilization")
+
+
+class Autoscaling(StrictModel):
+    """A per-model scaling policy, rendered by the chart as an autoscaling/v2 HorizontalPodAutoscaler on a per-pod
+    metric the cluster's custom metrics API serves (prometheus-adapter's vLLM and DCGM series)."""
+
+    enabled: bool = Field(False, description="Render the HPA (the Deployment's replica count is then its).")
+    min_replicas: int = Field(1, ge=1, strict=True)
+    max_replicas: int = Field(2, ge=1, strict=True, description="Preflight checks the pool holds this many pods.")
+    signal: Literal["queue", "kv_cache", "gpu_utilization"] = Field(
+        "queue", description="queue: vllm:num_requests_waiting per pod (recommended: it rises exactly when a "
+                             "replica is past its capacity); kv_cache: the KV cache's used share per pod; "
+                             "gpu_utilization: DCGM_FI_DEV_GPU_UTIL (near 100 % whenever a model is loaded and "
+                             "serving anything: a poor demand signal).")
+    target: float = Field(2, gt=0, description="Per-pod average that triggers a scale-out: waiting requests, a "
+                                               "KV-cache share (0-1), or GPU utilization percent.")
+    metric_name: str | None = Field(None, min_length=1, description="The metric's name in the custom metrics "
+                                                                     "API; default: the signal's series as "
+                                                                     "prometheus-adapter names it for the "
+                                                                     "image's vLLM release.")
+    scale_up_stabilization_s: int = Field(0, ge=0, le=3600, strict=True)
+    scale_down_stabilization_s: int = Field(600, ge=0, le=3600, strict=True,
+                                            description="A new pod loads weights for minutes: scale in slowly.")
+    pool: Literal["warn", "fail"] = Field("warn", description="Preflight, when the pool cannot hold max_replicas.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
+        if self.signal == "kv_cache" and self.target > 1:
+            raise ValueError(f"target {self.target:g}: the KV cache's used share is between 0 and 1")
+        return self
+
+
 class UsersProfile(StrictModel):
     kind: Literal["users"] = "users"
     users: int = Field(ge=1, strict=True, description="Concurrent streaming users.")
@@ -548,6 +583,7 @@ class ModelSpec(StrictModel):
                           "preflight says sizing is not shown.")
     sizing: Sizing = Field(default_factory=Sizing)
     capacity: CapacitySearch = Field(default_factory=CapacitySearch)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
 
     @property
     def served_name(self) -> str:

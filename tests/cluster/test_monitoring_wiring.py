@@ -20,8 +20,9 @@ from tests.chart.strict_yaml import helm
 from tests.conftest import running_local_cluster
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
+from vllm_gate.checks.autoscaling import EVALUATION_S, hpa_problems, wait_evaluated
 from vllm_gate.cluster.local import LocalCluster
-from vllm_gate.deploy.values import chart_values, release_fullname
+from vllm_gate.deploy.values import autoscaling_metric, chart_values, release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
 
 GROUP, VERSION = "monitoring.coreos.com", "v1"
@@ -120,3 +121,13 @@ def test_the_wiring_follows_the_kinds_the_cluster_serves(cluster, api):
     assert monitors(api, namespace, "servicemonitors") == []
     assert not SCRAPE_ANNOTATIONS & set(pod_annotations(api, namespace, pod_monitor))
     assert f"through PodMonitor {name} (every 30s)" in notes
+
+
+def test_an_hpa_on_a_metric_the_cluster_does_not_serve_fails_naming_it(cluster, api):
+    # Planted: the real kube-controller-manager's HPA controller, and no custom metrics API behind it.
+    spec = load_spec("llama3", MODELS_DIR, ["autoscaling.enabled=true", "autoscaling.max_replicas=2"])
+    namespace, _ = install(cluster, spec)
+    hpa = wait_evaluated(api, namespace, release_fullname(spec.name), EVALUATION_S, lambda _m: None)
+    (problem,) = hpa_problems(hpa, autoscaling_metric(spec))
+    assert problem.startswith(f"HorizontalPodAutoscaler {namespace}/{release_fullname(spec.name)} cannot scale on "
+                              "metric vllm_num_requests_waiting: ScalingActive False"), problem

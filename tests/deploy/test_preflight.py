@@ -18,6 +18,7 @@ from vllm_gate.deploy.preflight import (
     PreflightFailed,
     Taint,
     Toleration,
+    autoscaling_room,
     cache_surge_blocker,
     decide,
     fits,
@@ -284,3 +285,23 @@ def test_an_existing_claims_access_modes_decide_the_surge():
     assert cache_surge_blocker(spec, ["ReadWriteMany"]) is None
     assert "claim weights is ReadWriteOnce, not ReadWriteMany" in cache_surge_blocker(spec, ["ReadWriteOnce"])
     assert "of unknown access mode" in cache_surge_blocker(spec, [])
+
+
+def test_a_pool_that_cannot_hold_max_replicas_is_said_or_fails_as_the_spec_says(need):
+    scaling = dataclasses.replace(need, max_replicas=4)
+    nodes = [node("gpu-0", 2), node("gpu-1", 1)]
+    busy = [model_pod("gpu-1", own=False)]  # another model's pod holds gpu-1's GPU
+    line = autoscaling_room(scaling, nodes, busy)
+    assert line.startswith("preflight: WARNING autoscaling.max_replicas 4 needs 4 pods of (1 nvidia.com/gpu")
+    assert "the pool holds 2 beside what runs there: the autoscaler would leave 2 pods Pending" in line
+    with pytest.raises(PreflightFailed, match=r"autoscaling.max_replicas 4 .* \(autoscaling.pool: fail\)"):
+        autoscaling_room(dataclasses.replace(scaling, room_or_fail="fail"), nodes, busy)
+    roomy = autoscaling_room(scaling, [*nodes, node("gpu-2", 4)], busy)
+    assert roomy.startswith("preflight: autoscaling: room for 6 pods of")
+    assert autoscaling_room(need, nodes, busy) == ""  # no autoscaler, nothing to say
+
+
+def test_the_rendered_hpa_sets_what_the_preflight_counts():
+    scaling = need_of(load_spec("llama3", MODELS_DIR, ["engine=sim", "autoscaling.enabled=true",
+                                                       "autoscaling.min_replicas=2", "autoscaling.max_replicas=5"]))
+    assert (scaling.replicas, scaling.max_replicas) == (2, 5)

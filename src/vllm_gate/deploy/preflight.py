@@ -98,6 +98,8 @@ class Need:
     replicas: int
     choice: Choice
     surge_blocker: str | None = None  # why a surge pod could not run beside the old one, whatever the GPUs
+    max_replicas: int = 0  # what an autoscaler may scale the pods to (0: no autoscaler)
+    room_or_fail: Literal["warn", "fail"] = "warn"  # when the pool cannot hold max_replicas
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Decision:
 
     strategy: Strategy
     reason: str
+    autoscaling: str = ""  # whether the pool holds the autoscaler's max_replicas (a warning where it does not)
 
 
 def check_sizing(spec: ModelSpec, *, refuse: bool = True) -> tuple[str, ...]:
@@ -168,8 +171,11 @@ def need_of(spec: ModelSpec) -> Need:
         node_selector=dict(pod.get("nodeSelector") or {}),
         tolerations=tuple(Toleration(t.get("key", ""), t.get("operator", "Equal"), t.get("value", ""),
                                      t.get("effect", "")) for t in pod.get("tolerations") or []),
-        per_pod=pod_requests(pod), replicas=int(deployment["spec"].get("replicas", 1)),
-        choice=spec.rollout.strategy, surge_blocker=cache_surge_blocker(spec))
+        # With an autoscaler the Deployment sets no replica count: the HPA starts it at min_replicas.
+        per_pod=pod_requests(pod), replicas=int(deployment["spec"].get("replicas", spec.autoscaling.min_replicas)),
+        choice=spec.rollout.strategy, surge_blocker=cache_surge_blocker(spec),
+        max_replicas=spec.autoscaling.max_replicas if spec.autoscaling.enabled else 0,
+        room_or_fail=spec.autoscaling.pool)
 
 
 def cache_surge_blocker(spec: ModelSpec, claim_modes: Sequence[str] = ()) -> str | None:
@@ -276,6 +282,27 @@ def decide(need: Need, nodes: Sequence[NodeInfo], pods: Sequence[PodUse]) -> Dec
                                     f"({pod}) fit on {where}; {_free_text(need, after_old)}{stopped}{tail}")
     return Decision("Recreate", f"preflight: Recreate: no spare ({pod}) on {where} for a surge pod, so an "
                                 f"upgrade stops the old pod before the new one starts (an outage): {beside}")
+
+
+def autoscaling_room(need: Need, nodes: Sequence[NodeInfo], pods: Sequence[PodUse]) -> str:
+    """Whether the pool holds the autoscaler's max_replicas pods beside everything else that runs (the release's own
+    pods counted as its); a line for the report, or PreflightFailed where the spec says fail. "" without one."""
+    if not need.max_replicas:
+        return ""
+    usable = [n for n in nodes if all(n.labels.get(k) == v for k, v in need.node_selector.items())
+              and not unusable_because(n, need.tolerations)]
+    free = [_minus(n.allocatable, (p.requests for p in pods if p.node == n.name and not p.own)) for n in usable]
+    room = sum(fits(f, need.per_pod) for f in free)
+    where = f"gpu-type={need.gpu_type}"
+    if room >= need.max_replicas:
+        return (f"preflight: autoscaling: room for {_pods(room)} of ({_pod_text(need)}) on {where}, max_replicas "
+                f"{need.max_replicas} fits")
+    problem = (f"autoscaling.max_replicas {need.max_replicas} needs {_pods(need.max_replicas)} of "
+               f"({_pod_text(need)}) on {where}; the pool holds {room} beside what runs there: the autoscaler "
+               f"would leave {_pods(need.max_replicas - room)} Pending")
+    if need.room_or_fail == "fail":
+        raise PreflightFailed(f"preflight: {problem} (autoscaling.pool: fail)")
+    return f"preflight: WARNING {problem} (autoscaling.pool: fail makes this a failure)"
 
 
 def _pods(count: int, noun: str = "pod") -> str:
@@ -391,7 +418,8 @@ def check_pool(spec: ModelSpec, api: client.ApiClient, release: str | None = Non
     need = need_of(spec)
     if spec.model_cache.kind == "existingClaim":
         need = replace(need, surge_blocker=cache_surge_blocker(spec, _claim_modes(core, spec)))
-    return decide(need, [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, release or spec.name))
+    infos, uses = [node_info(n) for n in nodes], pod_uses(serialized, spec.namespace, release or spec.name)
+    return replace(decide(need, infos, uses), autoscaling=autoscaling_room(need, infos, uses))
 
 
 def _claim_modes(core: client.CoreV1Api, spec: ModelSpec) -> list[str]:

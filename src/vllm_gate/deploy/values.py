@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Literal
 
+from packaging.version import InvalidVersion, Version
+
 from vllm_gate.spec import ModelSpec
 
 STARTUP_PROBE_PERIOD_S = 10
@@ -74,6 +76,7 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str 
             "tag": spec.image.tag,
             "digest": spec.image.digest or "",
         },
+        "autoscaling": autoscaling_values(spec),
         "sim": {
             "timeToFirstToken": go_duration(rehearsal.ttft_ms),
             "timeToFirstTokenStdDev": go_duration(rehearsal.ttft_std_ms),
@@ -125,3 +128,33 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str 
     }
     # The engine's values win: where it says no HF token, none travels, whatever the spec's values hold.
     return values | copy.deepcopy(dict(engine or {}))
+
+
+# vLLM 0.9 renamed gpu_cache_usage_perc to kv_cache_usage_perc (vllm-project/vllm#18354); later releases dropped
+# the old name. prometheus-adapter's usual rule exposes vllm:<name> as vllm_<name>.
+KV_CACHE_RENAMED_IN = Version("0.9")
+
+
+def autoscaling_metric(spec: ModelSpec) -> str:
+    """The spec's signal as the custom metrics API names it, for the vLLM release its image holds."""
+    policy = spec.autoscaling
+    if policy.metric_name:
+        return policy.metric_name
+    if policy.signal == "queue":
+        return "vllm_num_requests_waiting"
+    if policy.signal == "gpu_utilization":
+        return "DCGM_FI_DEV_GPU_UTIL"
+    try:
+        release = Version(Version((spec.image.vllm_version or spec.image.tag).removeprefix("v")).public)
+    except InvalidVersion:
+        release = KV_CACHE_RENAMED_IN  # the spec refuses a tag that names no release; a sim image names none
+    return "vllm_kv_cache_usage_perc" if release >= KV_CACHE_RENAMED_IN else "vllm_gpu_cache_usage_perc"
+
+
+def autoscaling_values(spec: ModelSpec) -> dict[str, object]:
+    policy = spec.autoscaling
+    target = f"{round(policy.target * 1000)}m" if policy.target != int(policy.target) else str(int(policy.target))
+    return {"enabled": policy.enabled, "minReplicas": policy.min_replicas, "maxReplicas": policy.max_replicas,
+            "metric": autoscaling_metric(spec), "targetAverageValue": target,
+            "scaleUpStabilizationSeconds": policy.scale_up_stabilization_s,
+            "scaleDownStabilizationSeconds": policy.scale_down_stabilization_s}

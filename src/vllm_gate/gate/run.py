@@ -252,7 +252,8 @@ class GateRun:
         self.required = required_checks(self.spec.slo, deployed_by_gate=self.mode is not Mode.ENDPOINT,
                                         runs_containers=self.containers, real_gpus=real_gpus,
                                         compare_last=self.compare_last, trained_weights=not self.on_real_engine,
-                                        capacity_search=self.spec.capacity.enabled)
+                                        capacity_search=self.spec.capacity.enabled,
+                                        autoscaling=self.spec.autoscaling.enabled)
 
     def suites(self) -> dict[str, str]:
         """Each suite's outcome: its worst check's."""

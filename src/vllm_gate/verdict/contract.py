@@ -52,6 +52,7 @@ class Check:
     compares_last: bool = False  # against the last passed run: not required when the user says --no-compare-last
     needs_trained_weights: bool = False  # not required where the model's weights are noise (the real engine's tiny one)
     needs_capacity_search: bool = False  # required only where the spec or --find-capacity asks for the search
+    needs_autoscaling: bool = False  # required only where the spec has a scaling policy
     per_slo: bool = False  # one check per SLO of the spec (the test is parametrized by SLO name)
 
     def ids(self, slos: Slos) -> list[str]:
@@ -90,6 +91,7 @@ CHECKS: tuple[Check, ...] = (
     Check("load", "test_slo", per_slo=True),
     Check("load", "test_capacity_search", needs_capacity_search=True),
     Check("load", "test_no_regression_against_the_last_passed_run", needs_baseline=True, compares_last=True),
+    Check("autoscaling", "test_hpa_reads_its_metric", needs_cluster=True, needs_autoscaling=True),
     Check("registration", "test_registry_is_migrated", needs_cluster=True),
     Check("registration", "test_registry_accepts_the_row", needs_cluster=True),
     Check("registration", "test_backend_url_names_the_service", needs_cluster=True),
@@ -117,7 +119,7 @@ def check_id(path: str | PurePath, name: str, model: str | None = None) -> str:
 
 def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool, real_gpus: bool,
                     compare_last: bool = True, trained_weights: bool = True,
-                    capacity_search: bool = False) -> list[str]:
+                    capacity_search: bool = False, autoscaling: bool = False) -> list[str]:
     """Every check a run must pass to pass, known before collection and selection."""
     return [cid for check in CHECKS
             if (deployed_by_gate or not (check.needs_cluster or check.needs_baseline))
@@ -126,6 +128,7 @@ def required_checks(slos: Slos, *, deployed_by_gate: bool, runs_containers: bool
             and (compare_last or not check.compares_last)
             and (trained_weights or not check.needs_trained_weights)
             and (capacity_search or not check.needs_capacity_search)
+            and (autoscaling or not check.needs_autoscaling)
             for cid in check.ids(slos)]
 
 

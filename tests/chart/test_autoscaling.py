@@ -1,0 +1,67 @@
+"""A spec's scaling policy becomes an autoscaling/v2 HPA on the signal's metric, named for the image's vLLM
+release; the Deployment then leaves its replica count to the HPA. Without a policy, neither."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+
+from tests.chart.test_render import K8S_VERSION, only
+from tests.conftest import require
+from vllm_gate.base.errors import SpecError
+from vllm_gate.base.tools import MODELS_DIR
+from vllm_gate.deploy.render import render_manifests
+from vllm_gate.deploy.values import chart_values
+from vllm_gate.spec import load_spec
+
+POLICY = ["autoscaling.enabled=true", "autoscaling.min_replicas=1", "autoscaling.max_replicas=3"]
+
+
+@pytest.fixture(autouse=True)
+def _helm():
+    require("helm")
+
+
+def test_no_policy_renders_no_hpa_and_a_replica_count():
+    spec = load_spec("llama3", MODELS_DIR)
+    docs = render_manifests(spec, chart_values(spec))
+    assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    assert only(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_a_policy_renders_a_valid_hpa_that_owns_the_replica_count():
+    spec = load_spec("llama3", MODELS_DIR, [*POLICY, "autoscaling.target=1.5",
+                                            "autoscaling.scale_down_stabilization_s=900"])
+    docs = render_manifests(spec, chart_values(spec))
+    hpa = only(docs, "HorizontalPodAutoscaler")
+    kubernetes_validate.validate(hpa, K8S_VERSION, strict=True)
+    deployment = only(docs, "Deployment")
+    assert "replicas" not in deployment["spec"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {
+        "metric": {"name": "vllm_num_requests_waiting"}, "target": {"type": "AverageValue", "averageValue": "1500m"}}}]
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 900
+    assert hpa["spec"]["behavior"]["scaleUp"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+
+
+@pytest.mark.parametrize(("overrides", "metric"), [
+    (["autoscaling.signal=kv_cache", "autoscaling.target=0.7"], "vllm_kv_cache_usage_perc"),  # v0.11.0
+    (["autoscaling.signal=kv_cache", "autoscaling.target=0.7", "image.tag=v0.8.5"], "vllm_gpu_cache_usage_perc"),
+    (["autoscaling.signal=gpu_utilization", "autoscaling.target=80"], "DCGM_FI_DEV_GPU_UTIL"),
+    (["autoscaling.metric_name=vllm_num_requests_running"], "vllm_num_requests_running"),
+])
+def test_the_metric_follows_the_signal_and_the_engines_release(overrides, metric):
+    spec = load_spec("llama3", MODELS_DIR, [*POLICY, *overrides])
+    hpa = only(render_manifests(spec, chart_values(spec)), "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == metric
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["autoscaling.min_replicas=3", "autoscaling.max_replicas=2"], "min_replicas 3 is above max_replicas 2"),
+    (["autoscaling.signal=kv_cache", "autoscaling.target=70"], "the KV cache's used share is between 0 and 1"),
+])
+def test_an_impossible_policy_is_a_spec_error(overrides, message):
+    with pytest.raises(SpecError, match=message):
+        load_spec("llama3", MODELS_DIR, overrides)
