@@ -73,8 +73,8 @@ def test_endpoint_mode_passes_a_healthy_server_and_skips_kubernetes_checks(gate,
         # The server is not known to be the stand-in: its KV cache is held to the estimate for the spec's GPU, and
         # the stand-in's llm-d default (1,024 blocks of 16) is reported as far from it.
         "vllm-gate: KV cache: predicted * blocks x 16 = * tokens (estimate for llama3 on rtx-6000-ada, vllm-gate size)",
-        "vllm-gate: KV cache: reported num_gpu_blocks: predicted *, reported 1024 (-9*%); kv_cache_size_tokens: "
-        "predicted *, reported 16384 (-9*%); gpu_memory_utilization: predicted 0.95, reported 0.9 (-5.3%)*",
+        "vllm-gate: KV cache: reported num_gpu_blocks: predicted *, reported 1,024 (-9*%); kv_cache_size_tokens: "
+        "predicted *, reported 16,384 (-9*%); gpu_memory_utilization: predicted 0.95, reported 0.9 (-5.3%)*",
         "*vllm-gate verdict*",
         "*ENDPOINT CHECKS PASSED — not a certification: the gate did not deploy this server",
         "*SKIPPED exposure/test_every_service_is_cluster_ip: needs Kubernetes; this run checks --endpoint-url*",
@@ -117,11 +117,12 @@ def test_counters_that_disagree_with_the_client_fail_the_metrics_suite(gate, sim
 
 
 def test_a_max_model_len_its_gpu_type_cannot_hold_is_refused_before_any_cluster_naming_what_fits(gate, tmp_path):
+    # Llama 3.1's 131,072 positions on Llama 3 8B's architecture: the 24 GB card's KV cache is the limit.
     result = gate("--model", "llama3", "--cluster", "local", "--set", "vllm.max_model_len=131072",
-                  "--set", "resources.gpu_type=l4")
+                  "--set", "resources.gpu_type=l4", "--set", "architecture.max_position_embeddings=131072")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*preflight: vllm.max_model_len 131072 does not fit one request on l4*set "
-                                 "vllm.max_model_len to at most *"])
+    result.stderr.fnmatch_lines(["*preflight: vllm.max_model_len 131072 does not fit one request on l4: the KV cache "
+                                 "gets * GiB = * tokens*set vllm.max_model_len to at most *"])
     assert "local cluster" not in result.stdout.str() + result.stderr.str()  # no cluster was started
     assert not (tmp_path / "report.html").exists()  # nothing half-written
 

@@ -54,6 +54,7 @@ from vllm_gate.cluster.node.oci import (
     spec_hash,
     write_image,
 )
+from vllm_gate.cluster.node.prometheus_image import prometheus_image_name
 from vllm_gate.cluster.node.python_image import _is_copied as copied_into_image
 from vllm_gate.cluster.node.python_image import unchecked_pyc
 from vllm_gate.deploy.render import render_manifests
@@ -238,7 +239,8 @@ def test_node_images_carry_the_names_the_chart_renders(node_images):
     rendered = rendered_images()
     assert rendered == chart_images()
     assert set(node_images) == {normalized_reference(rendered["sim"]), normalized_reference(rendered["tests"]),
-                                SANDBOX_IMAGE, LOCUST_IMAGE, normalized_reference(ROUTER_STANDIN_IMAGE)}
+                                SANDBOX_IMAGE, LOCUST_IMAGE, normalized_reference(ROUTER_STANDIN_IMAGE),
+                                normalized_reference(prometheus_image_name())}
 
 
 def test_every_node_image_is_a_valid_layout_named_for_containerd(node_images):

@@ -33,6 +33,7 @@ from vllm_gate.monitoring import checks
 from vllm_gate.monitoring.load_watch import ModelPods
 from vllm_gate.monitoring.prometheus import Prometheus, wait_for_targets
 from vllm_gate.spec import ModelSpec, load_spec
+from vllm_gate.verdict.serving import observe
 
 pytestmark = pytest.mark.real_node
 
@@ -284,3 +285,18 @@ def test_a_policy_that_admits_another_prometheus_leaves_the_pod_unscraped(cluste
         assert re.fullmatch(rf"target http://\S+:8000/metrics of pod scrape-refused/{pod} is down: .+", problems[0])
     finally:
         _uninstall(cluster, "scrape-refused", spec)
+
+
+def test_observe_sees_the_kubelet_run_the_charts_container_on_the_real_node(cluster, sim_spec):
+    pod = _install(cluster, "observed", CHART_DIR, sim_spec)
+    try:
+        core = client.CoreV1Api(api_client(cluster.kubeconfig, cluster.context))
+        serving = observe(core, "observed", f"app.kubernetes.io/instance={sim_spec.name}")
+        assert serving.containers_run
+        assert serving.names == (pod,)
+        assert serving.placement == (f"pod {pod} on node {NODE_NAME} (its kubelet ran the container)",)
+        assert serving.image_ids  # the kubelet reported the image it ran
+        # What keeps it from certifying is the engine alone (the chart's engine: sim), never the node.
+        assert serving.simulated == f"engine: sim in pod {pod}"
+    finally:
+        _uninstall(cluster, "observed", sim_spec)
