@@ -243,22 +243,8 @@ def sim_spec() -> ModelSpec:
     return load_spec("llama3", MODELS_DIR, ["engine=sim"])
 
 
-def test_the_clusters_prometheus_pod_finds_the_charts_pods_and_scrapes_them_through_their_policy(cluster, sim_spec):
-    pod = _install(cluster, "scrape-ok", CHART_DIR, sim_spec)
-    try:
-        assert _scrape_problems(cluster, "scrape-ok", pod, DISCOVERY_S) == []
-        target = next(t for t in Prometheus(cluster.prometheus_url).active_targets()
-                      if t["labels"].get("pod") == pod)
-        # Found by Kubernetes discovery (the pod's own address, the annotated port and path), not written by the gate.
-        assert target["discoveredLabels"]["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
-        ip = client.CoreV1Api(api_client(cluster.kubeconfig, cluster.context)).read_namespaced_pod(
-            pod, "scrape-ok").status.pod_ip
-        assert target["scrapeUrl"] == f"http://{ip}:8000/metrics"
-    finally:
-        _uninstall(cluster, "scrape-ok", sim_spec)
-
-
-def test_a_chart_without_its_scrape_annotations_leaves_the_pod_unscraped(cluster, sim_spec, tmp_path):
+def _unwired_chart(tmp_path: Path) -> Path:
+    """A copy of the chart whose Deployment lost its prometheus.io/* annotations (planted)."""
     chart = tmp_path / "vllm"
     shutil.copytree(CHART_DIR, chart)
     deployment = chart / "templates" / "deployment.yaml"
@@ -266,25 +252,59 @@ def test_a_chart_without_its_scrape_annotations_leaves_the_pod_unscraped(cluster
     wiring = [line for line in lines if 'merge (dict "prometheus.io/scrape"' in line]
     assert len(wiring) == 1, "the chart's scrape annotations moved: plant their removal anew"
     deployment.write_text("".join(line for line in lines if line not in wiring))
-    pod = _install(cluster, "scrape-unwired", chart, sim_spec)
-    try:
-        problems = _scrape_problems(cluster, "scrape-unwired", pod, DISCOVERY_S)
-        assert problems == [f"pod scrape-unwired/{pod} is not a scrape target (no active target labelled "
-                            f'namespace="scrape-unwired", pod="{pod}")'], problems
-    finally:
-        _uninstall(cluster, "scrape-unwired", sim_spec)
+    return chart
 
 
-def test_a_policy_that_admits_another_prometheus_leaves_the_pod_unscraped(cluster, tmp_path):
-    spec = load_spec("llama3", MODELS_DIR, ["engine=sim",
-                                            "monitoring.prometheus_pod_labels={app.kubernetes.io/name: vmagent}"])
-    pod = _install(cluster, "scrape-refused", CHART_DIR, spec)
+def _health(cluster: LocalCluster, namespace: str, pod: str) -> str:
+    """The health of the pod's scrape target once Prometheus has tried it (up or down), within DISCOVERY_S."""
+    assert cluster.prometheus_url is not None
+    prom = Prometheus(cluster.prometheus_url)
+    deadline = time.monotonic() + DISCOVERY_S
+    health = "not a target"
+    while time.monotonic() < deadline:
+        found = [t for t in prom.active_targets() if t["labels"].get("pod") == pod]
+        health = found[0]["health"] if found else "not a target"
+        if health in ("up", "down"):
+            return health
+        time.sleep(0.5)
+    return health
+
+
+def test_the_clusters_prometheus_finds_the_charts_pods_by_discovery_and_not_the_planted_ones(cluster, sim_spec,
+                                                                                               tmp_path):
+    """Three releases at once: a chart without its scrape annotations, a spec whose policy admits another
+    Prometheus (both planted), and the chart as shipped, installed last: once discovery found that one, it has
+    seen the other two."""
+    refusing = load_spec("llama3", MODELS_DIR, ["engine=sim",
+                                                "monitoring.prometheus_pod_labels={app.kubernetes.io/name: vmagent}"])
+    releases = [("scrape-unwired", _unwired_chart(tmp_path), sim_spec), ("scrape-refused", CHART_DIR, refusing),
+                ("scrape-ok", CHART_DIR, sim_spec)]
+    pods = {}
     try:
-        problems = _scrape_problems(cluster, "scrape-refused", pod, DISCOVERY_S)
-        assert len(problems) == 1, problems
-        assert re.fullmatch(rf"target http://\S+:8000/metrics of pod scrape-refused/{pod} is down: .+", problems[0])
+        for namespace, chart, spec in releases:
+            pods[namespace] = _install(cluster, namespace, chart, spec)
+        assert _scrape_problems(cluster, "scrape-ok", pods["scrape-ok"], DISCOVERY_S) == []
+        target = next(t for t in Prometheus(cluster.prometheus_url).active_targets()
+                      if t["labels"].get("pod") == pods["scrape-ok"])
+        # Found by Kubernetes discovery (the pod's own address, the annotated port and path), not written by the gate.
+        assert target["discoveredLabels"]["__meta_kubernetes_pod_annotation_prometheus_io_scrape"] == "true"
+        ip = client.CoreV1Api(api_client(cluster.kubeconfig, cluster.context)).read_namespaced_pod(
+            pods["scrape-ok"], "scrape-ok").status.pod_ip
+        assert target["scrapeUrl"] == f"http://{ip}:8000/metrics"
+
+        unwired = pods["scrape-unwired"]
+        assert _scrape_problems(cluster, "scrape-unwired", unwired, 0) == [
+            f"pod scrape-unwired/{unwired} is not a scrape target (no active target labelled "
+            f'namespace="scrape-unwired", pod="{unwired}")']
+
+        refused = pods["scrape-refused"]
+        assert _health(cluster, "scrape-refused", refused) == "down"
+        (problem,) = _scrape_problems(cluster, "scrape-refused", refused, 0)
+        assert re.fullmatch(rf"target http://\S+:8000/metrics of pod scrape-refused/{refused} is down: .+", problem)
     finally:
-        _uninstall(cluster, "scrape-refused", spec)
+        for namespace, _, spec in releases:
+            if namespace in pods:
+                _uninstall(cluster, namespace, spec)
 
 
 def test_observe_sees_the_kubelet_run_the_charts_container_on_the_real_node(cluster, sim_spec):

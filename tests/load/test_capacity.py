@@ -120,7 +120,7 @@ SHAPE = Load(profile={"kind": "users", "users": 2, "duration_s": 5}, prompt_toke
 
 def test_the_search_finds_the_stand_ins_known_knee_within_ten_percent(tmp_path: Path):
     require("vllm-sim-standin")
-    settings = CapacitySearch(max_users=16, resolution=0.1, step_duration_s=4, warmup_s=1, budget_s=300)
+    settings = CapacitySearch(max_users=16, resolution=0.1, step_duration_s=2.5, warmup_s=0.5, budget_s=300)
     lines: list[str] = []
     with SimServer(model="m", max_model_len=512, **STANDIN) as server:
         def measure(users: int) -> Step:

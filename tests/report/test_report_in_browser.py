@@ -141,7 +141,7 @@ KNOWN_KNEE = 2
 CAPACITY_PLOTS = ("TTFT against concurrency", "ITL against concurrency", "End-to-end latency against concurrency",
                   "Error rate against concurrency", "Output tokens/s against concurrency")
 CAPACITY = ["--find-capacity", "--set", "slo.ttft_ms={p50: 50, p95: 100, p99: 1200}", "--set",
-            "capacity.step_duration_s=3", "--set", "capacity.warmup_s=1", "--set", "capacity.max_users=8", "--set",
+            "capacity.step_duration_s=2", "--set", "capacity.warmup_s=0.5", "--set", "capacity.max_users=8", "--set",
             "capacity.peak_users=9"]
 
 
