@@ -26,16 +26,18 @@ BUSY_FAMILIES = ("vllm:num_requests_running", "vllm:num_requests_waiting")
 
 # A pod's load is read in the background, this often and with this long to answer: the real engine's /metrics through
 # a kubectl port-forward, on two cores it saturates, can take longer than Prometheus waits for one scrape.
-READ_EVERY_S = 0.5
-READ_TIMEOUT_S = 3.0
-FRESH_S = 5.0  # a reading older than this is no reading: the pod counts as idle
+READ_EVERY_S = 1.0
+# One kept-alive connection per pod: a new one through a port-forward is a new stream through the API server and the
+# kubelet, which is what took longest on two saturated cores.
+READ_TIMEOUT_S = 5.0
+FRESH_S = 10.0  # a reading older than this is no reading: the pod counts as idle
 
 
-def simulator_busy(address: str) -> bool:
-    """Whether the server at ``address`` (host:port) has requests running or waiting (its own /metrics says);
-    GateError when it cannot be read."""
+def simulator_busy(address: str, http: httpx.Client | None = None) -> bool:
+    """Whether the server at ``address`` (host:port) has requests running or waiting (its own /metrics says), read
+    through ``http`` where given (a kept-alive connection); GateError when it cannot be read."""
     try:
-        response = httpx.get(f"http://{address}/metrics", timeout=READ_TIMEOUT_S)
+        response = (http or httpx).get(f"http://{address}/metrics", timeout=READ_TIMEOUT_S)
         scraped = parse(response.text)
     except (httpx.HTTPError, ValueError) as exc:
         raise GateError(f"its /metrics at {address} unreadable ({type(exc).__name__})") from None
@@ -46,13 +48,14 @@ class RecordedDcgmExporter:
     """An HTTP server answering GET /metrics with recorded DCGM series (on a loopback port unless told where)."""
 
     def __init__(self, served: Callable[[], Sequence[ServedPod]], *, recorded: RecordedGpu | None = None,
-                 busy: Callable[[ServedPod], bool] = lambda pod: simulator_busy(pod.address),
+                 busy: Callable[[ServedPod], bool] | None = None,
                  listen: tuple[str, int] = ("127.0.0.1", 0)) -> None:
-        """``recorded``: the capture to serve (default: the packaged H100 one); ``busy``: whether a pod has load;
-        ``listen``: (address, port) to serve on."""
+        """``recorded``: the capture to serve (default: the packaged H100 one); ``busy``: whether a pod has load
+        (default: its own /metrics says, over a kept-alive connection); ``listen``: (address, port) to serve on."""
         self._served = served
         self._recorded = recorded
-        self._busy = busy
+        self._busy = busy or self._read_own_metrics
+        self._connections: dict[str, httpx.Client] = {}  # address -> its kept-alive connection
         self._ticks = itertools.count()
         self._readings: dict[tuple[str, str], tuple[bool, float]] = {}  # (namespace, pod) -> (busy, when read)
         self._unread: dict[tuple[str, str], tuple[int, str]] = {}  # (namespace, pod) -> (failed reads, last error)
@@ -83,6 +86,12 @@ class RecordedDcgmExporter:
     def address(self) -> str:
         host, port = self._server.server_address[:2]
         return f"{host}:{port}"
+
+    def _read_own_metrics(self, pod: ServedPod) -> bool:
+        http = self._connections.get(pod.address)
+        if http is None:
+            http = self._connections[pod.address] = httpx.Client()
+        return simulator_busy(pod.address, http)
 
     def _read_loads(self) -> None:
         """Keep each served pod's latest load reading (and count the reads that failed, with the last error)."""
@@ -125,6 +134,8 @@ class RecordedDcgmExporter:
         self._stop.set()
         if self._reader.is_alive():
             self._reader.join(READ_TIMEOUT_S + 2)
+        for http in self._connections.values():
+            http.close()
         if self._thread.is_alive():
             self._server.shutdown()
         self._server.server_close()
