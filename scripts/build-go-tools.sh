@@ -25,6 +25,9 @@ COREDNS_VERSION=v1.14.7
 # 3.16.0; only the Kubernetes, file and HTTP discoveries are built in (remove_all_sd + enable_kubernetes_sd).
 PROMETHEUS_VERSION=v0.316.0
 PROMETHEUS_RELEASE=3.16.0
+# The custom metrics API (custom.metrics.k8s.io) the HPA controller reads the model's scaling metric from; pinned in
+# scripts/prometheus-adapter/go.mod (v0.12.0).
+PROMETHEUS_ADAPTER_VERSION=v0.12.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tools="$root/.tools/bin"
@@ -181,6 +184,17 @@ build_prometheus() {
   link_all "$dir" prometheus
 }
 
+build_prometheus_adapter() {
+  local dir="$cache/prometheus-adapter-$PROMETHEUS_ADAPTER_VERSION-$(source_hash "$root/scripts/prometheus-adapter")"
+  if [ ! -f "$dir/.complete" ]; then
+    echo "  prometheus-adapter $PROMETHEUS_ADAPTER_VERSION (the custom metrics API)"
+    (cd "$root/scripts/prometheus-adapter" && with_progress prometheus-adapter go build -trimpath -ldflags "-s -w" \
+      -o "$dir/prometheus-adapter" sigs.k8s.io/prometheus-adapter/cmd/adapter)
+    touch "$dir/.complete"
+  fi
+  link_all "$dir" prometheus-adapter
+}
+
 # The node images' own programs (scripts/node-tools): the sandbox process and the probe pods' client.
 build_node_tools() {
   local dir="$cache/node-tools-$(source_hash "$root/scripts/node-tools")"
@@ -204,5 +218,6 @@ build_containerd
 build_kube_router
 build_coredns
 build_prometheus
+build_prometheus_adapter
 echo "  tools in $tools: $(ls "$tools" | tr '\n' ' ')"
 du -shL "$tools" | awk '{print "  size on disk: " $1}'

@@ -21,7 +21,7 @@ REAL_NODE_TESTS = (
     "tests/cluster/test_real_node_teardown.py::",
     "tests/cluster/test_network_policy_probe.py::",
     "tests/load/test_incluster_load.py::",
-    "tests/test_gate_runs.py::test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_for_real",
+    "tests/test_gate_runs.py::test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_helm_test_and_autoscaler_for_real",
     "tests/test_gate_runs.py::test_rehearsals_on_a_standing_cluster_switch_the_router_only_to_a_candidate_that_passed",
 )
 GATE_RUNS = "tests/test_gate_runs.py"

@@ -284,10 +284,19 @@ def test_a_model_that_fails_does_not_stop_or_taint_the_next_and_the_run_fails(tm
     assert summary["models"][0]["release"] is None
 
 
+# A scaling policy the simulator proves: 16 requests run at once per pod and the rest queue, so 21 users (what two
+# replicas of a knee of 16 hold, checks.scaling.load_users) queue 5 on one pod, twice the target; two pods hold
+# them. The scale-down window outlasts the load once scaled out; the SLO load test's 8 users queue nothing.
+SCALING = ["--set", "rehearsal.max_num_seqs=16", "--set", "autoscaling.enabled=true", "--set", "autoscaling.target=2",
+           "--set", "autoscaling.load_users=21", "--set", "autoscaling.scale_out_within_s=45",
+           "--set", "autoscaling.hold_s=20", "--set", "autoscaling.scale_down_stabilization_s=75"]
+
+
 @pytest.mark.real_node
-def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_for_real(tmp_path, rehearsal_registry):
+def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_helm_test_and_autoscaler_for_real(
+        tmp_path, rehearsal_registry):
     skip_unless_node_can_run()
-    result = run_gate(tmp_path, *SHORT_LOAD, VLLM_GATE_LOCAL_NODE="real")
+    result = run_gate(tmp_path, *SHORT_LOAD, *SCALING, VLLM_GATE_LOCAL_NODE="real")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "REHEARSAL PASSED (simulator: vllm-sim-standin) — not a certification" in output
@@ -307,6 +316,17 @@ def test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_helm_test_
     events = (tmp_path / "report" / "events.txt").read_text()
     assert re.search(r"Successfully assigned ias-production/llama3-[0-9a-f]{6}-vllm-\S+ to real-0", events), events
     assert "Started" in events  # the kubelet started the container
+    # The real HPA controller read the queue through the local prometheus-adapter, added a pod on the real node
+    # that served, and took it away after the load.
+    assert cases["test_hpa_reads_its_metric"] == [], "the HPA did not read its metric for real"
+    assert cases["test_scales_out_under_load_and_back_in"] == [], output
+    scaled = json.loads((tmp_path / "report" / "summary.json").read_text())["models"][0]["scaling"]
+    assert (scaled["users"], scaled["peak_serving"], scaled["problems"]) == (21, 2, [])
+    assert len([pod for pod, answered in scaled["served_by_pod"].items() if answered > 0]) == 2
+    assert 0 < scaled["scale_out_s"] <= 45
+    assert scaled["scale_in_s"] is not None
+    assert scaled["after_scale_out"]["passed"]
+    assert any(p["metric"] and p["metric"] > 2 for p in scaled["points"])  # the queue the HPA scaled on
 
 
 @pytest.mark.parametrize(("target", "selection", "missing"), [

@@ -13,6 +13,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vllm_gate.base.errors import SpecError
+from vllm_gate.base.secret import redact_url
 
 DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
@@ -428,6 +429,7 @@ class CapacitySearch(StrictModel):
 
 
 AUTOSCALING_SIGNALS = ("queue", "kv_cache", "gpu_utilization")
+DEFAULT_TARGETS = {"queue": 1.0, "kv_cache": 0.8, "gpu_utilization": 90.0}
 
 
 class Autoscaling(StrictModel):
@@ -442,8 +444,11 @@ class Autoscaling(StrictModel):
                              "replica is past its capacity); kv_cache: the KV cache's used share per pod; "
                              "gpu_utilization: DCGM_FI_DEV_GPU_UTIL (near 100 % whenever a model is loaded and "
                              "serving anything: a poor demand signal).")
-    target: float = Field(2, gt=0, description="Per-pod average that triggers a scale-out: waiting requests, a "
-                                               "KV-cache share (0-1), or GPU utilization percent.")
+    target: float | None = Field(None, gt=0,
+                                 description="Per-pod average that triggers a scale-out: waiting requests, a "
+                                             "KV-cache share (0-1), or GPU utilization percent; default 1 "
+                                             "waiting request (any queue: a replica is past its capacity), 0.8 "
+                                             "of the KV cache, 90 %.")
     metric_name: str | None = Field(None, min_length=1, description="The metric's name in the custom metrics "
                                                                      "API; default: the signal's series as "
                                                                      "prometheus-adapter names it for the "
@@ -452,13 +457,41 @@ class Autoscaling(StrictModel):
     scale_down_stabilization_s: int = Field(600, ge=0, le=3600, strict=True,
                                             description="A new pod loads weights for minutes: scale in slowly.")
     pool: Literal["warn", "fail"] = Field("warn", description="Preflight, when the pool cannot hold max_replicas.")
+    controller: Literal["hpa", "keda"] = Field(
+        "hpa", description="hpa: an HPA on the custom metrics API; keda: a KEDA ScaledObject (Prometheus trigger) "
+                           "where the cluster serves KEDA, else the HPA (listed as not shown).")
+    # No user info: the URL lands in the chart's values and NOTES; credentials go in a KEDA TriggerAuthentication.
+    keda_prometheus_url: str | None = Field(None, pattern=r"^https?://[^/@\s]+(/\S*)?$",
+                                            description="The in-cluster Prometheus KEDA's trigger asks (controller "
+                                                        "keda), without credentials.")
+    # The autoscaling test: a load above one replica's capacity for scale_out_within_s + hold_s, then the wait for
+    # the scale-in (the window and a minute).
+    load_users: int | None = Field(None, ge=2, strict=True,
+                                   description="The test's concurrent users; default: from one replica's "
+                                               "capacity as this run's capacity search measured it (the most two "
+                                               "replicas hold under a Service's random spread, at least knee + 2).")
+    scale_out_within_s: int = Field(600, ge=15, le=3600, strict=True,
+                                    description="How long into the load a new pod must serve (scheduling, image, "
+                                                "weights and warm-up: minutes on GPUs).")
+    hold_s: int = Field(60, ge=10, le=3600, strict=True,
+                        description="How long the load runs past scale_out_within_s; the requests started once the "
+                                    "new pods serve are held to the latency SLOs.")
+
+    @property
+    def target_value(self) -> float:
+        """The target, or the signal's default."""
+        return self.target if self.target is not None else DEFAULT_TARGETS[self.signal]
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas {self.min_replicas} is above max_replicas {self.max_replicas}")
-        if self.signal == "kv_cache" and self.target > 1:
-            raise ValueError(f"target {self.target:g}: the KV cache's used share is between 0 and 1")
+        if self.signal == "kv_cache" and self.target_value > 1:
+            raise ValueError(f"target {self.target_value:g}: the KV cache's used share is between 0 and 1")
+        if self.enabled and self.controller == "keda" and not self.keda_prometheus_url:
+            raise ValueError("controller keda: set keda_prometheus_url, the Prometheus its trigger asks")
+        if self.enabled and self.max_replicas < 2:
+            raise ValueError("max_replicas 1 scales nothing: the autoscaling test needs room for a second pod")
         return self
 
 
@@ -679,7 +712,8 @@ def load_spec(ref: str, models_dir: Path, overrides: list[str] | None = None) ->
     if not isinstance(data, dict):
         raise SpecError(f"{shown}: (top level): must be a mapping of spec fields, got {type(data).__name__}")
     data = apply_overrides(data, overrides or [])
-    where = shown + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    # A URL given with credentials (refused below) is echoed without them.
+    where = shown + (f" (with --set {' '.join(redact_url(o) for o in overrides)})" if overrides else "")
     try:
         return ModelSpec.model_validate(data)
     except ValidationError as exc:

@@ -70,3 +70,11 @@ def template_error(values: dict[str, Any]) -> str:
     proc = helm("template", "llama3", str(CHART_DIR), "--values", "-", stdin=yaml.safe_dump(values))
     assert proc.returncode != 0, "helm accepted values it should refuse"
     return proc.stderr
+
+
+def dry_run_notes(values: dict[str, Any], release: str = "llama3", namespace: str = "ias-production") -> str:
+    """NOTES.txt as helm install prints it (a client-side dry run: a cluster serving no optional kind)."""
+    proc = helm("install", release, str(CHART_DIR), "--dry-run=client", "--namespace", namespace, "--values", "-",
+                stdin=yaml.safe_dump(values))
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:\n", 1)[1]

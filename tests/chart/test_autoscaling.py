@@ -6,6 +6,7 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
+from tests.chart.strict_yaml import dry_run_notes, template, template_error
 from tests.chart.test_render import K8S_VERSION, only
 from tests.conftest import require
 from vllm_gate.base.errors import SpecError
@@ -65,3 +66,62 @@ def test_the_metric_follows_the_signal_and_the_engines_release(overrides, metric
 def test_an_impossible_policy_is_a_spec_error(overrides, message):
     with pytest.raises(SpecError, match=message):
         load_spec("llama3", MODELS_DIR, overrides)
+
+
+KEDA = ["autoscaling.controller=keda", "autoscaling.keda_prometheus_url=http://prometheus.monitoring.svc:9090"]
+SCALED_OBJECT = "keda.sh/v1alpha1/ScaledObject"
+
+
+def test_keda_where_the_cluster_serves_it_renders_a_scaled_object_and_no_hpa():
+    spec = load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA, "autoscaling.target=1.5"])
+    docs = template(chart_values(spec), release=spec.name, namespace=spec.namespace, api_versions=(SCALED_OBJECT,))
+    assert not [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    scaled = only(docs, "ScaledObject")
+    deployment = only(docs, "Deployment")
+    name = deployment["metadata"]["name"]
+    assert "replicas" not in deployment["spec"]
+    assert scaled["spec"]["scaleTargetRef"] == {"name": name}
+    assert (scaled["spec"]["minReplicaCount"], scaled["spec"]["maxReplicaCount"]) == (1, 3)
+    hpa_config = scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
+    assert hpa_config["name"] == name  # the gate reads the HPA KEDA creates by the release's name
+    assert hpa_config["behavior"]["scaleUp"]["policies"] == [{"type": "Pods", "value": 1, "periodSeconds": 60}]
+    (trigger,) = scaled["spec"]["triggers"]
+    assert (trigger["type"], trigger["metricType"]) == ("prometheus", "AverageValue")
+    assert trigger["metadata"] == {
+        "serverAddress": "http://prometheus.monitoring.svc:9090", "threshold": "1.5",  # a plain number for KEDA
+        "query": f'sum(vllm:num_requests_waiting{{namespace="{spec.namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"}})'}
+
+
+def test_keda_gpu_utilization_averages_each_pods_gpus_from_dcgms_exported_labels():
+    spec = load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA, "autoscaling.signal=gpu_utilization",
+                                            "autoscaling.target=80"])
+    docs = template(chart_values(spec), release=spec.name, namespace=spec.namespace, api_versions=(SCALED_OBJECT,))
+    query = only(docs, "ScaledObject")["spec"]["triggers"][0]["metadata"]["query"]
+    assert query.startswith("sum(avg by (exported_pod) (DCGM_FI_DEV_GPU_UTIL{exported_namespace=")
+
+
+def test_keda_on_a_cluster_without_it_falls_back_to_the_hpa_and_says_so():
+    spec = load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA])
+    docs = template(chart_values(spec), release=spec.name, namespace=spec.namespace)
+    assert not [d for d in docs if d["kind"] == "ScaledObject"]
+    assert only(docs, "HorizontalPodAutoscaler")["spec"]["metrics"][0]["pods"]["metric"]["name"] == \
+        "vllm_num_requests_waiting"
+    notes = dry_run_notes(chart_values(spec), spec.name, spec.namespace)
+    assert "(autoscaling.controller is keda, but the cluster has no keda.sh/v1alpha1 ScaledObject)" in notes
+
+
+def test_keda_needs_the_prometheus_its_trigger_asks_without_credentials():
+    with pytest.raises(SpecError, match="controller keda: set keda_prometheus_url"):
+        load_spec("llama3", MODELS_DIR, [*POLICY, "autoscaling.controller=keda"])
+    with pytest.raises(SpecError, match="keda_prometheus_url") as refused:
+        load_spec("llama3", MODELS_DIR, [*POLICY, "autoscaling.controller=keda",
+                                         "autoscaling.keda_prometheus_url=http://admin:s3cret@prometheus:9090"])
+    assert "s3cret" not in str(refused.value)  # echoed as http://***@prometheus:9090
+    values = chart_values(load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA]))
+    values["autoscaling"]["keda"]["prometheusAddress"] = ""
+    assert "autoscaling.keda.prometheusAddress: name the Prometheus" in template_error(values)
+
+
+def test_a_policy_with_room_for_one_replica_scales_nothing():
+    with pytest.raises(SpecError, match="max_replicas 1 scales nothing"):
+        load_spec("llama3", MODELS_DIR, ["autoscaling.enabled=true", "autoscaling.max_replicas=1"])

@@ -8,12 +8,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-import yaml
 from kubernetes import client
 
-from tests.chart.strict_yaml import helm, template, template_error
+from tests.chart.strict_yaml import dry_run_notes, template, template_error
 from tests.conftest import require
-from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
+from vllm_gate.base.tools import MODELS_DIR
 from vllm_gate.checks.exposure import label_selector_matches
 from vllm_gate.deploy.values import chart_values, release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
@@ -192,11 +191,8 @@ def test_no_prometheus_labels_mean_the_default_ones_never_the_whole_namespace(la
 
 
 def notes(*sets: str) -> str:
-    """NOTES.txt as helm install prints it (a client-side dry run: a cluster without the operator's kinds)."""
-    proc = helm("install", "llama3", str(CHART_DIR), "--dry-run=client", "--namespace", "ias-production",
-                "--values", "-", stdin=yaml.safe_dump(chart_values(load_spec("llama3", MODELS_DIR, list(sets)))))
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.split("NOTES:\n", 1)[1]
+    """NOTES.txt as helm install prints it on a cluster without the operator's kinds."""
+    return dry_run_notes(chart_values(load_spec("llama3", MODELS_DIR, list(sets))))
 
 
 @pytest.mark.parametrize(("scrape", "reason"), [

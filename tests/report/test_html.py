@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tests.report.test_summary import a_run, two_runs
+from vllm_gate.checks.scaling import ScalePoint, Scaling
 from vllm_gate.load.samples import RequestSample
 from vllm_gate.report.html import environment, overview, sign_off
 
@@ -68,3 +69,19 @@ def test_the_environment_rows_are_escaped_and_their_mappings_listed():
     assert "<tr><th>Plugins</th><td>html 4.2.0, timeout 2.4.0</td></tr>" in table
     assert "<script>" not in table
     assert "&lt;script&gt;x&lt;/script&gt;" in table
+
+
+def test_an_autoscaling_test_draws_replicas_its_metric_and_latency_over_the_test():
+    run = a_run()
+    points = tuple(ScalePoint(1000.0 + t, desired, desired, serving, serving, waiting)
+                   for t, desired, serving, waiting in ((0, 1, 1, 0), (4, 2, 1, 3), (8, 2, 2, 0.5), (12, 1, 1, 0)))
+    run.scaling = Scaling("vllm_num_requests_waiting", 1, 1, 2, 6, 100, 60, 160, 1000.0, 1010.0, points, None,
+                          samples=tuple(SAMPLES))
+    page = sign_off(run, SAMPLES)
+    section = page[page.index("<h3>Autoscaling</h3>"):]
+    assert "autoscaling: 6 users; scaled out to 2 pods serving 8 s into the load, back to 1 2 s after it" in section
+    assert "<li>no request started once the new pods served" in section  # its problems, listed
+    titles = re.findall(r"<svg[^>]*>\s*<title>([^<]+)</title>", section)
+    assert titles == ["Replicas over the autoscaling test", "vllm_num_requests_waiting per pod (target 1)",
+                      "Latency p50 over the autoscaling test"]
+    assert [int(n) for n in re.findall(r'<svg[^>]*data-points="(\d+)"', section)][:2] == [8, 4]

@@ -60,7 +60,7 @@ def test_a_run_summary_validates_and_says_what_the_run_decided():
     run.kv_cache = kv_cache.KvCacheComparison(predicted, REPORTED, compare_cache_config(predicted, REPORTED))
     summary = run_summary([run])
     validator().validate(summary)
-    assert summary["schema_version"] == SCHEMA_VERSION == 3
+    assert summary["schema_version"] == SCHEMA_VERSION == 4
     (model,) = summary["models"]
     assert model["verdict"]["mode"] == "rehearsal"
     assert model["verdict"]["kind"] == "partial"  # most required checks never ran in this made-up run
@@ -82,7 +82,7 @@ def test_a_run_summary_validates_and_says_what_the_run_decided():
 @pytest.mark.parametrize(("plant", "path"), [
     (lambda s: s["models"][0].pop("verdict"), "'verdict' is a required property"),
     (lambda s: s["models"][0]["verdict"].update(kind="certified"), "'certified' is not one of"),
-    (lambda s: s.update(schema_version=2), "3 was expected"),
+    (lambda s: s.update(schema_version=3), "4 was expected"),
     (lambda s: s["models"][0]["slo"][0].update(measured="75 ms"), "'75 ms' is not of type 'number', 'null'"),
 ])
 def test_a_summary_that_breaks_the_schema_is_refused_naming_what(plant, path):

@@ -125,6 +125,9 @@ def test_the_contract_lists_exactly_the_checks_in_suites(pytester: pytest.Pytest
             path, _, name = line.partition("::")
             collected.add(f"{path.rsplit('/', 1)[-1].removesuffix('.py').removeprefix('test_')}/{name}")
     assert collected == known_checks(SPEC.slo)
+    # The autoscaling checks run last: the test adds and removes replicas the other checks must not see.
+    order = [line.partition("::")[0].rsplit("/", 1)[-1] for line in result.outlines if "::" in line]
+    assert order[-2:] == ["test_autoscaling.py"] * 2
     assert {c.suite for c in CHECKS} == {
         p.stem.removeprefix("test_") for p in (PROJECT_ROOT / "suites").glob("test_*.py")}
 

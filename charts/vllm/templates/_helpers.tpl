@@ -246,6 +246,9 @@ Usage: {{ include "vllm.validateValues" . }}
 {{- if ne .Values.service.type "ClusterIP" }}
 {{- $messages = append $messages (printf "service.type %s: only ClusterIP is allowed" .Values.service.type) }}
 {{- end }}
+{{- if and .Values.autoscaling.enabled (eq .Values.autoscaling.controller "keda") (not .Values.autoscaling.keda.prometheusAddress) }}
+{{- $messages = append $messages "autoscaling.keda.prometheusAddress: name the Prometheus KEDA's trigger asks for controller keda" }}
+{{- end }}
 {{- if $messages }}
 {{- fail (printf "\nVALUES VALIDATION:\n%s" (join "\n" $messages)) }}
 {{- end }}
@@ -291,4 +294,48 @@ cluster without the operator still gets a scrape target instead of an install fa
 {{/* The Prometheus pods' labels the NetworkPolicy admits: networkPolicy.prometheusPodLabels, or the common default. */}}
 {{- define "vllm.prometheusPodLabels" -}}
 {{- toYaml (.Values.networkPolicy.prometheusPodLabels | default (dict "app.kubernetes.io/name" "prometheus")) }}
+{{- end }}
+
+{{/*
+What scales the Deployment: "keda" (a ScaledObject) when autoscaling.controller asks for it and the cluster serves
+KEDA's kind, else "hpa" (an autoscaling/v2 HPA on the custom metrics API), so that a cluster without KEDA still gets
+a working autoscaler instead of an install failing on an unknown kind.
+*/}}
+{{- define "vllm.scalingController" -}}
+{{- if and (eq .Values.autoscaling.controller "keda") (.Capabilities.APIVersions.Has "keda.sh/v1alpha1/ScaledObject") }}keda
+{{- else }}hpa
+{{- end }}
+{{- end }}
+
+{{/*
+KEDA's query: the series summed over the release's Deployment pods (<fullname>-<replicaset>-<pod>) in its namespace;
+with metricType AverageValue the HPA KEDA creates divides it by the replica count, a per-pod average like the HPA's.
+DCGM series carry the model pod in exported_namespace/exported_pod (dcgm-exporter scraped with honor_labels false)
+and one value per GPU: averaged per pod first.
+*/}}
+{{- define "vllm.kedaQuery" -}}
+{{- $pods := printf "%s-[a-z0-9]+-[a-z0-9]+" (include "vllm.fullname" .) }}
+{{- $series := .Values.autoscaling.keda.series }}
+{{- if hasPrefix "DCGM_" $series -}}
+sum(avg by (exported_pod) ({{ $series }}{exported_namespace="{{ .Release.Namespace }}",exported_pod=~"{{ $pods }}"}))
+{{- else -}}
+sum({{ $series }}{namespace="{{ .Release.Namespace }}",pod=~"{{ $pods }}"})
+{{- end }}
+{{- end }}
+
+{{/* The autoscaler's behaviour, the HPA's and KEDA's alike: scale up one pod a minute (each loads its weights for
+minutes; more at once would only queue on the model cache), down one every two minutes after the window. */}}
+{{- define "vllm.scalingBehavior" -}}
+scaleUp:
+  stabilizationWindowSeconds: {{ .Values.autoscaling.scaleUpStabilizationSeconds | int64 }}
+  policies:
+    - type: Pods
+      value: 1
+      periodSeconds: 60
+scaleDown:
+  stabilizationWindowSeconds: {{ .Values.autoscaling.scaleDownStabilizationSeconds | int64 }}
+  policies:
+    - type: Pods
+      value: 1
+      periodSeconds: 120
 {{- end }}

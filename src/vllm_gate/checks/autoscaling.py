@@ -4,27 +4,47 @@ says so only in the HPA's status: these checks read it there and name the metric
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from kubernetes.utils.quantity import parse_quantity
 
 from vllm_gate.base.errors import GateError
+from vllm_gate.base.waiting import wait_until
 
-EVALUATION_S = 60  # the controller's 15 s sync and a first metrics read, on a busy machine
+# The controller's 15 s sync, the adapter's next relist of the series (a minute on platform charts), a busy machine.
+EVALUATION_S = 90
+KEDA_FALLBACK = ("the chart's KEDA ScaledObject (autoscaling.controller: keda): this cluster serves no "
+                 "keda.sh/v1alpha1 ScaledObject, so the chart rendered its fallback, an HPA on the custom metrics API")
+KEDA_METRIC = "s0-prometheus"  # KEDA names a ScaledObject's external metrics s<trigger index>-<trigger type>
 POLL_S = 2.0
-PROGRESS_EVERY_S = 10.0
 
 
 def _condition(hpa: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     return next((c for c in (hpa.get("status") or {}).get("conditions") or [] if c.get("type") == kind), None)
 
 
-def evaluated(hpa: Mapping[str, Any]) -> bool:
-    """The controller has tried to read the HPA's metrics at least once (ScalingActive set, either way)."""
-    return _condition(hpa, "ScalingActive") is not None
+def owned_by_keda(hpa: Mapping[str, Any]) -> bool:
+    """KEDA created it for a ScaledObject (the chart's controller: keda, on a cluster that serves KEDA)."""
+    return any(o.get("kind") == "ScaledObject" for o in hpa["metadata"].get("ownerReferences") or [])
+
+
+def scaled_metric(hpa: Mapping[str, Any], metric: str) -> str:
+    """The metric the HPA reads: ``metric`` (custom metrics API), or KEDA's external metric for its first trigger."""
+    return KEDA_METRIC if owned_by_keda(hpa) else metric
+
+
+def current_value(hpa: Mapping[str, Any], metric: str) -> float | None:
+    """The controller's current per-pod average of ``metric`` (a Pods or an External metric); None: not read."""
+    for entry in (hpa.get("status") or {}).get("currentMetrics") or []:
+        for kind in ("pods", "external"):
+            found = entry.get(kind) or {}
+            average = (found.get("current") or {}).get("averageValue")
+            if (found.get("metric") or {}).get("name") == metric and average is not None:
+                return float(parse_quantity(average))
+    return None
 
 
 def hpa_problems(hpa: Mapping[str, Any], metric: str) -> list[str]:
@@ -38,31 +58,30 @@ def hpa_problems(hpa: Mapping[str, Any], metric: str) -> list[str]:
     if active.get("status") != "True":
         return [f"{name} cannot scale on metric {metric}: ScalingActive {active.get('status')} "
                 f"({active.get('reason')}): {active.get('message') or 'no message'}"]
-    current = [m for m in (hpa.get("status") or {}).get("currentMetrics") or []
-               if ((m.get("pods") or {}).get("metric") or {}).get("name") == metric]
-    if not current:
+    if current_value(hpa, metric) is None:
         return [f"{name}: ScalingActive, but its status has no current value of metric {metric}"]
     return []
 
 
-def wait_evaluated(api: client.ApiClient, namespace: str, name: str, timeout_s: float,
-                   progress: Callable[[str], None]) -> Mapping[str, Any]:
-    """The HPA once the controller has evaluated it (or as it is after ``timeout_s``), saying every 10 s what it
-    waits for."""
+def wait_read(api: client.ApiClient, namespace: str, name: str, metric: str, timeout_s: float,
+              progress: Callable[[str], None]) -> Mapping[str, Any]:
+    """The HPA once its controller reads ``metric`` (or as it is after ``timeout_s``: an adapter lists a new pod's
+    series only at its next relist), saying every 10 s what it waits for."""
     autoscaling = client.AutoscalingV2Api(api)
-    started = said = time.monotonic()
-    while True:
+    last: list[Mapping[str, Any]] = []
+
+    def state() -> str | None:
         try:
             hpa = api.sanitize_for_serialization(autoscaling.read_namespaced_horizontal_pod_autoscaler(
                 name, namespace, _request_timeout=15))
         except ApiException as exc:
             raise GateError(f"HorizontalPodAutoscaler {namespace}/{name}: cannot be read (HTTP {exc.status} "
                             f"{exc.reason})") from None
-        now = time.monotonic()
-        if evaluated(hpa) or now - started >= timeout_s:
-            return hpa
-        if now - said >= PROGRESS_EVERY_S:
-            said = now
-            progress(f"autoscaling: waiting for the HPA controller to evaluate {namespace}/{name}, "
-                     f"{now - started:.0f}/{timeout_s:.0f} s")
-        time.sleep(POLL_S)
+        last[:] = [hpa]
+        problems = hpa_problems(hpa, scaled_metric(hpa, metric))
+        return problems[0] if problems else None
+
+    wait_until(state, timeout_s, lambda on, elapsed: progress(
+        f"autoscaling: waiting for the HPA controller to read {metric} for {namespace}/{name} ({on}), "
+        f"{elapsed:.0f}/{timeout_s:.0f} s"), poll_s=POLL_S)
+    return last[0]

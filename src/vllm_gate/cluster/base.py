@@ -27,6 +27,9 @@ class Capabilities:
     # annotations: Kubernetes discovery of the prometheus.io/* pod annotations alone (no Prometheus Operator), through
     # the release's NetworkPolicy; gate-targets: targets the local cluster wrote (its pods have no network).
     scrape_discovery: Literal["platform", "annotations", "gate-targets"] = "platform"
+    # Whether it serves the custom metrics API (custom.metrics.k8s.io) an HPA reads: a platform's adapter, or the local
+    # cluster's prometheus-adapter with its real node (KWOK-only, its pods have no metrics to serve).
+    custom_metrics: bool = True
 
 
 class Cluster(Protocol):

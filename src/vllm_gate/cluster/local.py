@@ -27,13 +27,14 @@ from vllm_gate.base.tools import STATE_ROOT, require_tool
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.cluster.children import kill_recorded_children
 from vllm_gate.cluster.creation_lock import one_creation_at_a_time
-from vllm_gate.cluster.dataplane import vllm_cpu
+from vllm_gate.cluster.dataplane import metrics_adapter, vllm_cpu
 from vllm_gate.cluster.dataplane.cluster_prometheus import (
     DCGM_TARGET_LABELS,
     DEFAULT_PROMETHEUS_PODS,
     ClusterPrometheus,
     PrometheusPods,
 )
+from vllm_gate.cluster.dataplane.metrics_adapter import MetricsAdapter
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, LocalPrometheus
 from vllm_gate.cluster.dataplane.recorded_dcgm import RecordedDcgmExporter
 from vllm_gate.cluster.dataplane.served_pods import DataPlane
@@ -202,6 +203,7 @@ class LocalCluster:
         self._data_plane: DataPlane | None = None
         self._prometheus: LocalPrometheus | None = None  # KWOK-only: on this machine
         self._cluster_prometheus: ClusterPrometheus | None = None  # with the real node: a pod there
+        self._metrics_adapter: MetricsAdapter | None = None  # with the real node: the custom metrics API
         self._dcgm: RecordedDcgmExporter | None = None
         self._dcgm_unread: list[str] = []
         self._want_data_plane = data_plane
@@ -237,13 +239,14 @@ class LocalCluster:
             return Capabilities(
                 real_gpus=False, enforces_network_policy=None, pulls_images=False,
                 engine="vllm-cpu" if self.has_real_engine else "sim", runs_containers=True,
-                recorded_gpu_telemetry=data_plane, scrape_discovery="annotations",
+                recorded_gpu_telemetry=data_plane, scrape_discovery="annotations", custom_metrics=data_plane,
                 limits=f"local cluster: one real node ({answers}; kubelet probes, kube-proxy, kube-router "
                        f"NetworkPolicy), {self.pool.nodes} KWOK GPU nodes for scheduling at pool scale, {gpus}, "
                        "no image pulls")
         return Capabilities(
             real_gpus=False, enforces_network_policy=False, pulls_images=False, engine="sim", runs_containers=False,
             recorded_gpu_telemetry=data_plane, scrape_discovery="gate-targets",
+            custom_metrics=False,
             limits=f"KWOK local cluster: no containers ({sim_name()} answers for each model pod; no real node: "
                    f"{self.no_real_node_because}), no CNI (NetworkPolicy not enforced), {gpus}, no image pulls")
 
@@ -263,7 +266,8 @@ class LocalCluster:
             {"key": "manage-all-nodes", "value": "false", "override": True},
             {"key": "manage-nodes-with-annotation-selector", "value": f"{KWOK_NODE_ANNOTATION}=fake"}]}]
         if self.has_real_node:
-            options["kubeApiserverCertSANs"] = [self.network.host_address]
+            # kwokctl signs one certificate for every component: it also serves the custom metrics API.
+            options["kubeApiserverCertSANs"] = [self.network.host_address, metrics_adapter.SERVICE_DNS_NAME]
             # Reachable beyond loopback now: RBAC (kwokctl's default, stated so that it stays) and no anonymous
             # requests, as on a real cluster.
             options["kubeAuthorization"] = True
@@ -277,7 +281,8 @@ class LocalCluster:
                 {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
                 {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
                 {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
-                {"key": "service-cluster-ip-range", "value": self.network.service_cidr}]})
+                {"key": "service-cluster-ip-range", "value": self.network.service_cidr},
+                *metrics_adapter.apiserver_args(pki)]})
         path = STATE_ROOT / f"{self.name}.kwokctl.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump({"kind": "KwokctlConfiguration",
@@ -371,6 +376,10 @@ class LocalCluster:
                                                          progress=self._progress)
             self._cluster_prometheus.start()
             self.prometheus_url = self._cluster_prometheus.url
+            self._metrics_adapter = MetricsAdapter(api, self.dir, kubeconfig=self.kubeconfig,
+                                                   address=self.network.host_address,
+                                                   prometheus_url=self.prometheus_url, progress=self._progress)
+            self._metrics_adapter.start()
         self._data_plane.start()
         pods = self._prometheus_pods
         where = (f"a pod labelled {pods.selector} in {pods.namespace} on {NODE_NAME} (Kubernetes service discovery), "
@@ -451,6 +460,9 @@ class LocalCluster:
     def stop(self) -> None:
         if self._data_plane is not None:
             self._data_plane.stop()  # kept: its failures() stay readable for the report
+        if self._metrics_adapter is not None:  # before Prometheus: it reads it through its port-forward
+            self._metrics_adapter.stop()
+            self._metrics_adapter = None
         if self._cluster_prometheus is not None:  # before the node: its port-forward leads into the node's pod
             self._cluster_prometheus.stop()
             self._cluster_prometheus = None

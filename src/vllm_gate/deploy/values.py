@@ -135,26 +135,33 @@ def chart_values(spec: ModelSpec, strategy: Strategy = "Recreate", service: str 
 KV_CACHE_RENAMED_IN = Version("0.9")
 
 
-def autoscaling_metric(spec: ModelSpec) -> str:
-    """The spec's signal as the custom metrics API names it, for the vLLM release its image holds."""
-    policy = spec.autoscaling
-    if policy.metric_name:
-        return policy.metric_name
-    if policy.signal == "queue":
-        return "vllm_num_requests_waiting"
-    if policy.signal == "gpu_utilization":
+def autoscaling_series(spec: ModelSpec) -> str:
+    """The spec's signal as Prometheus names the series, for the vLLM release its image holds."""
+    signal = spec.autoscaling.signal
+    if signal == "queue":
+        return "vllm:num_requests_waiting"
+    if signal == "gpu_utilization":
         return "DCGM_FI_DEV_GPU_UTIL"
     try:
         release = Version(Version((spec.image.vllm_version or spec.image.tag).removeprefix("v")).public)
     except InvalidVersion:
         release = KV_CACHE_RENAMED_IN  # the spec refuses a tag that names no release; a sim image names none
-    return "vllm_kv_cache_usage_perc" if release >= KV_CACHE_RENAMED_IN else "vllm_gpu_cache_usage_perc"
+    return "vllm:kv_cache_usage_perc" if release >= KV_CACHE_RENAMED_IN else "vllm:gpu_cache_usage_perc"
+
+
+def autoscaling_metric(spec: ModelSpec) -> str:
+    """The spec's signal as the custom metrics API names it (prometheus-adapter's rules: vllm:x as vllm_x)."""
+    return spec.autoscaling.metric_name or autoscaling_series(spec).replace("vllm:", "vllm_", 1)
 
 
 def autoscaling_values(spec: ModelSpec) -> dict[str, object]:
     policy = spec.autoscaling
-    target = f"{round(policy.target * 1000)}m" if policy.target != int(policy.target) else str(int(policy.target))
+    value = policy.target_value
+    target = f"{round(value * 1000)}m" if value != int(value) else str(int(value))
     return {"enabled": policy.enabled, "minReplicas": policy.min_replicas, "maxReplicas": policy.max_replicas,
             "metric": autoscaling_metric(spec), "targetAverageValue": target,
             "scaleUpStabilizationSeconds": policy.scale_up_stabilization_s,
-            "scaleDownStabilizationSeconds": policy.scale_down_stabilization_s}
+            "scaleDownStabilizationSeconds": policy.scale_down_stabilization_s, "controller": policy.controller,
+            # KEDA reads its threshold as a plain number, not a Kubernetes quantity.
+            "keda": {"prometheusAddress": policy.keda_prometheus_url or "", "series": autoscaling_series(spec),
+                     "threshold": f"{value:g}"}}

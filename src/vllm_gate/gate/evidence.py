@@ -13,6 +13,8 @@ from kubernetes import client
 SUMMARY, JUNIT, SAMPLES, VALUES, EVENTS = "summary.json", "junit.xml", "samples.jsonl", "values.yaml", "events.txt"
 METRICS_BEFORE, METRICS_AFTER = "metrics-before.txt", "metrics-after.txt"
 CAPACITY_DIR = "capacity"  # the capacity search's raw samples, one file per step
+SCALING = "scaling.json"  # the autoscaling test's readings (HPA, Deployment, Service endpoints, metric)
+SCALING_SAMPLES = "scaling-samples.jsonl"  # its load's raw samples
 
 
 def artifacts_dir(report_path: Path) -> Path:

@@ -12,6 +12,7 @@ import yaml
 
 from vllm_gate.base.secret import Secret
 from vllm_gate.base.tools import CHART_DIR
+from vllm_gate.checks.scaling import Scaling
 from vllm_gate.checks.server import ServerFacts
 from vllm_gate.cluster.base import Capabilities
 from vllm_gate.deploy.release import Release
@@ -169,6 +170,8 @@ class GateRun:
     sizing: list[str] = field(default_factory=list)  # preflight's KV-cache estimate for the spec's GPU type
     kv_cache: KvCacheComparison | None = None  # the engine's cache_config_info against the prediction
     capacity: Capacity | None = None  # the capacity search's result, where one ran
+    scaling: Scaling | None = None  # the autoscaling test's readings and verdict, where one ran
+    autoscaler_not_shown: list[str] = field(default_factory=list)  # the chart's KEDA choice, on a cluster without it
     identity: IdentityRecord | None = None  # stored with a passed run as the next run's baseline
     gpu_recorded: bool = False  # the gpu suite read recorded telemetry (test data), not a live GPU
     cluster_key: str | None = None  # the same cluster across runs (regressions compare only there)
@@ -271,6 +274,7 @@ class GateRun:
         limits = [self.capabilities.limits] if self.capabilities and self.capabilities.limits else []
         skipped = [] if self.compare_last else ["regression against the last passed run: --no-compare-last"]
         skipped += scrape_not_shown(self.capabilities, self.spec.monitoring.scrape) if self.capabilities else []
+        skipped += self.autoscaler_not_shown
         if self.on_real_engine:
             skipped.append("answers stop within the bound: the real engine's tiny model has random weights, which "
                            "rarely emit the end-of-turn token (identity/test_answers_stop_within_the_bound)")
@@ -318,6 +322,7 @@ class GateRun:
             "telemetry": list(self.telemetry),
             "kv_cache": self.kv_cache.summary() if self.kv_cache else None,
             "capacity": self.capacity.summary() if self.capacity else None,
+            "scaling": self.scaling.summary() if self.scaling else None,
             # What a later run compares with (--compare-last) and ias-admin model history shows.
             "slo_values": {r.name: r.measured for r in self.slo_results if math.isfinite(r.measured)},
             "image": self.image(), "chart": chart_version(), "cluster_key": self.cluster_key,

@@ -237,3 +237,12 @@ def rate_problems(window: CounterWindow, client: Counters, load_wall_s: float) -
                             f"window; allowed difference {RATE_SLACK:.0%} (scrape interval "
                             f"{window.scrape_interval_s:g} s)")
     return problems
+
+
+def requests_by_pod(prom: Prometheus, namespace: str, pod_prefix: str, start: float, end: float) -> dict[str, float]:
+    """Requests each pod named ``<pod_prefix>...`` in ``namespace`` answered between ``start`` and ``end``
+    (``vllm:request_success_total``'s increase, as Prometheus held it at ``end``: a pod removed since still counts)."""
+    window = max(1, round(end - start))
+    selector = f"namespace={promql_string(namespace)},pod=~{promql_string(_re2_literal(pod_prefix) + '.*')}"
+    result = prom.query(f"sum by (pod) (increase({REQUESTS}_total{{{selector}}}[{window}s]))", end)
+    return {r["metric"]["pod"]: float(r["value"][1]) for r in result if "pod" in r["metric"]}

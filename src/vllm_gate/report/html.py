@@ -9,6 +9,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 
+from vllm_gate.checks.scaling import Scaling
 from vllm_gate.gate.run import GateRun, chart_version
 from vllm_gate.load.capacity import Capacity
 from vllm_gate.load.samples import RequestSample
@@ -120,6 +121,29 @@ def capacity_plots(capacity: Capacity) -> str:
             f'<div class="vllm-gate-plots vllm-gate-capacity-plots">{"".join(figures)}</div>')
 
 
+def scaling_plots(scaling: Scaling) -> str:
+    """The autoscaling test: its headline and problems; replicas (what the HPA wanted, what served), the metric it
+    scaled on and the requests' latency over the test, from its first request."""
+    def since(points: Sequence[tuple[float, float | None]]) -> list[tuple[float, float]]:
+        return [(at - scaling.load_started, value) for at, value in points if value is not None]
+
+    width = series.bin_width(scaling.samples) if scaling.samples else 1
+    latency = series.over_time(scaling.samples, width)[series.LATENCY_P50] if scaling.samples else []
+    axis = "seconds since the load's first request"
+    figures = [svg.multi_series("Replicas over the autoscaling test",
+                                {"HPA desired": since([(p.at, p.desired) for p in scaling.points]),
+                                 "serving (in the Service)": since([(p.at, p.serving) for p in scaling.points])},
+                                "pods", axis),
+               svg.time_series(f"{scaling.metric} per pod (target {scaling.target:g})",
+                               since([(p.at, p.metric) for p in scaling.points]), "", axis),
+               svg.time_series("Latency p50 over the autoscaling test", latency, "ms",
+                               f"{axis}; p50 of the requests ending in each {width} s bin")]
+    problems = "".join(f"<li>{_e(problem)}</li>" for problem in scaling.problems())
+    return (f'<h3>Autoscaling</h3><p class="vllm-gate-scaling">{_e(scaling.headline())}</p>'
+            f"{f'<ul>{problems}</ul>' if problems else ''}"
+            f'<div class="vllm-gate-plots vllm-gate-scaling-plots">{"".join(figures)}</div>')
+
+
 def history_plots(run: GateRun, history: RunHistory) -> str:
     """Each SLO over the model's earlier passed runs and this run, or the one line saying why there is none."""
     if history.note or not history.runs:
@@ -162,6 +186,7 @@ def sign_off(run: GateRun, samples: Sequence[RequestSample], history: RunHistory
     return (f'{STYLE}<div class="vllm-gate" id="{_e(section_id(run))}">'
             f"<h2>vllm-gate verdict and sign-off: {_e(run.spec.name)}</h2>{header(run)}"
             f"{slo}{plots(samples) if samples else ''}{capacity_plots(run.capacity) if run.capacity else ''}"
+            f"{scaling_plots(run.scaling) if run.scaling else ''}"
             f"{history_plots(run, history) if history else ''}"
             f"{sections}</div>")
 

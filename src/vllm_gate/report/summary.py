@@ -13,8 +13,8 @@ from typing import Any
 from vllm_gate.base.tools import PROJECT_ROOT
 from vllm_gate.gate.run import GateRun, chart_version
 
-# 3: sizing, kv_cache, capacity, and each SLO's note (requests cut at the end of the load test).
-SCHEMA_VERSION = 3
+# 3: sizing, kv_cache, capacity, and each SLO's note (requests cut at the end of the load test). 4: scaling.
+SCHEMA_VERSION = 4
 
 
 def schema() -> dict[str, Any]:
@@ -55,6 +55,7 @@ def model_summary(run: GateRun, now: datetime) -> dict[str, Any]:
         "not_shown": list(verdict.not_shown), "telemetry": list(run.telemetry), "decision": list(run.decision),
         "sizing": list(run.sizing), "kv_cache": run.kv_cache.summary() if run.kv_cache else None,
         "capacity": run.capacity.summary() if run.capacity else None,
+        "scaling": run.scaling.summary() if run.scaling else None,
         "promotion": promotion_summary(run),
     }
 

@@ -92,6 +92,7 @@ CHECKS: tuple[Check, ...] = (
     Check("load", "test_capacity_search", needs_capacity_search=True),
     Check("load", "test_no_regression_against_the_last_passed_run", needs_baseline=True, compares_last=True),
     Check("autoscaling", "test_hpa_reads_its_metric", needs_cluster=True, needs_autoscaling=True),
+    Check("autoscaling", "test_scales_out_under_load_and_back_in", needs_cluster=True, needs_autoscaling=True),
     Check("registration", "test_registry_is_migrated", needs_cluster=True),
     Check("registration", "test_registry_accepts_the_row", needs_cluster=True),
     Check("registration", "test_backend_url_names_the_service", needs_cluster=True),

@@ -9,7 +9,6 @@ The gate reads it through a ``kubectl port-forward``, as it would reach a platfo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from kubernetes.client.rest import ApiException
 
 from vllm_gate.base.errors import ClusterError
 from vllm_gate.base.lifecycle import Started
+from vllm_gate.base.waiting import wait_until
 from vllm_gate.cluster.dataplane.portforward import PortForward
 from vllm_gate.cluster.dataplane.prometheus import DCGM_JOB, MODEL_JOB, SCRAPE_INTERVAL_S
 from vllm_gate.cluster.node.prometheus_image import prometheus_image_name
@@ -50,7 +50,6 @@ PORT = 9090
 CONFIG_DIR = "/etc/prometheus"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 READY_TIMEOUT_S = 90  # a locally imported image: the pod is Ready in seconds; this allows a busy machine
-PROGRESS_EVERY_S = 10
 POLL_S = 0.5
 # The recorded dcgm-exporter's series, labelled as the GPU Operator's exporter pod: Prometheus renames the pod
 # labels the exporter serves to exported_* (honor_labels false, as dcgm-exporter is usually scraped).
@@ -210,18 +209,10 @@ class ClusterPrometheus(Started):
     def _wait(self, what: str, state: Callable[[], str | None]) -> None:
         """Poll ``state`` (None: done; else what it is waiting on; ClusterError: it never will be) up to
         READY_TIMEOUT_S, saying so every 10 s."""
-        started = said = time.monotonic()
-        waiting: str | None = "not asked yet"
-        while (now := time.monotonic()) - started < READY_TIMEOUT_S:
-            waiting = state()
-            if waiting is None:
-                return
-            if now - said >= PROGRESS_EVERY_S:
-                said = now
-                self._progress(f"local cluster: waiting for {what} ({waiting}), {now - started:.0f}/"
-                               f"{READY_TIMEOUT_S} s")
-            time.sleep(POLL_S)
-        raise ClusterError(f"cluster Prometheus: {what}: not within {READY_TIMEOUT_S} s ({waiting})")
+        waiting = wait_until(state, READY_TIMEOUT_S, lambda on, elapsed: self._progress(
+            f"local cluster: waiting for {what} ({on}), {elapsed:.0f}/{READY_TIMEOUT_S} s"), poll_s=POLL_S)
+        if waiting is not None:
+            raise ClusterError(f"cluster Prometheus: {what}: not within {READY_TIMEOUT_S} s ({waiting})")
 
     def _wait_ready(self, core: client.CoreV1Api) -> None:
         namespace = self._pods.namespace
