@@ -19,8 +19,8 @@ INI = "[pytest]\nmarkers =\n    real_node: starts the real node\n"
 def test_scopes_keep_the_real_node_together_files_whole_and_gate_runs_apart():
     assert scope_of("tests/cluster/test_real_node.py::test_x") == REAL_NODE_SCOPE
     assert scope_of("tests/load/test_incluster_load.py::test_y[a]") == REAL_NODE_SCOPE
-    assert scope_of("tests/test_gate_runs.py::test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_and_"
-                    "helm_test_for_real") == REAL_NODE_SCOPE
+    assert scope_of("tests/test_gate_runs.py::test_a_rehearsal_on_the_real_node_runs_its_pod_probes_service_"
+                    "helm_test_and_autoscaler_for_real") == REAL_NODE_SCOPE
     assert scope_of("tests/cluster/test_local.py::test_z[p]") == "tests/cluster/test_local.py"
     assert scope_of("tests/test_gate_runs.py::test_one[x]") == "tests/test_gate_runs.py::test_one[x]"
 

@@ -461,7 +461,7 @@ class Autoscaling(StrictModel):
         "hpa", description="hpa: an HPA on the custom metrics API; keda: a KEDA ScaledObject (Prometheus trigger) "
                            "where the cluster serves KEDA, else the HPA (listed as not shown).")
     # No user info: the URL lands in the chart's values and NOTES; credentials go in a KEDA TriggerAuthentication.
-    keda_prometheus_url: str | None = Field(None, pattern=r"^https?://[^/@\s]+(/\S*)?$",
+    keda_prometheus_url: str | None = Field(None, pattern=r"^https?://[^@\s]+$",
                                             description="The in-cluster Prometheus KEDA's trigger asks (controller "
                                                         "keda), without credentials.")
     # The autoscaling test: a load above one replica's capacity for scale_out_within_s + hold_s, then the wait for
@@ -474,8 +474,8 @@ class Autoscaling(StrictModel):
                                     description="How long into the load a new pod must serve (scheduling, image, "
                                                 "weights and warm-up: minutes on GPUs).")
     hold_s: int = Field(60, ge=10, le=3600, strict=True,
-                        description="How long the load runs past scale_out_within_s; the requests started once the "
-                                    "new pods serve are held to the latency SLOs.")
+                        description="How long the load runs past scale_out_within_s: its requests (once the new "
+                                    "pods serve) are held to the latency SLOs.")
 
     @property
     def target_value(self) -> float:

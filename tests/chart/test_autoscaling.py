@@ -92,6 +92,14 @@ def test_keda_where_the_cluster_serves_it_renders_a_scaled_object_and_no_hpa():
         "query": f'sum(vllm:num_requests_waiting{{namespace="{spec.namespace}",pod=~"{name}-[a-z0-9]+-[a-z0-9]+"}})'}
 
 
+@pytest.mark.parametrize(("target", "threshold"), [("0.7", "0.7"), ("2", "2"), ("0.00001", "0.00001")])
+def test_kedas_threshold_is_a_plain_number_never_a_quantity_or_an_exponent(target, threshold):
+    spec = load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA, "autoscaling.signal=kv_cache" if float(target) < 1
+                                            else "autoscaling.signal=queue", f"autoscaling.target={target}"])
+    docs = template(chart_values(spec), release=spec.name, namespace=spec.namespace, api_versions=(SCALED_OBJECT,))
+    assert only(docs, "ScaledObject")["spec"]["triggers"][0]["metadata"]["threshold"] == threshold
+
+
 def test_keda_gpu_utilization_averages_each_pods_gpus_from_dcgms_exported_labels():
     spec = load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA, "autoscaling.signal=gpu_utilization",
                                             "autoscaling.target=80"])
@@ -117,6 +125,9 @@ def test_keda_needs_the_prometheus_its_trigger_asks_without_credentials():
         load_spec("llama3", MODELS_DIR, [*POLICY, "autoscaling.controller=keda",
                                          "autoscaling.keda_prometheus_url=http://admin:s3cret@prometheus:9090"])
     assert "s3cret" not in str(refused.value)  # echoed as http://***@prometheus:9090
+    with pytest.raises(SpecError, match="keda_prometheus_url"):  # a password holding "/" is user info too
+        load_spec("llama3", MODELS_DIR, [*POLICY, "autoscaling.controller=keda",
+                                         "autoscaling.keda_prometheus_url=http://u:pa/ss@prometheus:9090"])
     values = chart_values(load_spec("llama3", MODELS_DIR, [*POLICY, *KEDA]))
     values["autoscaling"]["keda"]["prometheusAddress"] = ""
     assert "autoscaling.keda.prometheusAddress: name the Prometheus" in template_error(values)

@@ -24,7 +24,7 @@ from vllm_gate.checks.scaling import (
     scaling_load,
     scaling_users,
 )
-from vllm_gate.checks.scaling_watch import watch_scaling
+from vllm_gate.checks.scaling_watch import tolerant, watch_scaling
 from vllm_gate.load.capacity import Capacity, Step
 from vllm_gate.load.samples import LoadRun, RequestSample
 from vllm_gate.spec import Autoscaling, CapacitySearch, Load, Slos, UsersProfile
@@ -123,8 +123,8 @@ def test_slos_still_broken_after_the_scale_out_fail_naming_them():
     problems = scaling(GOOD, after=held(passed=False)).problems()
     assert problems == ["after scaling out to 2 pods, ttft p95 still broke its SLO (40 requests)"]
     none = replace(scaling(GOOD), after_scale_out=None)
-    assert none.problems() == ["no request started once the new pods served: the SLOs after scaling out are not "
-                               "shown"]
+    assert none.problems() == ["no request started in the load's last hold_s once the new pods served: the SLOs "
+                               "after scaling out are not shown"]
 
 
 def test_a_target_past_the_measured_capacity_fails_with_the_one_it_implies():
@@ -159,15 +159,20 @@ def sample(start: float, ttft_s: float) -> RequestSample:
     return RequestSample(start, ttft_s, [0.02], ttft_s + 0.2, 8, 8, None)
 
 
-def test_only_requests_started_once_a_new_pod_served_and_the_backlog_drained_are_held_to_the_slos():
+def test_the_loads_last_hold_s_after_the_scale_out_and_the_backlog_is_held_to_the_slos():
     slos = Slos(ttft_ms={"p95": 1000}, min_output_tokens_per_s=1)
     # Slow while one pod queued (before 20 s), fast after: the judged step sees only the fast ones.
     samples = [sample(T0 + t, 3.0) for t in range(0, 20)] + [sample(T0 + t, 0.1) for t in range(20, 90)]
     result = judged(LoadRun(samples, 90, math.nan, Path("/dev/null")), T0, tuple(GOOD), POLICY, METRIC, 6, slos)
     assert result.after_scale_out is not None
     assert result.after_scale_out.passed
-    # From 23 s: the last request started before the scale-out (at 19 s, 3.2 s long) still held the first pod.
-    assert result.after_scale_out.requests == 67
+    # From 60 s, scale_out_within_s: the load's last hold_s (the backlog before the scale-out drained at 22.2 s).
+    assert result.after_scale_out.requests == 30
+    late = judged(LoadRun(samples, 90, math.nan, Path("/dev/null")), T0, tuple(GOOD),
+                  POLICY.model_copy(update={"scale_out_within_s": 15}), METRIC, 6, slos)
+    # With a 15 s bound, from the backlog's end: the last request started before the scale-out (at 19 s, 3.2 s long)
+    # held the first pod until 22.2 s.
+    assert late.after_scale_out.requests == 67
     assert result.load_ended == T0 + 89.3  # the last request's end, not when its pods were gone
     assert result.problems() == ["which pods answered the load after the scale-out is not shown: not read"]
 
@@ -200,3 +205,32 @@ def test_readings_that_keep_failing_fail_the_watch_saying_why():
         watch_scaling(load, broken, min_replicas=1, after_s=lambda _peak: 30, describe=str, progress=said.append)
     assert said == ["autoscaling: reading HorizontalPodAutoscaler ns/x ... failed: HTTP 503 Service Unavailable "
                     "(5 readings in a row): the autoscaling test stops reading"]
+
+
+def test_a_scale_in_later_than_its_limit_fails_saying_how_long_it_took():
+    slow = [point(0, 1, 1, 2), point(20, 2, 2, 0), point(90, 2, 2, 0), point(200, 1, 2, 0, current=2),
+            point(260, 1, 1, 0)]
+    assert scaling(slow).problems() == ["did not scale back in to 1 replica(s) within 160 s of the load's end (its "
+                                        "100 s window, a pod every 120 s after the first, and 60 s): it took 170 s"]
+
+
+def test_a_pod_added_after_the_load_need_not_have_answered_it():
+    # The HPA's status lags: a third pod that served only after the load's end got none of its requests.
+    late_third = [*GOOD[:5], point(95, 3, 3, 0), point(120, 1, 2, 0, current=3), point(130, 1, 1, 0)]
+    assert scaling(late_third).peak_during_load == 2
+    assert scaling(late_third).problems() == []
+
+
+def test_a_reading_that_fails_once_is_tried_again_and_five_in_a_row_fail():
+    answers: list[object] = [GateError("HTTP 503"), point(0, 1, 1)]
+
+    def flaky() -> ScalePoint:
+        answer = answers.pop(0)
+        if isinstance(answer, GateError):
+            raise answer
+        return answer
+
+    assert tolerant(flaky)() == point(0, 1, 1)
+    answers[:] = [GateError("HTTP 503")] * 5
+    with pytest.raises(GateError, match="HTTP 503"):
+        tolerant(flaky)()

@@ -45,11 +45,30 @@ def read_point(api: client.ApiClient, namespace: str, name: str, service: str, m
         raise GateError(f"autoscaling: reading HorizontalPodAutoscaler {namespace}/{name}, its Deployment or "
                         f"Service {service}'s endpoints failed: {type(exc).__name__}") from None
     status = hpa.get("status") or {}
-    # An endpoint whose ready condition is unset counts as ready (the EndpointSlice API's rule).
-    serving = sum(1 for s in slices.items for e in s.endpoints or []
-                  if e.conditions is None or e.conditions.ready is not False)
+    # An endpoint whose ready condition is unset counts as ready (the EndpointSlice API's rule); a pod is counted
+    # once, though a dual-stack Service has a slice per address family.
+    serving = len({e.target_ref.name if e.target_ref else tuple(e.addresses) for s in slices.items
+                   for e in s.endpoints or [] if e.conditions is None or e.conditions.ready is not False})
+    try:
+        metric_value = current_value(hpa, metric)
+    except ValueError:
+        metric_value = None  # a quantity the client cannot parse: not read
+    ready = deployment.status.ready_replicas if deployment.status else None
     return ScalePoint(time.time(), int(status.get("desiredReplicas") or 0), int(status.get("currentReplicas") or 0),
-                      int(deployment.status.ready_replicas or 0), serving, current_value(hpa, metric))
+                      int(ready or 0), serving, metric_value)
+
+
+def tolerant(read: Callable[[], ScalePoint]) -> Callable[[], ScalePoint]:
+    """``read``, tried again (2 s apart) when it fails, up to MISSED_READINGS times in a row: one refused or slow
+    API call is not the autoscaler's failure."""
+    def reading() -> ScalePoint:
+        for _ in range(MISSED_READINGS - 1):
+            try:
+                return read()
+            except GateError:
+                time.sleep(POLL_S)
+        return read()
+    return reading
 
 
 def settled(point: ScalePoint, replicas: int) -> bool:
@@ -61,9 +80,10 @@ def wait_settled(read: Callable[[], ScalePoint], replicas: int, timeout_s: float
     """Wait until ``replicas`` pods serve and the HPA wants no more; GateError naming what it saw after
     ``timeout_s``. Says every 10 s what it waits for (``why``: for what)."""
     last: list[ScalePoint] = []
+    reading = tolerant(read)
 
     def state() -> str | None:
-        last[:] = [read()]
+        last[:] = [reading()]
         return None if settled(last[0], replicas) and last[0].serving == replicas else describe(last[0])
 
     waiting = wait_until(state, timeout_s, lambda on, elapsed: progress(
@@ -93,15 +113,15 @@ def _set_max(api: client.ApiClient, namespace: str, name: str, keda: bool, repli
 
 
 @contextmanager
-def pinned(api: client.ApiClient, namespace: str, name: str, policy: Autoscaling, *, keda: bool,
+def pinned(api: client.ApiClient, namespace: str, name: str, policy: Autoscaling, *, keda: bool, during: str,
            settle: Callable[[], ScalePoint], progress: Progress) -> Iterator[None]:
-    """The autoscaler held at min_replicas (its maximum lowered, then set back to the spec's) while one replica's
-    capacity is measured: pods it added under the search's load would make the knee several replicas'. ``settle``
-    waits until only those serve."""
+    """The autoscaler held at min_replicas (its maximum lowered, then set back to the spec's) ``during`` a load that
+    measures one replica (the SLO load test, the capacity search): pods it added would make the numbers several
+    replicas'. ``settle`` waits until only those serve."""
     kind = "ScaledObject" if keda else "HorizontalPodAutoscaler"
     _set_max(api, namespace, name, keda, policy.min_replicas)
-    progress(f"autoscaling: {kind} {namespace}/{name} held at {policy.min_replicas} replica(s) for the capacity "
-             f"search (max_replicas {policy.max_replicas} set back after)")
+    progress(f"autoscaling: {kind} {namespace}/{name} held at {policy.min_replicas} replica(s) for {during} "
+             f"(max_replicas {policy.max_replicas} set back after)")
     try:
         settle()
         yield
@@ -132,8 +152,9 @@ def watch_scaling(run_load: Callable[[], LoadRun], read: Callable[[], ScalePoint
                   after_s: Callable[[int], float], describe: Callable[[ScalePoint], str],
                   progress: Progress) -> Watched:
     """Run the load (here: Ctrl-C stops it as any load test) while a thread reads the scaling state every 2 s; after
-    it, read on until min_replicas serve again having scaled out, for at most ``after_s(peak pods serving)``. Says
-    every 10 s what it is waiting for; fails when the readings keep failing."""
+    it, read on until min_replicas serve again having scaled out, for at most ``after_s(peak pods)`` (counted from
+    when its pods are gone: past the last request's end, which the judgement counts from). Says every 10 s what it
+    is waiting for; fails when the readings keep failing."""
     points: list[ScalePoint] = []
     failed: list[GateError] = []
     stop = threading.Event()
@@ -151,6 +172,10 @@ def watch_scaling(run_load: Callable[[], LoadRun], read: Callable[[], ScalePoint
                     failed.append(exc)
                     progress(f"{exc.summary} ({missed} readings in a row): the autoscaling test stops reading")
                     return
+            except Exception as exc:  # a thread's error is lost unless kept: the test fails with it
+                failed.append(GateError(f"autoscaling: reading the scaling state failed: {type(exc).__name__}: "
+                                        f"{exc}"))
+                return
             if points and time.monotonic() - said >= PROGRESS_EVERY_S:
                 said = time.monotonic()
                 progress(f"autoscaling: load running {time.time() - started:.0f} s: {describe(points[-1])}")
@@ -166,12 +191,13 @@ def watch_scaling(run_load: Callable[[], LoadRun], read: Callable[[], ScalePoint
     if failed:
         raise failed[0]
     ended = time.time()
-    peak = max((p.serving for p in points), default=0)
+    peak = max((max(p.current, p.serving) for p in points), default=0)
     if peak > min_replicas:
         limit = after_s(peak)
+        reading = tolerant(read)
 
         def state() -> str | None:
-            points.append(read())
+            points.append(reading())
             return None if settled(points[-1], min_replicas) else describe(points[-1])
 
         wait_until(state, limit, lambda on, elapsed: progress(

@@ -164,4 +164,4 @@ def autoscaling_values(spec: ModelSpec) -> dict[str, object]:
             "scaleDownStabilizationSeconds": policy.scale_down_stabilization_s, "controller": policy.controller,
             # KEDA reads its threshold as a plain number, not a Kubernetes quantity.
             "keda": {"prometheusAddress": policy.keda_prometheus_url or "", "series": autoscaling_series(spec),
-                     "threshold": f"{value:g}"}}
+                     "threshold": f"{value:.6f}".rstrip("0").rstrip(".")}}
