@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from vllm_gate.base.errors import GateError
+from vllm_gate.checks import scaling_watch
 from vllm_gate.checks.scaling import (
     ScalePoint,
     Scaling,
@@ -177,13 +178,20 @@ def test_the_loads_last_hold_s_after_the_scale_out_and_the_backlog_is_held_to_th
     assert result.problems() == ["which pods answered the load after the scale-out is not shown: not read"]
 
 
+@pytest.fixture
+def quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readings 10 ms apart instead of 2 s: the same loops, without the wall-clock wait."""
+    monkeypatch.setattr(scaling_watch, "POLL_S", 0.01)
+
+
+@pytest.mark.usefixtures("quick_polls")
 def test_watching_reads_while_the_load_runs_and_until_the_scale_in():
-    readings = iter([point(0, 1, 1), point(1, 2, 2)] + [point(2, 2, 2)] * 3 + [point(9, 1, 1)] * 50)
+    readings = iter([point(0, 1, 1), point(1, 2, 2)] + [point(2, 2, 2)] * 3 + [point(9, 1, 1)] * 500)
     said: list[str] = []
 
     def load() -> LoadRun:
-        time.sleep(2.5)
-        return LoadRun([], 2.5, math.nan, Path("/dev/null"))
+        time.sleep(0.2)
+        return LoadRun([], 0.2, math.nan, Path("/dev/null"))
 
     watched = watch_scaling(load, lambda: next(readings), min_replicas=1, after_s=lambda _peak: 30,
                             describe=lambda p: f"{p.serving} serving", progress=said.append)
@@ -192,13 +200,14 @@ def test_watching_reads_while_the_load_runs_and_until_the_scale_in():
     assert said[0].startswith("autoscaling: load running")
 
 
+@pytest.mark.usefixtures("quick_polls")
 def test_readings_that_keep_failing_fail_the_watch_saying_why():
     def broken() -> ScalePoint:
         raise GateError("autoscaling: reading HorizontalPodAutoscaler ns/x ... failed: HTTP 503 Service Unavailable")
 
     def load() -> LoadRun:
-        time.sleep(11)  # five readings 2 s apart fail
-        return LoadRun([], 11, math.nan, Path("/dev/null"))
+        time.sleep(0.5)  # long enough for five readings to fail
+        return LoadRun([], 0.5, math.nan, Path("/dev/null"))
 
     said: list[str] = []
     with pytest.raises(GateError, match="HTTP 503"):
@@ -221,6 +230,7 @@ def test_a_pod_added_after_the_load_need_not_have_answered_it():
     assert scaling(late_third).problems() == []
 
 
+@pytest.mark.usefixtures("quick_polls")
 def test_a_reading_that_fails_once_is_tried_again_and_five_in_a_row_fail():
     answers: list[object] = [GateError("HTTP 503"), point(0, 1, 1)]
 

@@ -17,10 +17,11 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.chart.strict_yaml import helm
+from tests.cluster.hpa import evaluated_hpa
 from tests.conftest import running_local_cluster
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.checks.autoscaling import hpa_problems, wait_read
+from vllm_gate.checks.autoscaling import hpa_problems
 from vllm_gate.cluster.local import LocalCluster
 from vllm_gate.deploy.values import autoscaling_metric, chart_values, release_fullname
 from vllm_gate.spec import ModelSpec, load_spec
@@ -127,8 +128,7 @@ def test_an_hpa_on_a_metric_the_cluster_does_not_serve_fails_naming_it(cluster, 
     # Planted: the real kube-controller-manager's HPA controller, and no custom metrics API behind it.
     spec = load_spec("llama3", MODELS_DIR, ["autoscaling.enabled=true", "autoscaling.max_replicas=2"])
     namespace, _ = install(cluster, spec)
-    # Two of the controller's 15 s syncs: no custom metrics API is registered here, so none can come right.
-    hpa = wait_read(api, namespace, release_fullname(spec.name), autoscaling_metric(spec), 30, lambda _m: None)
+    hpa = evaluated_hpa(api, namespace, release_fullname(spec.name))
     (problem,) = hpa_problems(hpa, autoscaling_metric(spec))
     assert problem.startswith(f"HorizontalPodAutoscaler {namespace}/{release_fullname(spec.name)} cannot scale on "
                               "metric vllm_num_requests_waiting: ScalingActive False"), problem

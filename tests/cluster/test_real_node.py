@@ -18,10 +18,11 @@ from kubernetes import client
 
 from tests.chart.strict_yaml import helm
 from tests.cluster.host_network import host_network_state
+from tests.cluster.hpa import evaluated_hpa
 from tests.conftest import skip_without_real_node
 from vllm_gate.base.kube import api_client
 from vllm_gate.base.tools import CHART_DIR, MODELS_DIR
-from vllm_gate.checks.autoscaling import hpa_problems, wait_read
+from vllm_gate.checks.autoscaling import hpa_problems
 from vllm_gate.checks.probe_pod import Outcome, ProbeTemplate, chart_template, run_probe
 from vllm_gate.cluster.dataplane.served_pods import MODEL_POD_SELECTOR
 from vllm_gate.cluster.local import GpuPool, LocalCluster
@@ -326,9 +327,9 @@ def test_observe_sees_the_kubelet_run_the_charts_container_on_the_real_node(clus
 # --- the custom metrics API: the real HPA controller asks the local prometheus-adapter ------------------------------
 
 def test_an_hpa_on_a_metric_no_adapter_rule_serves_fails_naming_it(cluster):
-    """Planted: a policy on a name no rule of charts/prometheus-adapter-values.yaml exposes. The served queue is read
-    for real in the gate's own rehearsal (tests/test_gate_runs.py); this one gets half a minute to come right (two of
-    the controller's 15 s syncs after the adapter's 10 s relist) and must not."""
+    """Planted: a policy on a name no rule of charts/prometheus-adapter-values.yaml exposes (the adapter has run its
+    rules since the cluster started). The served queue is read for real in the gate's own rehearsal
+    (tests/test_gate_runs.py)."""
     spec = load_spec("llama3", MODELS_DIR, ["engine=sim", "autoscaling.enabled=true", "autoscaling.max_replicas=2",
                                             "autoscaling.metric_name=vllm_num_requests_queued"])
     api = api_client(cluster.kubeconfig, cluster.context)
@@ -338,7 +339,7 @@ def test_an_hpa_on_a_metric_no_adapter_rule_serves_fails_naming_it(cluster):
     assert proc.returncode == 0, proc.stderr
     try:
         name = release_fullname(spec.name)
-        hpa = wait_read(api, "hpa-unserved", name, "vllm_num_requests_queued", 30, lambda _m: None)
+        hpa = evaluated_hpa(api, "hpa-unserved", name)
         (problem,) = hpa_problems(hpa, "vllm_num_requests_queued")
         assert problem.startswith(f"HorizontalPodAutoscaler hpa-unserved/{name} cannot scale on metric "
                                   "vllm_num_requests_queued: ScalingActive False (FailedGetPodsMetric)"), problem
